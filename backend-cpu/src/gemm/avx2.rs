@@ -1,0 +1,65 @@
+//! AVX2 + FMA microkernel: 6 rows x 16 columns in twelve 8-lane accumulators,
+//! `acc = fma(a[k], b[k], acc)` in k order.
+
+use std::arch::x86_64::*;
+
+use super::{MR, NR};
+
+/// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`.
+pub(super) fn tile(
+    rows: usize,
+    k: usize,
+    a: &[f32],
+    rs: usize,
+    cs: usize,
+    panel: &[f32],
+    out: &mut [[f32; NR]; MR],
+) {
+    // Bounds the kernel relies on, checked once per tile.
+    assert!(panel.len() >= k * NR);
+    assert!(k == 0 || rows == 0 || (rows - 1) * rs + (k - 1) * cs < a.len());
+    // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of AVX2 and FMA, and the
+    // asserts above keep every pointer read in bounds.
+    unsafe {
+        match rows {
+            1 => tile_n::<1>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
+            2 => tile_n::<2>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
+            3 => tile_n::<3>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
+            4 => tile_n::<4>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
+            5 => tile_n::<5>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
+            _ => tile_n::<6>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_n<const R: usize>(
+    k: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    out: &mut [[f32; NR]; MR],
+) {
+    let mut lo = [_mm256_setzero_ps(); R];
+    let mut hi = [_mm256_setzero_ps(); R];
+    for kk in 0..k {
+        // SAFETY: the caller checked `b` holds k * NR floats and `a` every (r, kk) element.
+        unsafe {
+            let b0 = _mm256_loadu_ps(b.add(kk * NR));
+            let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+            for r in 0..R {
+                let av = _mm256_set1_ps(*a.add(r * rs + kk * cs));
+                lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
+                hi[r] = _mm256_fmadd_ps(av, b1, hi[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        // SAFETY: each output row holds NR = 16 floats.
+        unsafe {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), lo[r]);
+            _mm256_storeu_ps(out[r].as_mut_ptr().add(8), hi[r]);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A small matrix-product engine with a fixed per-element order of operations.
+//!
+//! `C[m][j] = sum_k A[m][k] * B[k][j]`, computed as `acc = fma(A[m][k], B[k][j], acc)` for
+//! `k = 0, 1, ..., K-1` starting from zero, whatever `M` and `N` are and wherever the element
+//! falls in the tiling. General-purpose BLAS libraries switch algorithms and K blocking with the
+//! matrix shape (and allocate packing buffers per call); frugal cannot use that, because a part
+//! of a layer must produce exactly the bits of the whole layer. A is read in place (any row and
+//! column stride); B is packed in panels of [`NR`] columns by the caller (im2col writes this
+//! layout directly) into memory it owns, so the engine allocates nothing.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+mod generic;
+
+/// Columns per packed B panel (and per microkernel tile).
+pub const NR: usize = 16;
+/// Rows per microkernel tile.
+pub const MR: usize = 6;
+
+/// Instruction sets the CPU kernels are compiled for, picked at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust (SSE2 on x86-64, NEON on aarch64 through auto-vectorisation).
+    Generic,
+    /// x86-64 with AVX2 and FMA.
+    Avx2Fma,
+}
+
+impl Isa {
+    /// The best instruction set this processor supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Isa::Avx2Fma;
+            }
+        }
+        Isa::Generic
+    }
+
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Generic => "generic",
+            Isa::Avx2Fma => "avx2+fma",
+        }
+    }
+}
+
+/// Floats a packed B of `k` rows and `n` columns occupies.
+pub fn packed_len(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * NR * k
+}
+
+/// Index of element `(k, j)` in a packed B of depth `depth`.
+#[inline(always)]
+pub fn packed_index(depth: usize, k: usize, j: usize) -> usize {
+    (j / NR) * NR * depth + k * NR + j % NR
+}
+
+/// Packs `B[k][j] = src[k * rs + j * cs]` (`k < depth`, `j < n`) into panels, zero padding.
+pub fn pack_b(src: &[f32], rs: usize, cs: usize, depth: usize, n: usize, dst: &mut [f32]) {
+    for p in 0..n.div_ceil(NR) {
+        let panel = &mut dst[p * NR * depth..(p + 1) * NR * depth];
+        let cols = NR.min(n - p * NR);
+        for k in 0..depth {
+            let row = &mut panel[k * NR..(k + 1) * NR];
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = if c < cols { src[k * rs + (p * NR + c) * cs] } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// The A operand: element `(i, k)` at `data[i * rs + k * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatA<'a> {
+    /// Backing memory.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub rs: usize,
+    /// Distance between columns (depth).
+    pub cs: usize,
+}
+
+/// Computes `C = A * B` for `m x n` with depth `k` and hands each tile row to `store(i, j,
+/// values)`, where `values` holds `C[i][j..j + values.len()]`.
+pub fn gemm(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatA<'_>,
+    b_packed: &[f32],
+    mut store: impl FnMut(usize, usize, &[f32]),
+) {
+    assert!(b_packed.len() >= packed_len(k, n), "packed B too small");
+    if m > 0 {
+        let last = (m - 1) * a.rs + k.saturating_sub(1) * a.cs;
+        assert!(k == 0 || last < a.data.len(), "A too small");
+    }
+    let mut tile = [[0.0f32; NR]; MR];
+    for p in 0..n.div_ceil(NR) {
+        let j = p * NR;
+        let cols = NR.min(n - j);
+        let panel = &b_packed[p * NR * k..(p + 1) * NR * k];
+        let mut i = 0;
+        while i < m {
+            let rows = MR.min(m - i);
+            let a_tile = &a.data[i * a.rs..];
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2Fma => avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, &mut tile),
+                _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, &mut tile),
+            }
+            for (r, vals) in tile.iter().take(rows).enumerate() {
+                store(i + r, j, &vals[..cols]);
+            }
+            i += rows;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], fused: bool) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for kk in 0..k {
+                    acc = if fused {
+                        a[i * k + kk].mul_add(b[kk * n + j], acc)
+                    } else {
+                        acc + a[i * k + kk] * b[kk * n + j]
+                    };
+                }
+                c[i * n + j] = acc;
+            }
+        }
+        c
+    }
+
+    fn run(isa: Isa, m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut packed = vec![f32::NAN; packed_len(k, n)];
+        pack_b(b, n, 1, k, n, &mut packed);
+        let mut c = vec![f32::NAN; m * n];
+        gemm(isa, m, n, k, MatA { data: a, rs: k, cs: 1 }, &packed, |i, j, v| {
+            c[i * n + j..i * n + j + v.len()].copy_from_slice(v)
+        });
+        c
+    }
+
+    #[test]
+    fn matches_the_fixed_order_reference_bit_for_bit() {
+        let mut s = 7u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for &(m, n, k) in
+            &[(1, 1, 1), (6, 16, 9), (7, 17, 33), (13, 40, 300), (2, 5, 0), (64, 3, 27)]
+        {
+            let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let g = run(Isa::Generic, m, n, k, &a, &b);
+            assert_eq!(g, reference(m, n, k, &a, &b, false), "generic {m}x{n}x{k}");
+            if Isa::detect() == Isa::Avx2Fma {
+                let v = run(Isa::Avx2Fma, m, n, k, &a, &b);
+                assert_eq!(v, reference(m, n, k, &a, &b, true), "avx2 {m}x{n}x{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_column_of_c_does_not_depend_on_n() {
+        // The same column computed inside a wide and a narrow product gives the same bits.
+        let (m, k) = (11, 70);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let wide_n = 37;
+        let b: Vec<f32> = (0..k * wide_n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 5.0).collect();
+        let wide = run(Isa::detect(), m, wide_n, k, &a, &b);
+        let col = 21;
+        let b1: Vec<f32> = (0..k).map(|kk| b[kk * wide_n + col]).collect();
+        let narrow = run(Isa::detect(), m, 1, k, &a, &b1);
+        for i in 0..m {
+            assert_eq!(wide[i * wide_n + col].to_bits(), narrow[i].to_bits());
+        }
+    }
+}

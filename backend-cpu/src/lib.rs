@@ -1,0 +1,206 @@
+//! # frugal-cpu
+//!
+//! The CPU backend of frugal: kernels over row windows of one arena, one file per op family
+//! (`ops/`), and a small deterministic matrix-product engine (`gemm/`).
+//!
+//! **Determinism contract.** Every kernel computes each output element with the same
+//! operations in the same order, whatever rows a call is asked for and however the work is
+//! tiled. That is what makes execution by parts bit-identical to layer by layer. Reductions
+//! therefore run in a fixed order per element (for products: `acc = fma(a[k], b[k], acc)` for
+//! `k = 0..K`), never split by the size of the call.
+
+mod arena;
+pub mod gemm;
+mod ops;
+
+use frugal_core::backend::{Capabilities, Kernel, Operand, RowWindow, Scratch, WeightId};
+use frugal_core::{Backend, DType, Error, Result, Tensor};
+
+pub use arena::{Arena, Io, Src};
+pub use gemm::Isa;
+
+/// A weight as stored by the CPU backend: the f32 data (zero-copy when the model file held f32)
+/// and, for dense layers, a repacked form made by `prepare`.
+#[derive(Debug)]
+pub(crate) struct Weight {
+    pub(crate) data: Tensor,
+    pub(crate) packed: Option<Vec<f32>>,
+}
+
+impl Weight {
+    pub(crate) fn f32(&self) -> &[f32] {
+        // Uploaded weights are converted to f32 on upload.
+        self.data.as_f32().unwrap_or(&[])
+    }
+}
+
+/// The CPU backend.
+#[derive(Debug)]
+pub struct CpuBackend {
+    arena: Arena,
+    weights: Vec<Weight>,
+    isa: Isa,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// A CPU backend using the best instruction set this processor offers (detected at run time).
+    pub fn new() -> Self {
+        CpuBackend { arena: Arena::default(), weights: Vec::new(), isa: Isa::detect() }
+    }
+
+    /// A CPU backend forced to an instruction set (for tests and comparisons).
+    pub fn with_isa(isa: Isa) -> Self {
+        CpuBackend { arena: Arena::default(), weights: Vec::new(), isa }
+    }
+
+    /// The instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+}
+
+pub(crate) fn fail(op: &str, reason: impl Into<String>) -> Error {
+    Error::Backend { backend: "cpu".into(), op: op.into(), reason: reason.into() }
+}
+
+/// Every activation window a kernel reads.
+fn inputs_of<'k>(k: &'k Kernel<'_>) -> impl Iterator<Item = &'k RowWindow> {
+    let (one, two): (Option<&RowWindow>, Option<&RowWindow>) = match k {
+        Kernel::Conv { x, .. }
+        | Kernel::ConvTranspose { x, .. }
+        | Kernel::Pool { x, .. }
+        | Kernel::GlobalAvgPool { x, .. }
+        | Kernel::Affine { x, .. }
+        | Kernel::Unary { x, .. }
+        | Kernel::Resize { x, .. }
+        | Kernel::Reduce { x, .. }
+        | Kernel::Softmax { x, .. }
+        | Kernel::Transpose { x, .. } => (Some(x), None),
+        Kernel::Gemm { a, .. } => (Some(a), None),
+        Kernel::Binary { a, b, .. } | Kernel::MatMul { a, b, .. } => (arena_of(a), arena_of(b)),
+        Kernel::Copy { x, .. } => (arena_of(x), None),
+        Kernel::Concat { .. } => (None, None),
+    };
+    let many: &[RowWindow] = if let Kernel::Concat { xs, .. } = k { xs } else { &[] };
+    one.into_iter().chain(two).chain(many.iter())
+}
+
+fn arena_of(o: &Operand) -> Option<&RowWindow> {
+    match o {
+        Operand::Arena(w) => Some(w),
+        Operand::Weight(_) => None,
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            storage: vec![DType::F32],
+            max_buffer_bytes: isize::MAX as u64,
+            max_binding_bytes: isize::MAX as u64,
+            device: format!("CPU ({})", self.isa.name()),
+        }
+    }
+
+    fn alloc_arena(&mut self, bytes: usize) -> Result<()> {
+        self.arena = Arena::default();
+        self.arena = Arena::new(bytes)?;
+        Ok(())
+    }
+
+    fn upload(&mut self, weight: &Tensor) -> Result<WeightId> {
+        let data =
+            if weight.dtype() == DType::F32 { weight.clone() } else { weight.cast(DType::F32) };
+        self.weights.push(Weight { data, packed: None });
+        Ok(WeightId(self.weights.len() - 1))
+    }
+
+    fn prepare(&mut self, kernel: &Kernel<'_>) -> Result<()> {
+        ops::prepare(self, kernel)
+    }
+
+    fn workspace_bytes(&self, kernel: &Kernel<'_>) -> usize {
+        ops::workspace_floats(kernel) * 4
+    }
+
+    fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()> {
+        let y = kernel.output();
+        if y.dtype != DType::F32 || inputs_of(kernel).any(|w| w.dtype != DType::F32) {
+            return Err(fail(kernel.family(), "the CPU backend stores activations as f32"));
+        }
+        let out = arena::extent(y);
+        let scr = scratch.offset / 4..(scratch.offset + scratch.bytes) / 4;
+        let io = self.arena.split(out, scr)?;
+        for w in inputs_of(kernel) {
+            if !io.src.contains(&arena::extent(w)) {
+                return Err(fail(
+                    kernel.family(),
+                    "an input overlaps the output or lies outside the arena",
+                ));
+            }
+        }
+        ops::execute(kernel, io, &self.weights, self.isa)
+    }
+
+    fn write(&mut self, dst: &RowWindow, src: &[f32]) -> Result<()> {
+        let (planes, _, width) = dst.geometry();
+        if src.len() != planes * dst.rows * width {
+            return Err(fail(
+                "write",
+                format!("{} values for a window of {}", src.len(), planes * dst.rows * width),
+            ));
+        }
+        let out = arena::extent(dst);
+        let mut io = self.arena.split(out, 0..0)?;
+        let mut chunks = src.chunks_exact(width.max(1));
+        for p in 0..planes {
+            for r in dst.first_row..dst.first_row + dst.rows {
+                if let Some(c) = chunks.next() {
+                    io.out_row(dst, p, r).copy_from_slice(c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, src: &RowWindow, dst: &mut [f32]) -> Result<()> {
+        let (planes, _, width) = src.geometry();
+        if dst.len() != planes * src.rows * width {
+            return Err(fail(
+                "read",
+                format!("{} values for a window of {}", dst.len(), planes * src.rows * width),
+            ));
+        }
+        let arena = self.arena.f32();
+        let mut chunks = dst.chunks_exact_mut(width.max(1));
+        for p in 0..planes {
+            for r in src.first_row..src.first_row + src.rows {
+                let s = src.row_start(p, r);
+                let row = arena
+                    .get(s..s + width)
+                    .ok_or_else(|| fail("read", "window outside the arena"))?;
+                if let Some(c) = chunks.next() {
+                    c.copy_from_slice(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.weights
+            .iter()
+            .map(|w| w.data.nbytes() + w.packed.as_ref().map_or(0, |p| p.len() * 4))
+            .sum()
+    }
+}

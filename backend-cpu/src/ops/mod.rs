@@ -1,0 +1,316 @@
+//! Kernel dispatch: one file per op family, plus the window checks and addressing helpers the
+//! families share.
+//!
+//! Every kernel validates shapes, weights and the rows its input windows hold before touching
+//! memory, so bad calls come back as errors rather than panics or stale reads.
+
+mod conv;
+mod conv_transpose;
+mod dense;
+mod eltwise;
+mod layout;
+mod pool;
+mod reduce;
+mod resize;
+#[cfg(test)]
+mod testutil;
+
+use std::ops::Range;
+
+use frugal_core::backend::{Dims, Kernel, Operand, RowWindow, MAX_RANK};
+use frugal_core::{Result, WeightId};
+
+use crate::arena::{Io, Src};
+use crate::gemm::Isa;
+use crate::{fail, CpuBackend, Weight};
+
+/// An operand with its weight looked up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Opd<'a> {
+    /// Rows of an activation in the arena.
+    Rows(RowWindow),
+    /// A constant: row-major data, its shape, and the packed form `prepare` made, if any.
+    Const { data: &'a [f32], dims: Dims, packed: Option<&'a [f32]> },
+}
+
+impl Opd<'_> {
+    /// Shape of the whole tensor.
+    pub(crate) fn dims(&self) -> Dims {
+        match self {
+            Opd::Rows(w) => w.dims,
+            Opd::Const { dims, .. } => *dims,
+        }
+    }
+}
+
+/// Weight repacking done once per node when a session is created.
+pub(crate) fn prepare(b: &mut CpuBackend, k: &Kernel<'_>) -> Result<()> {
+    match k {
+        Kernel::Gemm { op, b: w, .. } => dense::prepare_gemm(b, op, w),
+        Kernel::MatMul { b: Operand::Weight(w), .. } => dense::prepare_matmul(b, w),
+        _ => Ok(()),
+    }
+}
+
+/// Scratch floats a kernel call needs.
+pub(crate) fn workspace_floats(k: &Kernel<'_>) -> usize {
+    match k {
+        Kernel::Conv { op, x, w, y, .. } => conv::workspace(op, x, w, y),
+        Kernel::Resize { op, y, .. } => resize::workspace(op, y),
+        Kernel::MatMul { b, .. } => dense::matmul_workspace(b),
+        _ => 0,
+    }
+}
+
+/// Runs one kernel.
+pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], isa: Isa) -> Result<()> {
+    let family = k.family();
+    if k.output().dims.numel() == 0 {
+        return Ok(());
+    }
+    check_window(family, k.output())?;
+    for w in crate::inputs_of(k) {
+        // Concat skips empty pieces; any other kernel would divide by or index into nothing.
+        if w.dims.numel() == 0 && !matches!(k, Kernel::Concat { .. }) {
+            return Err(fail(family, format!("empty input {:?}", w.dims)));
+        }
+        if w.dims.numel() > 0 {
+            check_window(family, w)?;
+        }
+    }
+    let get = |id: WeightId| -> Result<&Weight> {
+        weights.get(id.0).ok_or_else(|| fail(family, format!("unknown weight {}", id.0)))
+    };
+    let data = |id: WeightId, dims: &Dims| -> Result<&[f32]> {
+        let d = get(id)?.f32();
+        if d.len() != dims.numel() {
+            return Err(fail(
+                family,
+                format!("weight {} holds {} values for {dims:?}", id.0, d.len()),
+            ));
+        }
+        Ok(d)
+    };
+    let opd = |o: &Operand| -> Result<Opd<'_>> {
+        Ok(match o {
+            Operand::Arena(w) => Opd::Rows(*w),
+            Operand::Weight(w) => Opd::Const {
+                data: data(w.id, &w.dims)?,
+                dims: w.dims,
+                packed: get(w.id)?.packed.as_deref(),
+            },
+        })
+    };
+    match k {
+        Kernel::Conv { op, x, w, b, y } => {
+            let bias = match b {
+                Some(b) => Some(get(b.id)?.f32()),
+                None => None,
+            };
+            conv::conv(op, x, get(w.id)?.f32(), &w.dims, bias, y, io, isa)
+        }
+        Kernel::ConvTranspose { op, x, w, b, y } => {
+            let bias = match b {
+                Some(b) => Some(data(b.id, &b.dims)?),
+                None => None,
+            };
+            conv_transpose::conv_transpose(op, x, data(w.id, &w.dims)?, &w.dims, bias, y, io)
+        }
+        Kernel::Pool { op, x, y } => pool::pool(op, x, y, io),
+        Kernel::GlobalAvgPool { x, y } => pool::global_avg(x, y, io),
+        Kernel::Affine { act, x, scale, shift, y } => {
+            let (s, t) = (data(scale.id, &scale.dims)?, data(shift.id, &shift.dims)?);
+            eltwise::affine(act.as_ref(), x, s, t, y, io)
+        }
+        Kernel::Unary { act, x, y } => eltwise::unary(act, x, y, io),
+        Kernel::Binary { op, a, b, y } => eltwise::binary(op, opd(a)?, opd(b)?, y, io),
+        Kernel::Concat { axis, xs, y } => layout::concat(*axis, xs, y, io),
+        Kernel::Transpose { perm, x, y } => layout::transpose(perm, x, y, io),
+        Kernel::Copy { x, y } => layout::copy(opd(x)?, y, io),
+        Kernel::Resize { op, x, y } => resize::resize(op, x, y, io),
+        Kernel::Gemm { op, a, b, c, y } => {
+            let c = match c {
+                Some(c) => Some((data(c.id, &c.dims)?, c.dims)),
+                None => None,
+            };
+            dense::gemm(op, a, opd(&Operand::Weight(*b))?, c, y, io, isa)
+        }
+        Kernel::MatMul { op, a, b, y } => dense::matmul(op, opd(a)?, opd(b)?, y, io, isa),
+        Kernel::Reduce { op, x, y } => reduce::reduce(op, x, y, io),
+        Kernel::Softmax { op, x, y } => reduce::softmax(op, x, y, io),
+    }
+}
+
+/// Checks a window is self-consistent: its rows lie inside the tensor, fit in its ring, and
+/// its rows are at least as long as the tensor's width.
+fn check_window(family: &str, w: &RowWindow) -> Result<()> {
+    let (_, h, width) = w.geometry();
+    if w.capacity == 0 || w.rows > w.capacity || w.first_row + w.rows > h || w.row_stride < width {
+        return Err(fail(
+            family,
+            format!(
+                "malformed window: rows {}..{} of {h}, capacity {}, stride {} for width {width}",
+                w.first_row,
+                w.first_row + w.rows,
+                w.capacity,
+                w.row_stride
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The rows a window covers.
+pub(crate) fn rows(w: &RowWindow) -> Range<usize> {
+    w.first_row..w.first_row + w.rows
+}
+
+/// Fails unless input window `x` holds rows `lo..hi` (nothing is needed when `lo >= hi`).
+pub(crate) fn need_rows(family: &str, x: &RowWindow, lo: usize, hi: usize) -> Result<()> {
+    if lo < hi && (lo < x.first_row || hi > x.first_row + x.rows) {
+        return Err(fail(
+            family,
+            format!(
+                "needs input rows {lo}..{hi}, the window holds {}..{}",
+                x.first_row,
+                x.first_row + x.rows
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails unless `w` holds every row of its tensor, unwrapped (ops that read across rows).
+pub(crate) fn need_whole(family: &str, w: &RowWindow) -> Result<()> {
+    let (_, h, _) = w.geometry();
+    if w.first_row != 0 || w.rows != h || w.capacity < h {
+        return Err(fail(
+            family,
+            format!(
+                "needs whole tensors, got rows {}..{} of {h}",
+                w.first_row,
+                w.first_row + w.rows
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails unless `dims` equals `want`.
+pub(crate) fn need_dims(family: &str, what: &str, dims: &Dims, want: &[usize]) -> Result<()> {
+    if dims.as_slice() != want {
+        return Err(fail(family, format!("{what} has shape {dims:?}, expected {want:?}")));
+    }
+    Ok(())
+}
+
+/// Row `row` of plane `plane` of input window `w`. A free function over the copyable `Src`, so
+/// that kernels can read inputs while holding an output row mutably.
+#[inline]
+pub(crate) fn in_row<'a>(src: Src<'a>, w: &RowWindow, plane: usize, row: usize) -> &'a [f32] {
+    let (_, _, width) = w.geometry();
+    src.slice(w.row_start(plane, row), width)
+}
+
+/// Row `row` of plane `plane` of output window `y`, for kernels that split `Io` to write while
+/// they also use scratch.
+#[inline]
+pub(crate) fn out_row<'o>(
+    out: &'o mut [f32],
+    out_base: usize,
+    y: &RowWindow,
+    plane: usize,
+    row: usize,
+) -> &'o mut [f32] {
+    let (_, _, width) = y.geometry();
+    let s = y.row_start(plane, row) - out_base;
+    &mut out[s..s + width]
+}
+
+/// The f32 data of an uploaded weight.
+pub(crate) fn weight_f32<'b>(b: &'b CpuBackend, id: WeightId, family: &str) -> Result<&'b [f32]> {
+    Ok(b.weights.get(id.0).ok_or_else(|| fail(family, format!("unknown weight {}", id.0)))?.f32())
+}
+
+/// Arena-index strides of every axis of a window that holds its whole tensor unwrapped
+/// (`need_whole`): the element at multi-index `i` lives at `row_start(0, 0) + sum(i[a] * s[a])`,
+/// which is `row_start`'s own formula when no row wraps (`row % capacity == row`).
+pub(crate) fn strides(w: &RowWindow) -> [usize; MAX_RANK] {
+    debug_assert!(w.capacity >= w.geometry().1, "strides of a wrapping ring");
+    let d = w.dims.as_slice();
+    let r = d.len();
+    let mut s = [0; MAX_RANK];
+    if r >= 1 {
+        s[r - 1] = 1;
+    }
+    if r >= 2 {
+        s[r - 2] = w.row_stride;
+    }
+    let mut acc = w.capacity * w.row_stride;
+    for a in (0..r.saturating_sub(2)).rev() {
+        s[a] = acc;
+        acc *= d[a];
+    }
+    s
+}
+
+/// Splits `i` into a row-major multi-index over `dims`.
+#[inline]
+pub(crate) fn unravel(mut i: usize, dims: &[usize], idx: &mut [usize; MAX_RANK]) {
+    for a in (0..dims.len()).rev() {
+        let d = dims[a].max(1);
+        idx[a] = i % d;
+        i /= d;
+    }
+}
+
+/// Addresses the elements of a window by their row-major index in the whole tensor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Flat {
+    win: RowWindow,
+    h: usize,
+    w: usize,
+}
+
+impl Flat {
+    pub(crate) fn new(win: &RowWindow) -> Flat {
+        let (_, h, w) = win.geometry();
+        Flat { win: *win, h: h.max(1), w: w.max(1) }
+    }
+
+    /// Arena index of element `f`, and how many elements of its row start there.
+    #[inline]
+    pub(crate) fn at(&self, f: usize) -> (usize, usize) {
+        let g = f / self.w;
+        let c = f % self.w;
+        (self.win.row_start(g / self.h, g % self.h) + c, self.w - c)
+    }
+
+    /// Tensor row of element `f`.
+    #[inline]
+    pub(crate) fn row(&self, f: usize) -> usize {
+        (f / self.w) % self.h
+    }
+}
+
+/// Stores a packed form of a weight, refusing to replace a different one (a constant shared by
+/// dense layers that read it in different layouts).
+pub(crate) fn set_packed(
+    b: &mut CpuBackend,
+    id: WeightId,
+    packed: Vec<f32>,
+    family: &str,
+) -> Result<()> {
+    let w =
+        b.weights.get_mut(id.0).ok_or_else(|| fail(family, format!("unknown weight {}", id.0)))?;
+    if let Some(old) = &w.packed {
+        if !old.iter().map(|v| v.to_bits()).eq(packed.iter().map(|v| v.to_bits())) {
+            return Err(fail(
+                family,
+                format!("weight {} is shared by dense layers with different layouts", id.0),
+            ));
+        }
+    }
+    w.packed = Some(packed);
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Max and average pooling over row windows, and global average pooling.
+//!
+//! Each output element visits its taps in (ky, kx) order: max pooling starts from -inf and keeps
+//! the larger value (padding never takes part), average pooling sums the in-bounds taps from 0
+//! and divides once by the ONNX divisor. The output row is the accumulator, so the order per
+//! element does not depend on which rows a call produces.
+
+use frugal_core::backend::RowWindow;
+use frugal_core::ops::conv::conv_out_len;
+use frugal_core::ops::{Pool, PoolKind};
+use frugal_core::Result;
+
+use super::{in_row, need_dims, need_rows, need_whole, rows, Flat};
+use crate::arena::Io;
+use crate::fail;
+
+/// Runs a pooling producing rows `y.first_row .. y.first_row + y.rows`.
+pub(crate) fn pool(op: &Pool, x: &RowWindow, y: &RowWindow, mut io: Io<'_>) -> Result<()> {
+    check(op, x, y)?;
+    let (planes, h, _) = x.geometry();
+    // The input rows the requested output rows tap (none for rows entirely in padding).
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    for oy in rows(y) {
+        for ky in 0..op.kernel[0] {
+            if let Some(iy) = tap(oy, ky, op.strides[0], op.dilations[0], op.pads[0], h) {
+                (lo, hi) = (lo.min(iy), hi.max(iy + 1));
+            }
+        }
+    }
+    need_rows("pool", x, lo, hi)?;
+    let src = io.src;
+    for p in 0..planes {
+        for oy in rows(y) {
+            let out = io.out_row(y, p, oy);
+            let init = if op.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
+            out.fill(init);
+            for ky in 0..op.kernel[0] {
+                if let Some(iy) = tap(oy, ky, op.strides[0], op.dilations[0], op.pads[0], h) {
+                    accumulate_row(op, in_row(src, x, p, iy), out);
+                }
+            }
+            if op.kind == PoolKind::Avg {
+                divide_row(op, oy, x, out);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks shapes and parameters against the ONNX output size.
+fn check(op: &Pool, x: &RowWindow, y: &RowWindow) -> Result<()> {
+    let xd = x.dims.as_slice();
+    if xd.len() != 4
+        || op.kernel.contains(&0)
+        || op.strides.contains(&0)
+        || op.dilations.contains(&0)
+    {
+        return Err(fail(
+            "pool",
+            format!(
+                "input {xd:?} with kernel {:?}, strides {:?}, dilations {:?}",
+                op.kernel, op.strides, op.dilations
+            ),
+        ));
+    }
+    let mut want = [xd[0], xd[1], 0, 0];
+    for a in 0..2 {
+        let (k, s, d) = (op.kernel[a], op.strides[a], op.dilations[a]);
+        want[2 + a] = conv_out_len(xd[2 + a], k, s, d, op.pads[a], op.pads[a + 2], op.ceil_mode)
+            .ok_or_else(|| {
+                fail("pool", format!("window {:?} does not fit input {xd:?}", op.kernel))
+            })?;
+    }
+    need_dims("pool", "output", &y.dims, &want)
+}
+
+/// Input index of tap `k` of output `o` along one axis, if it falls inside the input.
+#[inline]
+fn tap(o: usize, k: usize, stride: usize, dil: usize, pad: usize, len: usize) -> Option<usize> {
+    (o * stride + k * dil).checked_sub(pad).filter(|&i| i < len)
+}
+
+/// Folds the taps of one input row into an output row, in kx order.
+fn accumulate_row(op: &Pool, row: &[f32], out: &mut [f32]) {
+    let (sw, dw, pl) = (op.strides[1], op.dilations[1], op.pads[1]);
+    let w = row.len();
+    for kx in 0..op.kernel[1] {
+        // Output columns whose tap kx lands inside the row: ix = ox * sw + kx * dw - pl.
+        let off = kx * dw;
+        let lo = pl.saturating_sub(off).div_ceil(sw);
+        let hi = (w + pl).saturating_sub(off).div_ceil(sw).min(out.len());
+        if lo >= hi {
+            continue;
+        }
+        let taps = row[lo * sw + off - pl..].iter().step_by(sw);
+        match op.kind {
+            PoolKind::Max => out[lo..hi].iter_mut().zip(taps).for_each(|(o, &v)| *o = o.max(v)),
+            PoolKind::Avg => out[lo..hi].iter_mut().zip(taps).for_each(|(o, &v)| *o += v),
+        }
+    }
+}
+
+/// Divides summed taps by the ONNX divisor: taps inside the padded input when
+/// `count_include_pad`, else taps inside the input (a ceil-mode window past the end padding
+/// counts neither way).
+fn divide_row(op: &Pool, oy: usize, x: &RowWindow, out: &mut [f32]) {
+    let (_, h, w) = x.geometry();
+    let count = |o: usize, a: usize, len: usize| -> usize {
+        let (s, d, pb, pe) = (op.strides[a], op.dilations[a], op.pads[a], op.pads[a + 2]);
+        let (lo, hi) = if op.count_include_pad { (0, len + pb + pe) } else { (pb, len + pb) };
+        // Positions in padded coordinates: the input starts at pb.
+        (0..op.kernel[a]).filter(|&k| (lo..hi).contains(&(o * s + k * d))).count()
+    };
+    let ch = count(oy, 0, h);
+    for (ox, o) in out.iter_mut().enumerate() {
+        *o /= (ch * count(ox, 1, w)) as f32;
+    }
+}
+
+/// Mean over every axis after the first two, summed in row-major order, then divided once.
+pub(crate) fn global_avg(x: &RowWindow, y: &RowWindow, io: Io<'_>) -> Result<()> {
+    let xd = x.dims.as_slice();
+    if xd.len() < 3 {
+        return Err(fail("global_avg_pool", format!("expects rank >= 3, got {xd:?}")));
+    }
+    let mut want = [1; 6];
+    want[..2].copy_from_slice(&xd[..2]);
+    need_dims("global_avg_pool", "output", &y.dims, &want[..xd.len()])?;
+    need_whole("global_avg_pool", x)?;
+    need_whole("global_avg_pool", y)?;
+    let (_, h, w) = x.geometry();
+    let size: usize = xd[2..].iter().product();
+    // Each (n, c) owns size / w consecutive tensor rows (w is the last spatial axis).
+    let rows_per = size / w;
+    let (fy, src) = (Flat::new(y), io.src);
+    for nc in 0..xd[0] * xd[1] {
+        let mut acc = 0.0f32;
+        for g in nc * rows_per..(nc + 1) * rows_per {
+            acc = in_row(src, x, g / h, g % h).iter().fold(acc, |s, &v| s + v);
+        }
+        let at = fy.at(nc).0 - io.out_base;
+        io.out[at] = acc / size as f32;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use frugal_core::backend::{Kernel, RowWindow};
+    use frugal_core::ops::{Pool, PoolKind};
+
+    use crate::ops::testutil::*;
+
+    fn pool(
+        kind: PoolKind,
+        k: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+        pads: [usize; 4],
+        ceil: bool,
+        cip: bool,
+    ) -> Pool {
+        Pool {
+            kind,
+            kernel: k,
+            strides: s,
+            dilations: d,
+            pads,
+            ceil_mode: ceil,
+            count_include_pad: cip,
+        }
+    }
+
+    /// Naive ONNX pooling; average divisors follow PyTorch's formula (window end clipped to
+    /// the padded input, start and end then clipped to the input unless padding counts).
+    fn reference(op: &Pool, xd: &[usize], x: &[f32], yd: &[usize]) -> Vec<f32> {
+        let (h, w) = (xd[2] as isize, xd[3] as isize);
+        let mut y = Vec::new();
+        for nc in 0..xd[0] * xd[1] {
+            for oy in 0..yd[2] as isize {
+                for ox in 0..yd[3] as isize {
+                    let hs = oy * op.strides[0] as isize - op.pads[0] as isize;
+                    let ws = ox * op.strides[1] as isize - op.pads[1] as isize;
+                    let (mut mx, mut sum) = (f64::NEG_INFINITY, 0.0f64);
+                    for ky in 0..op.kernel[0] as isize {
+                        for kx in 0..op.kernel[1] as isize {
+                            let (iy, ix) = (
+                                hs + ky * op.dilations[0] as isize,
+                                ws + kx * op.dilations[1] as isize,
+                            );
+                            if (0..h).contains(&iy) && (0..w).contains(&ix) {
+                                let v = x[(nc * xd[2] + iy as usize) * xd[3] + ix as usize] as f64;
+                                mx = mx.max(v);
+                                sum += v;
+                            }
+                        }
+                    }
+                    let he = (hs + op.kernel[0] as isize).min(h + op.pads[2] as isize);
+                    let we = (ws + op.kernel[1] as isize).min(w + op.pads[3] as isize);
+                    let size = (he - hs) * (we - ws);
+                    let clipped = (he.min(h) - hs.max(0)) * (we.min(w) - ws.max(0));
+                    let div = if op.count_include_pad { size } else { clipped };
+                    y.push(match op.kind {
+                        PoolKind::Max => mx as f32,
+                        PoolKind::Avg => (sum / div as f64) as f32,
+                    });
+                }
+            }
+        }
+        y
+    }
+
+    fn out_dims(op: &Pool, xd: &[usize]) -> Vec<usize> {
+        op.infer(xd).unwrap()
+    }
+
+    /// Input rows output rows `lo..hi` read.
+    fn needed(op: &Pool, h: usize) -> impl Fn(usize, usize) -> (usize, usize) + '_ {
+        move |lo, hi| {
+            let first = (lo * op.strides[0]).saturating_sub(op.pads[0]);
+            let last = ((hi - 1) * op.strides[0] + (op.kernel[0] - 1) * op.dilations[0] + 1)
+                .saturating_sub(op.pads[0]);
+            (first.min(h), last.min(h))
+        }
+    }
+
+    fn cases() -> Vec<(Pool, Vec<usize>)> {
+        use PoolKind::{Avg, Max};
+        vec![
+            (pool(Max, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false, false), vec![1, 3, 11, 9]),
+            (pool(Max, [2, 2], [2, 2], [1, 1], [0; 4], false, false), vec![2, 2, 8, 6]),
+            (pool(Max, [3, 3], [1, 1], [2, 2], [2, 2, 2, 2], false, false), vec![1, 2, 9, 10]),
+            (pool(Max, [3, 2], [2, 1], [1, 2], [0, 1, 1, 0], true, false), vec![1, 2, 7, 8]),
+            (pool(Max, [5, 5], [1, 1], [1, 1], [0; 4], false, false), vec![1, 2, 5, 5]),
+            (pool(Avg, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false, false), vec![1, 3, 7, 6]),
+            (pool(Avg, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false, true), vec![1, 3, 7, 6]),
+            (pool(Avg, [3, 3], [2, 2], [1, 1], [0; 4], true, false), vec![1, 2, 8, 7]),
+            (pool(Avg, [2, 3], [2, 2], [1, 1], [1, 0, 1, 2], true, true), vec![1, 2, 7, 8]),
+            (pool(Avg, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], true, true), vec![2, 1, 6, 6]),
+            (pool(Avg, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], true, false), vec![2, 1, 6, 6]),
+            (pool(Avg, [3, 2], [3, 2], [1, 1], [2, 1, 1, 0], true, true), vec![1, 2, 10, 9]),
+            (pool(Avg, [7, 7], [1, 1], [1, 1], [0; 4], false, false), vec![1, 3, 7, 7]),
+        ]
+    }
+
+    #[test]
+    fn pooling_follows_onnx_by_bands() {
+        for (i, (op, xd)) in cases().into_iter().enumerate() {
+            let op = leak(op);
+            let yd = out_dims(op, &xd);
+            let x = rand_vec(i as u64, xd.iter().product());
+            let need = needed(op, xd[2]);
+            let got =
+                check_bands(&[Input { dims: &xd, data: &x, need: &need }], &[], &yd, |xs, _, y| {
+                    Kernel::Pool { op, x: xs[0], y }
+                });
+            assert_close(&got, &reference(op, &xd, &x, &yd), 1e-5, &format!("case {i}: {op:?}"));
+        }
+    }
+
+    #[test]
+    fn pooling_matches_candle_without_padding() {
+        for (i, (k, s, xd)) in [
+            ([2, 2], [2, 2], [2, 3, 8, 6]),
+            ([3, 3], [2, 2], [1, 2, 9, 11]),
+            ([3, 2], [1, 3], [1, 2, 7, 8]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let x = rand_vec(50 + i as u64, xd.iter().product());
+            let t = candle(&xd, &x);
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let op = pool(kind, k, s, [1, 1], [0; 4], false, false);
+                let yd = out_dims(&op, &xd);
+                let mut rig = Rig::new();
+                let xw = rig.input(&xd, &x);
+                let y = rig.whole(&yd);
+                rig.run(&Kernel::Pool { op: &op, x: xw, y }).unwrap();
+                let theirs = match kind {
+                    PoolKind::Max => t.max_pool2d_with_stride((k[0], k[1]), (s[0], s[1])),
+                    PoolKind::Avg => t.avg_pool2d_with_stride((k[0], k[1]), (s[0], s[1])),
+                };
+                assert_close(
+                    &rig.read(&y),
+                    &values(&theirs.unwrap()),
+                    1e-6,
+                    &format!("{kind:?} {k:?} {s:?}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn average_of_the_onnx_ceil_mode_example() {
+        // onnx/backend/test: averagepool_2d_ceil.
+        let op = pool(PoolKind::Avg, [3, 3], [2, 2], [1, 1], [0; 4], true, false);
+        let x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        let mut rig = Rig::new();
+        let xw = rig.input(&[1, 1, 4, 4], &x);
+        let y = rig.whole(&[1, 1, 2, 2]);
+        rig.run(&Kernel::Pool { op: &op, x: xw, y }).unwrap();
+        assert_bits(&rig.read(&y), &[6.0, 7.5, 12.0, 13.5], "averagepool_2d_ceil");
+    }
+
+    #[test]
+    fn padding_never_wins_a_max() {
+        let op = pool(PoolKind::Max, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false, false);
+        let x = vec![-5.0f32; 9];
+        let mut rig = Rig::new();
+        let xw = rig.input(&[1, 1, 3, 3], &x);
+        let y = rig.whole(&[1, 1, 3, 3]);
+        rig.run(&Kernel::Pool { op: &op, x: xw, y }).unwrap();
+        assert_bits(&rig.read(&y), &x, "all negative");
+    }
+
+    #[test]
+    fn pooling_rejects_missing_rows_and_bad_shapes() {
+        let op = pool(PoolKind::Max, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false, false);
+        let xd = [1, 1, 9, 9];
+        let x = rand_vec(3, 81);
+        let mut rig = Rig::new();
+        let ring = rig.ring(&xd, 4);
+        // Output row 2 reads input rows 3..6.
+        let held = rig.put_rows(&ring, &x, 2, 5);
+        let y = rig.whole(&[1, 1, 5, 5]);
+        let band = RowWindow { first_row: 2, rows: 1, ..y };
+        assert!(rig.run(&Kernel::Pool { op: &op, x: held, y: band }).is_err());
+        let held = rig.put_rows(&ring, &x, 3, 6);
+        assert!(rig.run(&Kernel::Pool { op: &op, x: held, y: band }).is_ok());
+        let wrong = rig.whole(&[1, 1, 4, 5]);
+        let xw = rig.input(&xd, &x);
+        assert!(rig.run(&Kernel::Pool { op: &op, x: xw, y: wrong }).is_err());
+        let zero = pool(PoolKind::Max, [3, 3], [0, 2], [1, 1], [0; 4], false, false);
+        assert!(rig.run(&Kernel::Pool { op: &zero, x: xw, y }).is_err());
+    }
+
+    #[test]
+    fn global_average_over_trailing_axes() {
+        for (i, xd) in [vec![2, 3, 5, 7], vec![2, 3, 7], vec![1, 2, 3, 4, 5], vec![1, 4, 1, 1]]
+            .into_iter()
+            .enumerate()
+        {
+            let x = rand_vec(70 + i as u64, xd.iter().product());
+            let mut yd = xd.clone();
+            yd[2..].iter_mut().for_each(|d| *d = 1);
+            let mut rig = Rig::new();
+            let xw = rig.input(&xd, &x);
+            let y = rig.whole(&yd);
+            rig.run(&Kernel::GlobalAvgPool { x: xw, y }).unwrap();
+            let size: usize = xd[2..].iter().product();
+            let want: Vec<f32> = x
+                .chunks(size)
+                .map(|c| (c.iter().map(|&v| v as f64).sum::<f64>() / size as f64) as f32)
+                .collect();
+            let got = rig.read(&y);
+            assert_close(&got, &want, 1e-6, &format!("{xd:?}"));
+            // Summed in row-major order then divided: exactly this f32 computation.
+            let exact: Vec<f32> = x
+                .chunks(size)
+                .map(|c| c.iter().fold(0.0f32, |s, &v| s + v) / size as f32)
+                .collect();
+            assert_bits(&got, &exact, "order");
+            if xd.len() == 4 {
+                assert_close(
+                    &got,
+                    &values(&candle(&xd, &x).mean_keepdim((2, 3)).unwrap()),
+                    1e-6,
+                    "candle",
+                );
+            }
+        }
+        let mut rig = Rig::new();
+        let ring = rig.ring(&[1, 2, 4, 4], 2);
+        let part = rig.put_rows(&ring, &rand_vec(1, 32), 0, 2);
+        let y = rig.whole(&[1, 2, 1, 1]);
+        assert!(rig.run(&Kernel::GlobalAvgPool { x: part, y }).is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! The imported model: nodes in topological order over values with static shapes.
+//!
+//! Constants (weights, biases, folded shape tensors) are values that carry their data; every
+//! other value is an activation that some node produces or that the caller feeds in.
+
+mod builder;
+
+pub use builder::GraphBuilder;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ops::Op;
+use crate::tensor::{numel, DType, Tensor};
+
+/// Index of a value in [`Graph::values`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ValueId(pub usize);
+
+/// Index of a node in [`Graph::nodes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub usize);
+
+/// What the graph knows about one value.
+#[derive(Clone, Debug)]
+pub struct Value {
+    /// Name in the source model (unique).
+    pub name: String,
+    /// Static shape, resolved at import.
+    pub shape: Vec<usize>,
+    /// Element type.
+    pub dtype: DType,
+    /// The data of a constant (weights, folded tensors); `None` for activations.
+    pub constant: Option<Tensor>,
+}
+
+impl Value {
+    /// Element count.
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// Size in bytes at this value's dtype.
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// True for weights and folded constants.
+    pub fn is_constant(&self) -> bool {
+        self.constant.is_some()
+    }
+}
+
+/// One operator application.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Name in the source model (or generated).
+    pub name: String,
+    /// The normalised operator.
+    pub op: Op,
+    /// Input values; constants among them are the node's weights.
+    pub inputs: Vec<ValueId>,
+    /// Output values (every op of the normalised set has exactly one).
+    pub outputs: Vec<ValueId>,
+}
+
+impl Node {
+    /// The single output of the node.
+    pub fn output(&self) -> ValueId {
+        self.outputs[0]
+    }
+}
+
+/// A model ready to plan: static shapes, normalised ops, topological order.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    /// Model name (graph name or file stem).
+    pub name: String,
+    /// All values, activations and constants.
+    pub values: Vec<Value>,
+    /// Nodes in a valid execution (topological) order.
+    pub nodes: Vec<Node>,
+    /// Model inputs fed by the caller, in declaration order.
+    pub inputs: Vec<ValueId>,
+    /// Model outputs returned to the caller, in declaration order.
+    pub outputs: Vec<ValueId>,
+    /// `metadata_props` of the source model (for example class labels).
+    pub metadata: Vec<(String, String)>,
+    /// Opset of the default ONNX domain the model was imported from (export uses 17 when 0).
+    pub opset: i64,
+}
+
+impl Graph {
+    /// The value with this id.
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id.0]
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// Looks a value up by name.
+    pub fn value_by_name(&self, name: &str) -> Option<ValueId> {
+        self.values.iter().position(|v| v.name == name).map(ValueId)
+    }
+
+    /// Metadata entry by key.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The node producing each value (`None` for inputs and constants).
+    pub fn producers(&self) -> Vec<Option<NodeId>> {
+        let mut p = vec![None; self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &o in &n.outputs {
+                p[o.0] = Some(NodeId(i));
+            }
+        }
+        p
+    }
+
+    /// The nodes reading each value, in node order (a node reading a value twice appears twice).
+    pub fn consumers(&self) -> Vec<Vec<NodeId>> {
+        let mut c = vec![Vec::new(); self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &v in &n.inputs {
+                c[v.0].push(NodeId(i));
+            }
+        }
+        c
+    }
+
+    /// Non-constant inputs of a node (the activations it reads).
+    pub fn activation_inputs<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = ValueId> + 'a {
+        node.inputs.iter().copied().filter(move |v| !self.value(*v).is_constant())
+    }
+
+    /// Total bytes of all constants (the model's weights as imported).
+    pub fn weight_bytes(&self) -> usize {
+        self.values.iter().filter_map(|v| v.constant.as_ref()).map(Tensor::nbytes).sum()
+    }
+
+    /// Number of parameters (elements of float constants).
+    pub fn parameter_count(&self) -> usize {
+        self.values
+            .iter()
+            .filter_map(|v| v.constant.as_ref())
+            .filter(|t| t.dtype().is_float())
+            .map(Tensor::len)
+            .sum()
+    }
+
+    /// Checks the structural invariants every later stage relies on: ids in range, each
+    /// activation produced once, nodes in topological order, inputs and outputs well formed.
+    pub fn validate(&self) -> Result<()> {
+        let nv = self.values.len();
+        let mut produced = vec![false; nv];
+        for &i in &self.inputs {
+            if i.0 >= nv || self.value(i).is_constant() {
+                return Err(Error::malformed(format!("graph input {i:?} is not an activation")));
+            }
+            produced[i.0] = true;
+        }
+        for n in &self.nodes {
+            for &v in &n.inputs {
+                if v.0 >= nv {
+                    return Err(Error::malformed(format!("node '{}' reads unknown value", n.name)));
+                }
+                if !produced[v.0] && !self.value(v).is_constant() {
+                    return Err(Error::malformed(format!(
+                        "node '{}' reads '{}' before it is produced",
+                        n.name,
+                        self.value(v).name
+                    )));
+                }
+            }
+            if n.outputs.len() != 1 {
+                return Err(Error::malformed(format!("node '{}' must have one output", n.name)));
+            }
+            for &o in &n.outputs {
+                if o.0 >= nv || produced[o.0] || self.value(o).is_constant() {
+                    return Err(Error::malformed(format!(
+                        "node '{}' output is produced twice or is a constant",
+                        n.name
+                    )));
+                }
+                produced[o.0] = true;
+            }
+        }
+        for &o in &self.outputs {
+            if o.0 >= nv || !produced[o.0] {
+                return Err(Error::malformed(format!(
+                    "graph output '{}' is never produced",
+                    self.values.get(o.0).map_or("?", |v| v.name.as_str())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-runs shape inference over every node and checks it agrees with the stored shapes.
+    pub fn check_shapes(&self) -> Result<()> {
+        for n in &self.nodes {
+            let shapes: Vec<&[usize]> =
+                n.inputs.iter().map(|&v| self.value(v).shape.as_slice()).collect();
+            let out = n.op.infer(&shapes).map_err(|e| match e {
+                Error::Shape { reason, .. } => Error::shape(&n.name, reason),
+                other => other,
+            })?;
+            if out != self.value(n.output()).shape {
+                return Err(Error::shape(
+                    &n.name,
+                    format!("inferred {:?}, stored {:?}", out, self.value(n.output()).shape),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes nodes whose outputs nobody needs and constants nobody reads, renumbering values.
+    pub fn prune(&mut self) {
+        let mut live = vec![false; self.values.len()];
+        for &o in &self.outputs {
+            live[o.0] = true;
+        }
+        for &i in &self.inputs {
+            live[i.0] = true;
+        }
+        let mut keep = vec![false; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate().rev() {
+            if n.outputs.iter().any(|o| live[o.0]) {
+                keep[i] = true;
+                for &v in &n.inputs {
+                    live[v.0] = true;
+                }
+            }
+        }
+        let mut remap = vec![usize::MAX; self.values.len()];
+        let mut values = Vec::new();
+        for (i, v) in std::mem::take(&mut self.values).into_iter().enumerate() {
+            if live[i] {
+                remap[i] = values.len();
+                values.push(v);
+            }
+        }
+        self.values = values;
+        let nodes = std::mem::take(&mut self.nodes);
+        self.nodes = nodes
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|(mut n, _)| {
+                n.inputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
+                n.outputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
+                n
+            })
+            .collect();
+        self.inputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
+        self.outputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
+    }
+
+    /// A one-line-per-node listing: op, output shape and size.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for n in &self.nodes {
+            let v = self.value(n.output());
+            let _ = writeln!(
+                s,
+                "{:<40} {:<28} {:?} {}",
+                n.name,
+                n.op.describe(),
+                v.shape,
+                crate::format::bytes(v.nbytes())
+            );
+        }
+        s
+    }
+}

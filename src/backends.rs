@@ -1,0 +1,98 @@
+//! Backend selection by name. The CPU backend is always present; GPU backends and plugins are
+//! features, and asking for one that was not compiled in is a clear error.
+
+use frugal_core::{Backend, Error, Result};
+
+/// Names accepted by [`backend_by_name`] (plus `plugin:PATH`).
+pub const BACKEND_NAMES: [&str; 4] = ["cpu", "wgpu", "cuda", "gpu-or-cpu"];
+
+/// The backends this build knows, by kind. Adding a backend adds a variant here, and the
+/// matches below fail to compile until it is wired everywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The CPU backend.
+    Cpu,
+    /// The wgpu backend (Vulkan, Metal, DX12, GL).
+    Wgpu,
+    /// The CUDA backend.
+    Cuda,
+    /// The first GPU backend that works here, else the CPU.
+    GpuOrCpu,
+    /// A third-party backend from a shared library.
+    Plugin(String),
+}
+
+impl BackendKind {
+    /// Parses `cpu`, `wgpu`, `cuda`, `gpu-or-cpu` or `plugin:PATH`.
+    pub fn parse(name: &str) -> Result<BackendKind> {
+        match name {
+            "cpu" => Ok(BackendKind::Cpu),
+            "wgpu" => Ok(BackendKind::Wgpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            "gpu-or-cpu" => Ok(BackendKind::GpuOrCpu),
+            other => match other.strip_prefix("plugin:") {
+                Some(path) if !path.is_empty() => Ok(BackendKind::Plugin(path.to_string())),
+                _ => Err(Error::BackendUnavailable {
+                    backend: other.to_string(),
+                    reason: format!(
+                        "unknown backend; choose one of {}, or plugin:PATH",
+                        BACKEND_NAMES.join(", ")
+                    ),
+                }),
+            },
+        }
+    }
+}
+
+fn not_ready(name: &str) -> Error {
+    Error::BackendUnavailable {
+        backend: name.to_string(),
+        reason: "this backend is not implemented yet in this version of frugal; use --backend cpu"
+            .into(),
+    }
+}
+
+/// Creates a backend by name.
+pub fn backend_by_name(name: &str) -> Result<Box<dyn Backend>> {
+    match BackendKind::parse(name)? {
+        BackendKind::Cpu => Ok(Box::new(frugal_cpu::CpuBackend::new())),
+        BackendKind::Wgpu => {
+            if cfg!(feature = "wgpu") {
+                Err(not_ready("wgpu"))
+            } else {
+                Err(Error::BackendNotCompiled("wgpu".into()))
+            }
+        }
+        BackendKind::Cuda => {
+            if cfg!(feature = "cuda") {
+                Err(not_ready("cuda"))
+            } else {
+                Err(Error::BackendNotCompiled("cuda".into()))
+            }
+        }
+        BackendKind::GpuOrCpu => Ok(Box::new(frugal_cpu::CpuBackend::new())),
+        BackendKind::Plugin(path) => {
+            if cfg!(feature = "plugins") {
+                Err(not_ready(&format!("plugin:{path}")))
+            } else {
+                Err(Error::BackendNotCompiled("plugins".into()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_or_explain() {
+        assert_eq!(backend_by_name("cpu").unwrap().name(), "cpu");
+        assert_eq!(backend_by_name("gpu-or-cpu").unwrap().name(), "cpu");
+        let e = backend_by_name("tpu").unwrap_err().to_string();
+        assert!(e.contains("unknown backend"), "{e}");
+        let e = backend_by_name("plugin:").unwrap_err().to_string();
+        assert!(e.contains("unknown backend"), "{e}");
+        assert!(backend_by_name("cuda").is_err());
+    }
+}

