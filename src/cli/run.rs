@@ -171,7 +171,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 (None, Some(d)) if a.model.as_deref().is_some_and(|m| m.starts_with("zoo:")) => {
                     d.iter().map(|x| x.unwrap_or(224)).collect()
                 }
-                (None, Some(d)) if d.iter().all(Option::is_some) => {
+                // A dynamic batch defaults to 1, as at import.
+                (None, Some(d)) if d.iter().skip(1).all(Option::is_some) => {
                     d.iter().map(|x| x.unwrap_or(1)).collect()
                 }
                 _ => {

@@ -274,3 +274,214 @@ fn depthwise(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use frugal_core::backend::{Kernel, RowWindow};
+    use frugal_core::ops::{Activation, Conv};
+
+    use crate::ops::testutil::*;
+    use crate::{CpuBackend, Isa};
+
+    fn conv(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], groups: usize) -> Conv {
+        Conv { kernel: k, strides: s, dilations: d, pads, groups, act: None }
+    }
+
+    /// Naive ONNX convolution in f64.
+    fn reference(
+        op: &Conv,
+        xd: &[usize],
+        x: &[f32],
+        wd: &[usize],
+        w: &[f32],
+        b: &[f32],
+        yd: &[usize],
+    ) -> Vec<f32> {
+        let (cg, mg) = (wd[1], yd[1] / op.groups);
+        let mut y = Vec::with_capacity(yd.iter().product());
+        for n in 0..yd[0] {
+            for m in 0..yd[1] {
+                let g = m / mg;
+                for oy in 0..yd[2] {
+                    for ox in 0..yd[3] {
+                        let mut acc = b[m] as f64;
+                        for ci in 0..cg {
+                            for ky in 0..wd[2] {
+                                for kx in 0..wd[3] {
+                                    let iy = (oy * op.strides[0] + ky * op.dilations[0]) as isize
+                                        - op.pads[0] as isize;
+                                    let ix = (ox * op.strides[1] + kx * op.dilations[1]) as isize
+                                        - op.pads[1] as isize;
+                                    if (0..xd[2] as isize).contains(&iy)
+                                        && (0..xd[3] as isize).contains(&ix)
+                                    {
+                                        let c = g * cg + ci;
+                                        acc += x[((n * xd[1] + c) * xd[2] + iy as usize) * xd[3]
+                                            + ix as usize]
+                                            as f64
+                                            * w[((m * cg + ci) * wd[2] + ky) * wd[3] + kx] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        let v = acc as f32;
+                        y.push(op.act.map_or(v, |a| a.apply(v)));
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Input rows output rows `lo..hi` read.
+    fn needed(op: &Conv, h: usize) -> impl Fn(usize, usize) -> (usize, usize) + '_ {
+        move |lo, hi| {
+            let first = (lo * op.strides[0]).saturating_sub(op.pads[0]);
+            let last = ((hi - 1) * op.strides[0] + (op.kernel[0] - 1) * op.dilations[0] + 1)
+                .saturating_sub(op.pads[0]);
+            (first.min(h), last.min(h))
+        }
+    }
+
+    /// (op, input dims, output channels).
+    fn cases() -> Vec<(Conv, [usize; 4], usize)> {
+        let act = |mut c: Conv, a: Activation| {
+            c.act = Some(a);
+            c
+        };
+        vec![
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 3, 7, 9], 5),
+            (act(conv([3, 3], [2, 2], [1, 1], [1; 4], 1), Activation::Relu), [2, 4, 9, 8], 7),
+            (conv([1, 1], [2, 2], [1, 1], [0; 4], 1), [1, 6, 7, 7], 4),
+            (conv([3, 3], [1, 1], [2, 2], [2; 4], 1), [1, 3, 8, 6], 3),
+            (conv([3, 5], [1, 2], [1, 1], [0, 2, 2, 1], 1), [1, 2, 6, 9], 3),
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 2), [1, 4, 6, 6], 6),
+            (
+                act(
+                    conv([3, 3], [2, 2], [1, 1], [1; 4], 6),
+                    Activation::Clip { min: 0.0, max: 6.0 },
+                ),
+                [1, 6, 9, 7],
+                6,
+            ),
+            (conv([5, 5], [1, 1], [1, 1], [2; 4], 4), [1, 4, 7, 5], 8),
+            (conv([3, 3], [1, 1], [2, 2], [2; 4], 3), [1, 3, 6, 6], 3),
+            (conv([7, 7], [2, 2], [1, 1], [3; 4], 1), [1, 3, 16, 13], 8),
+            (
+                act(conv([3, 3], [1, 1], [1, 1], [1; 4], 1), Activation::HardSwish),
+                [1, 80, 5, 6],
+                13,
+            ),
+            (conv([2, 2], [1, 1], [1, 1], [0; 4], 1), [1, 2, 2, 2], 3),
+        ]
+    }
+
+    #[test]
+    fn matches_the_naive_definition_by_bands_and_rings() {
+        for (i, (op, xd, m)) in cases().into_iter().enumerate() {
+            let op = leak(op);
+            let wd = [m, xd[1] / op.groups, op.kernel[0], op.kernel[1]];
+            let yd = op.infer(&xd, &wd).unwrap();
+            let s = 20 * i as u64;
+            let (x, w, b) = (
+                rand_vec(s, xd.iter().product()),
+                rand_vec(s + 1, wd.iter().product()),
+                rand_vec(s + 2, m),
+            );
+            let need = needed(op, xd[2]);
+            let got = check_bands(
+                &[Input { dims: &xd, data: &x, need: &need }],
+                &[(&wd, &w), (&[m], &b)],
+                &yd,
+                |xs, ws, y| Kernel::Conv { op, x: xs[0], w: ws[0], b: Some(ws[1]), y },
+            );
+            assert_close(
+                &got,
+                &reference(op, &xd, &x, &wd, &w, &b, &yd),
+                1e-5,
+                &format!("case {i}: {op:?}"),
+            );
+        }
+    }
+
+    #[test]
+    fn the_portable_path_agrees_with_the_reference() {
+        for (i, (op, xd, m)) in cases().into_iter().enumerate() {
+            let wd = [m, xd[1] / op.groups, op.kernel[0], op.kernel[1]];
+            let yd = op.infer(&xd, &wd).unwrap();
+            let (x, w, b) = (
+                rand_vec(i as u64, xd.iter().product()),
+                rand_vec(99, wd.iter().product()),
+                vec![0.5; m],
+            );
+            let mut rig = Rig::with(CpuBackend::with_isa(Isa::Generic));
+            let (xw, ww, bw) = (rig.input(&xd, &x), rig.weight(&wd, &w), rig.weight(&[m], &b));
+            let y = rig.whole(&yd);
+            rig.run(&Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y }).unwrap();
+            assert_close(
+                &rig.read(&y),
+                &reference(&op, &xd, &x, &wd, &w, &b, &yd),
+                1e-5,
+                &format!("generic case {i}"),
+            );
+        }
+    }
+
+    #[test]
+    fn matches_candle() {
+        // (kernel, stride, pad, dilation, groups), symmetric as candle takes them.
+        for (i, (k, s, p, d, g)) in [
+            (3, 1, 1, 1, 1),
+            (3, 2, 1, 1, 1),
+            (1, 1, 0, 1, 1),
+            (3, 1, 2, 2, 1),
+            (3, 2, 1, 1, 4),
+            (5, 1, 2, 1, 2),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let op = conv([k, k], [s, s], [d, d], [p; 4], g);
+            let (xd, wd) = ([2, 4, 9, 10], [8, 4 / g, k, k]);
+            let yd = op.infer(&xd, &wd).unwrap();
+            let (x, w) = (
+                rand_vec(50 + i as u64, xd.iter().product()),
+                rand_vec(60 + i as u64, wd.iter().product()),
+            );
+            let mut rig = Rig::new();
+            let (xw, ww) = (rig.input(&xd, &x), rig.weight(&wd, &w));
+            let y = rig.whole(&yd);
+            rig.run(&Kernel::Conv { op: &op, x: xw, w: ww, b: None, y }).unwrap();
+            let theirs = candle(&xd, &x).conv2d(&candle(&wd, &w), p, s, d, g).unwrap();
+            assert_eq!(theirs.dims(), yd.as_slice());
+            assert_close(
+                &rig.read(&y),
+                &values(&theirs),
+                1e-5,
+                &format!("k{k} s{s} p{p} d{d} g{g}"),
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_missing_rows_and_bad_weights() {
+        let op = conv([3, 3], [2, 2], [1, 1], [1; 4], 1);
+        let (xd, wd) = ([1, 2, 8, 8], [3, 2, 3, 3]);
+        let x = rand_vec(3, 128);
+        let mut rig = Rig::new();
+        let w = rig.weight(&wd, &rand_vec(4, 54));
+        let y = rig.whole(&[1, 3, 4, 4]);
+        // Output row 2 reads input rows 3..6.
+        let ring = rig.ring(&xd, 4);
+        let band = RowWindow { first_row: 2, rows: 1, ..y };
+        let held = rig.put_rows(&ring, &x, 3, 6);
+        assert!(rig.run(&Kernel::Conv { op: &op, x: held, w, b: None, y: band }).is_ok());
+        let held = rig.put_rows(&ring, &x, 4, 7);
+        assert!(rig.run(&Kernel::Conv { op: &op, x: held, w, b: None, y: band }).is_err());
+        let xw = rig.input(&xd, &x);
+        let bad_w = rig.weight(&[3, 2, 2, 2], &[0.0; 24]);
+        assert!(rig.run(&Kernel::Conv { op: &op, x: xw, w: bad_w, b: None, y }).is_err());
+        let bad_b = rig.weight(&[2], &[0.0; 2]);
+        assert!(rig.run(&Kernel::Conv { op: &op, x: xw, w, b: Some(bad_b), y }).is_err());
+    }
+}
