@@ -1,6 +1,6 @@
 //! frugal against onnxruntime: every case in tests/goldens/manifest.json (made by
-//! tests/goldens/make_goldens.py) must match within `Tolerance::Close`, with both baseline
-//! strategies, and the strategies must agree bit for bit.
+//! tests/goldens/make_goldens.py) must match within `Tolerance::Close`, and every strategy
+//! (naive, layer by layer, by parts) must give the same bytes.
 
 mod common;
 
@@ -29,6 +29,7 @@ fn case(name: &str) {
     let x = input.as_f32().unwrap();
     let lbl = run(&graph, Strategy::LayerByLayer, &[x]);
     let naive = run(&graph, Strategy::Naive, &[x]);
+    let parts = run(&graph, Strategy::ByParts, &[x]);
     let files = c["outputs"].as_array().unwrap();
     assert_eq!(files.len(), lbl.len(), "{name}: output count");
     for (i, f) in files.iter().enumerate() {
@@ -38,6 +39,8 @@ fn case(name: &str) {
             .unwrap_or_else(|e| panic!("{name} output {i} vs onnxruntime: {e}"));
         check(naive[i].as_f32().unwrap(), lbl[i].as_f32().unwrap(), Tolerance::Exact)
             .unwrap_or_else(|e| panic!("{name} output {i}, naive vs layer-by-layer: {e}"));
+        check(parts[i].as_f32().unwrap(), lbl[i].as_f32().unwrap(), Tolerance::Exact)
+            .unwrap_or_else(|e| panic!("{name} output {i}, by parts vs layer-by-layer: {e}"));
     }
 }
 

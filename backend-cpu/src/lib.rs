@@ -13,6 +13,8 @@ mod arena;
 pub mod gemm;
 mod ops;
 
+use std::ops::Range;
+
 use frugal_core::backend::{Capabilities, Kernel, Operand, RowWindow, Scratch, WeightId};
 use frugal_core::{Backend, DType, Error, Result, Tensor};
 
@@ -63,6 +65,25 @@ impl CpuBackend {
     pub fn isa(&self) -> Isa {
         self.isa
     }
+}
+
+/// Checks a host buffer of `len` floats holding rows `host` of every plane covers the window;
+/// returns (planes, width).
+fn host_layout(op: &str, w: &RowWindow, len: usize, host: &Range<usize>) -> Result<(usize, usize)> {
+    let (planes, h, width) = w.geometry();
+    let inside = host.start <= w.first_row && w.first_row + w.rows <= host.end && host.end <= h;
+    if !inside || len != planes * host.len() * width || w.rows > w.capacity {
+        return Err(fail(
+            op,
+            format!(
+                "host rows {host:?} ({len} values) do not cover window rows {}..{} of {:?}",
+                w.first_row,
+                w.first_row + w.rows,
+                w.dims
+            ),
+        ));
+    }
+    Ok((planes, width))
 }
 
 pub(crate) fn fail(op: &str, reason: impl Into<String>) -> Error {
@@ -152,46 +173,29 @@ impl Backend for CpuBackend {
         ops::execute(kernel, io, &self.weights, self.isa)
     }
 
-    fn write(&mut self, dst: &RowWindow, src: &[f32]) -> Result<()> {
-        let (planes, _, width) = dst.geometry();
-        if src.len() != planes * dst.rows * width {
-            return Err(fail(
-                "write",
-                format!("{} values for a window of {}", src.len(), planes * dst.rows * width),
-            ));
-        }
-        let out = arena::extent(dst);
-        let mut io = self.arena.split(out, 0..0)?;
-        let mut chunks = src.chunks_exact(width.max(1));
+    fn write(&mut self, dst: &RowWindow, src: &[f32], src_rows: Range<usize>) -> Result<()> {
+        let (planes, width) = host_layout("write", dst, src.len(), &src_rows)?;
+        let mut io = self.arena.split(arena::extent(dst), 0..0)?;
         for p in 0..planes {
             for r in dst.first_row..dst.first_row + dst.rows {
-                if let Some(c) = chunks.next() {
-                    io.out_row(dst, p, r).copy_from_slice(c);
-                }
+                let s = (p * src_rows.len() + r - src_rows.start) * width;
+                io.out_row(dst, p, r).copy_from_slice(&src[s..s + width]);
             }
         }
         Ok(())
     }
 
-    fn read(&mut self, src: &RowWindow, dst: &mut [f32]) -> Result<()> {
-        let (planes, _, width) = src.geometry();
-        if dst.len() != planes * src.rows * width {
-            return Err(fail(
-                "read",
-                format!("{} values for a window of {}", dst.len(), planes * src.rows * width),
-            ));
-        }
+    fn read(&mut self, src: &RowWindow, dst: &mut [f32], dst_rows: Range<usize>) -> Result<()> {
+        let (planes, width) = host_layout("read", src, dst.len(), &dst_rows)?;
         let arena = self.arena.f32();
-        let mut chunks = dst.chunks_exact_mut(width.max(1));
         for p in 0..planes {
             for r in src.first_row..src.first_row + src.rows {
                 let s = src.row_start(p, r);
                 let row = arena
                     .get(s..s + width)
                     .ok_or_else(|| fail("read", "window outside the arena"))?;
-                if let Some(c) = chunks.next() {
-                    c.copy_from_slice(row);
-                }
+                let d = (p * dst_rows.len() + r - dst_rows.start) * width;
+                dst[d..d + width].copy_from_slice(row);
             }
         }
         Ok(())

@@ -420,11 +420,23 @@ pub trait Backend: Send + fmt::Debug {
     /// Runs one kernel: reads its input windows, writes its output window.
     fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()>;
 
-    /// Copies host data into a window; `src` holds the window's rows of every plane, in order.
-    fn write(&mut self, dst: &RowWindow, src: &[f32]) -> Result<()>;
+    /// Copies host rows into a window. `src` holds tensor rows `src_rows` of every plane,
+    /// plane after plane (`0..height` for a whole host tensor); the window's rows must lie
+    /// among them.
+    fn write(
+        &mut self,
+        dst: &RowWindow,
+        src: &[f32],
+        src_rows: std::ops::Range<usize>,
+    ) -> Result<()>;
 
-    /// Copies a window back to the host, laid out as in [`Backend::write`].
-    fn read(&mut self, src: &RowWindow, dst: &mut [f32]) -> Result<()>;
+    /// Copies a window's rows to the host, into `dst` laid out as in [`Backend::write`].
+    fn read(
+        &mut self,
+        src: &RowWindow,
+        dst: &mut [f32],
+        dst_rows: std::ops::Range<usize>,
+    ) -> Result<()>;
 
     /// Waits for queued work (no-op on synchronous backends).
     fn sync(&mut self) -> Result<()> {

@@ -1,12 +1,16 @@
 //! A plan bound to a backend: weights uploaded once, one arena, and the executor that replays
-//! the plan's steps. Running allocates nothing beyond the arena (see `run_into`).
+//! the plan's steps. Each firing's windows come from the row maps; running allocates nothing
+//! beyond the arena (see `run_into`).
+
+use std::ops::Range;
 
 use crate::backend::{Backend, Dims, Kernel, Operand, RowWindow, Scratch, WeightRef};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, ValueId};
 use crate::ops::Op;
-use crate::plan::{arena::align_up, Buffer, Plan, Step};
-use crate::tensor::Tensor;
+use crate::plan::{arena::align_up, verify, Buffer, Plan, Step, StepKind};
+use crate::rows::RowMap;
+use crate::tensor::{DType, Tensor};
 
 /// How a node input is bound at run time.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +27,10 @@ struct NodeExec {
     name: String,
     op: Op,
     inputs: Vec<Bound>,
+    /// Row map of each input.
+    maps: Vec<RowMap>,
+    /// How it folds input rows into its output, for nodes firing on input rows (pooling).
+    fold: Option<crate::rows::Fold>,
     output: usize,
 }
 
@@ -36,13 +44,40 @@ pub struct IoInfo {
     buffer: usize,
 }
 
+/// The buffers of a plan with their shapes, as the executor addresses them.
+#[derive(Debug)]
+struct Buffers {
+    list: Vec<Buffer>,
+    dims: Vec<Dims>,
+}
+
+impl Buffers {
+    /// The window of buffer `b` covering tensor rows `rows`.
+    fn window(&self, b: usize, rows: Range<usize>) -> RowWindow {
+        let dims = self.dims[b];
+        let (_, _, w) = dims.rows();
+        RowWindow {
+            offset: self.list[b].offset,
+            dtype: DType::F32,
+            dims,
+            capacity: self.list[b].capacity,
+            row_stride: w,
+            first_row: rows.start,
+            rows: rows.len(),
+        }
+    }
+
+    fn height(&self, b: usize) -> usize {
+        self.dims[b].rows().1
+    }
+}
+
 /// A plan ready to run on a backend.
 #[derive(Debug)]
 pub struct Session {
     backend: Box<dyn Backend>,
     nodes: Vec<NodeExec>,
-    buffers: Vec<Buffer>,
-    buffer_dims: Vec<Dims>,
+    buffers: Buffers,
     steps: Vec<Step>,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
@@ -54,10 +89,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// Binds `plan` (built for `graph`) to `backend`: uploads the weights and allocates the arena.
+    /// Binds `plan` (built for `graph`) to `backend`: checks the plan, uploads the weights and
+    /// allocates the arena.
     pub fn new(graph: &Graph, plan: &Plan, mut backend: Box<dyn Backend>) -> Result<Session> {
         backend.check()?;
-        plan.check_graph(graph)?;
+        verify::verify(graph, plan)?;
         let dims_of = |shape: &[usize], what: &str| {
             Dims::new(shape).ok_or_else(|| Error::Unsupported {
                 op: what.to_string(),
@@ -74,10 +110,12 @@ impl Session {
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         let mut max_inputs = 0;
         for n in &graph.nodes {
+            let shapes: Vec<&[usize]> =
+                n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
+            let out_shape = &graph.value(n.output()).shape;
             let mut inputs = Vec::with_capacity(n.inputs.len());
             for &v in &n.inputs {
-                let val = graph.value(v);
-                let b = match &val.constant {
+                let b = match &graph.value(v).constant {
                     Some(t) => {
                         if weights[v.0].is_none() {
                             let id = backend.upload(t)?;
@@ -93,13 +131,21 @@ impl Session {
             max_inputs = max_inputs.max(inputs.len());
             nodes.push(NodeExec {
                 name: n.name.clone(),
+                maps: (0..n.inputs.len()).map(|s| n.op.row_map(s, &shapes, out_shape)).collect(),
+                fold: n.op.fold(shapes[0]),
                 op: n.op.clone(),
                 inputs,
                 output: buffer_index(plan, n.output())?,
             });
         }
-        let buffer_dims =
-            plan.buffers.iter().map(|b| dims_of(&b.dims, "tensor")).collect::<Result<Vec<_>>>()?;
+        let buffers = Buffers {
+            dims: plan
+                .buffers
+                .iter()
+                .map(|b| dims_of(&b.dims, "tensor"))
+                .collect::<Result<Vec<_>>>()?,
+            list: plan.buffers.clone(),
+        };
         let io = |ids: &[ValueId]| -> Result<Vec<IoInfo>> {
             ids.iter()
                 .map(|&v| {
@@ -113,8 +159,7 @@ impl Session {
         };
         let mut s = Session {
             nodes,
-            buffers: plan.buffers.clone(),
-            buffer_dims,
+            buffers,
             steps: plan.steps.clone(),
             inputs: io(&graph.inputs)?,
             outputs: io(&graph.outputs)?,
@@ -124,29 +169,17 @@ impl Session {
             concat_inputs: Vec::with_capacity(max_inputs),
             backend,
         };
-        for b in &s.buffers {
-            if b.offset + b.bytes > plan.arena_bytes {
-                return Err(Error::Plan(format!("buffer '{}' lies outside the arena", b.name)));
-            }
-        }
-        // Per-node preparation (weight repacking, pipeline compilation), over whole outputs.
-        for node in &s.nodes {
-            let (_, h, _) = s.buffer_dims[node.output].rows();
-            let step = Step { node: crate::graph::NodeId(0), rows: [0, h] };
-            let k = kernel_for(node, step, &s.buffers, &s.buffer_dims, &mut s.concat_inputs)?;
-            s.backend.prepare(&k)?;
-        }
-        // Scratch: the most any single kernel call asks for, after the buffers.
+        // Per-node preparation (weight repacking, pipeline compilation) on each node's first
+        // firing, and scratch: the most any single firing asks for, placed after the buffers.
+        let mut prepared = vec![false; s.nodes.len()];
         let mut workspace = 0;
         for i in 0..s.steps.len() {
-            let step = s.steps[i];
-            let k = kernel_for(
-                &s.nodes[step.node.0],
-                step,
-                &s.buffers,
-                &s.buffer_dims,
-                &mut s.concat_inputs,
-            )?;
+            let Step { kind: StepKind::Fire(n), rows } = s.steps[i] else { continue };
+            let k = kernel_for(&s.nodes[n.0], rows, &s.buffers, &mut s.concat_inputs)?;
+            if !prepared[n.0] {
+                s.backend.prepare(&k)?;
+                prepared[n.0] = true;
+            }
             workspace = workspace.max(s.backend.workspace_bytes(&k));
         }
         let base = align_up(plan.arena_bytes, 64);
@@ -208,6 +241,41 @@ impl Session {
 
     /// Runs the model into caller-provided output slices. Allocates nothing.
     pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
+        self.check_io(inputs, outputs)?;
+        for i in 0..self.steps.len() {
+            let Step { kind, rows } = self.steps[i];
+            match kind {
+                StepKind::Feed(k) => {
+                    let b = self.inputs[k].buffer;
+                    let all = 0..self.buffers.height(b);
+                    let w = self.buffers.window(b, rows[0]..rows[1]);
+                    self.backend.write(&w, inputs[k], all)?;
+                }
+                StepKind::Drain(k) => {
+                    let b = self.outputs[k].buffer;
+                    let all = 0..self.buffers.height(b);
+                    let w = self.buffers.window(b, rows[0]..rows[1]);
+                    self.backend.sync()?;
+                    self.backend.read(&w, outputs[k], all)?;
+                }
+                StepKind::Fire(n) => {
+                    let node = &self.nodes[n.0];
+                    let k = kernel_for(node, rows, &self.buffers, &mut self.concat_inputs)?;
+                    self.backend.execute(&k, self.scratch).map_err(|e| match e {
+                        Error::Backend { backend, op, reason } => Error::Backend {
+                            backend,
+                            op: format!("{op} (node '{}')", node.name),
+                            reason,
+                        },
+                        other => other,
+                    })?;
+                }
+            }
+        }
+        self.backend.sync()
+    }
+
+    fn check_io(&self, inputs: &[&[f32]], outputs: &[&mut [f32]]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input {
                 name: self.inputs.first().map_or(String::new(), |i| i.name.clone()),
@@ -240,10 +308,8 @@ impl Session {
                     ),
                 });
             }
-            let w = whole_window(&self.buffers[info.buffer], self.buffer_dims[info.buffer]);
-            self.backend.write(&w, data)?;
         }
-        for (info, data) in self.outputs.iter().zip(outputs.iter()) {
+        for (info, data) in self.outputs.iter().zip(outputs) {
             let want: usize = info.shape.iter().product();
             if data.len() != want {
                 return Err(Error::Input {
@@ -256,23 +322,6 @@ impl Session {
                 });
             }
         }
-        for i in 0..self.steps.len() {
-            let step = self.steps[i];
-            let node = &self.nodes[step.node.0];
-            let k =
-                kernel_for(node, step, &self.buffers, &self.buffer_dims, &mut self.concat_inputs)?;
-            self.backend.execute(&k, self.scratch).map_err(|e| match e {
-                Error::Backend { backend, op, reason } => {
-                    Error::Backend { backend, op: format!("{op} (node '{}')", node.name), reason }
-                }
-                other => other,
-            })?;
-        }
-        self.backend.sync()?;
-        for (info, data) in self.outputs.iter().zip(outputs.iter_mut()) {
-            let w = whole_window(&self.buffers[info.buffer], self.buffer_dims[info.buffer]);
-            self.backend.read(&w, data)?;
-        }
         Ok(())
     }
 }
@@ -282,35 +331,19 @@ fn buffer_index(plan: &Plan, v: ValueId) -> Result<usize> {
         .get(v.0)
         .copied()
         .flatten()
+        .filter(|&b| b < plan.buffers.len())
         .ok_or_else(|| Error::Plan(format!("value {} has no buffer in the plan", v.0)))
 }
 
-fn whole_window(b: &Buffer, dims: Dims) -> RowWindow {
-    let (_, h, w) = dims.rows();
-    RowWindow {
-        offset: b.offset,
-        dtype: crate::tensor::DType::F32,
-        dims,
-        capacity: b.capacity,
-        row_stride: w,
-        first_row: 0,
-        rows: h,
-    }
-}
-
-/// The window of buffer `b` covering rows `[first, first + rows)`.
-fn window(b: &Buffer, dims: Dims, first: usize, rows: usize) -> RowWindow {
-    RowWindow { first_row: first, rows, ..whole_window(b, dims) }
-}
-
-/// The kernel call for one step. Inputs are whole tensors in the baseline strategies.
+/// The kernel call of one firing on `rows`: output rows, or input rows for accumulating nodes.
+/// Input windows hold exactly the rows the row maps ask for.
 fn kernel_for<'a>(
     node: &'a NodeExec,
-    step: Step,
-    buffers: &[Buffer],
-    dims: &[Dims],
+    rows: [usize; 2],
+    buffers: &Buffers,
     concat_inputs: &'a mut Vec<RowWindow>,
 ) -> Result<Kernel<'a>> {
+    let [a, b] = rows;
     let misbound = |i: usize, want: &str| {
         Error::Plan(format!(
             "input {i} of node '{}' ({}) must be {want}",
@@ -318,9 +351,13 @@ fn kernel_for<'a>(
             node.op.name()
         ))
     };
+    let window = |i: usize, buf: usize| -> RowWindow {
+        let (lo, hi) = node.maps[i].need(a, b, buffers.height(buf));
+        buffers.window(buf, lo..hi)
+    };
     let arena = |i: usize| -> Result<RowWindow> {
         match node.inputs[i] {
-            Bound::Arena(b) => Ok(whole_window(&buffers[b], dims[b])),
+            Bound::Arena(buf) => Ok(window(i, buf)),
             Bound::Weight(_) => Err(misbound(i, "an activation")),
         }
     };
@@ -340,11 +377,17 @@ fn kernel_for<'a>(
     let operand = |i: usize| -> Operand {
         match node.inputs[i] {
             Bound::Weight(w) => Operand::Weight(w),
-            Bound::Arena(b) => Operand::Arena(whole_window(&buffers[b], dims[b])),
+            Bound::Arena(buf) => Operand::Arena(window(i, buf)),
         }
     };
-    let y =
-        window(&buffers[node.output], dims[node.output], step.rows[0], step.rows[1] - step.rows[0]);
+    let out = node.output;
+    let y = match node.fold {
+        Some(fold) => {
+            let (lo, hi) = fold.touched(a, b, buffers.height(out));
+            buffers.window(out, lo..hi)
+        }
+        None => buffers.window(out, a..b),
+    };
     Ok(match &node.op {
         Op::Conv(op) => Kernel::Conv { op, x: arena(0)?, w: weight(1)?, b: opt_weight(2)?, y },
         Op::ConvTranspose(op) => {

@@ -92,6 +92,9 @@ pub(crate) fn transpose(
     if !valid || (0..r).any(|i| yd[i] != xd[perm[i]]) {
         return Err(fail("transpose", format!("perm {perm:?} does not take {xd:?} to {yd:?}")));
     }
+    if r >= 2 && perm[r - 2] == r - 2 && perm[r - 1] == r - 1 {
+        return transpose_planes(perm, x, y, io);
+    }
     need_whole("transpose", x)?;
     // Input strides seen along each output axis.
     let xs = strides(x);
@@ -114,6 +117,32 @@ pub(crate) fn transpose(
             for (j, o) in io.out_row(y, p, row).iter_mut().enumerate() {
                 *o = xv[start + j * col_s];
             }
+        }
+    }
+    Ok(())
+}
+
+/// A transpose that keeps rows and columns (it only reorders planes, as channel shuffles do):
+/// output plane `p` row `r` is a row of one input plane, so it streams row by row.
+fn transpose_planes(perm: &[usize], x: &RowWindow, y: &RowWindow, mut io: Io<'_>) -> Result<()> {
+    let (xd, yd) = (x.dims.as_slice(), y.dims.as_slice());
+    let lead = yd.len() - 2;
+    need_rows("transpose", x, y.first_row, y.first_row + y.rows)?;
+    // Plane strides of the input, seen along each output lead axis.
+    let mut xs = [0; MAX_RANK];
+    let mut s = 1;
+    for a in (0..lead).rev() {
+        xs[a] = s;
+        s *= xd[a];
+    }
+    let mut idx = [0; MAX_RANK];
+    let (planes, _, _) = y.geometry();
+    for p in 0..planes {
+        unravel(p, &yd[..lead], &mut idx);
+        let q: usize = (0..lead).map(|i| idx[i] * xs[perm[i]]).sum();
+        for row in rows(y) {
+            let src = in_row(io.src, x, q, row);
+            io.out_row(y, p, row).copy_from_slice(src);
         }
     }
     Ok(())

@@ -10,36 +10,44 @@ use frugal_core::ops::conv::conv_out_len;
 use frugal_core::ops::{Pool, PoolKind};
 use frugal_core::Result;
 
-use super::{in_row, need_dims, need_rows, need_whole, rows, Flat};
+use super::{in_row, need_dims, need_whole, rows, Flat};
 use crate::arena::Io;
 use crate::fail;
 
-/// Runs a pooling producing rows `y.first_row .. y.first_row + y.rows`.
+/// Folds input rows `x.first_row .. x.first_row + x.rows` into output rows `y.first_row ..
+/// y.first_row + y.rows`. An output row is started (set to the identity of max or sum) by the
+/// call that holds its first in-bounds tap row, takes every tap row the call holds, and is
+/// finished (averages divided) by the call that holds its last. Given all of a row's taps this
+/// is ordinary pooling; given a few input rows at a time (by parts), output rows keep running
+/// maxima or sums between calls, and each element still sees its taps in (ky, kx) order.
 pub(crate) fn pool(op: &Pool, x: &RowWindow, y: &RowWindow, mut io: Io<'_>) -> Result<()> {
     check(op, x, y)?;
     let (planes, h, _) = x.geometry();
-    // The input rows the requested output rows tap (none for rows entirely in padding).
-    let (mut lo, mut hi) = (usize::MAX, 0);
-    for oy in rows(y) {
-        for ky in 0..op.kernel[0] {
-            if let Some(iy) = tap(oy, ky, op.strides[0], op.dilations[0], op.pads[0], h) {
-                (lo, hi) = (lo.min(iy), hi.max(iy + 1));
-            }
-        }
-    }
-    need_rows("pool", x, lo, hi)?;
+    let (a, b) = (x.first_row, x.first_row + x.rows);
+    let (s, d, pad) = (op.strides[0], op.dilations[0], op.pads[0]);
     let src = io.src;
-    for p in 0..planes {
-        for oy in rows(y) {
+    for oy in rows(y) {
+        let taps = || (0..op.kernel[0]).filter_map(|ky| tap(oy, ky, s, d, pad, h));
+        let (Some(first), Some(last)) = (taps().next(), taps().next_back()) else {
+            return Err(fail(
+                "pool",
+                format!("output row {oy} has no input rows (window inside the padding)"),
+            ));
+        };
+        if !taps().any(|iy| (a..b).contains(&iy)) {
+            // Dilated windows skip rows: this call holds none of this output row's taps.
+            continue;
+        }
+        let (start, finish) = (first >= a, last < b);
+        for p in 0..planes {
             let out = io.out_row(y, p, oy);
-            let init = if op.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
-            out.fill(init);
-            for ky in 0..op.kernel[0] {
-                if let Some(iy) = tap(oy, ky, op.strides[0], op.dilations[0], op.pads[0], h) {
-                    accumulate_row(op, in_row(src, x, p, iy), out);
-                }
+            if start {
+                out.fill(if op.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 });
             }
-            if op.kind == PoolKind::Avg {
+            for iy in taps().filter(|iy| (a..b).contains(iy)) {
+                accumulate_row(op, in_row(src, x, p, iy), out);
+            }
+            if finish && op.kind == PoolKind::Avg {
                 divide_row(op, oy, x, out);
             }
         }
@@ -118,6 +126,10 @@ fn divide_row(op: &Pool, oy: usize, x: &RowWindow, out: &mut [f32]) {
 }
 
 /// Mean over every axis after the first two, summed in row-major order, then divided once.
+/// Global average pooling. A rank-4 input may come a few rows at a time: rows are folded into
+/// per-channel sums kept in the output (f32, exactly as a single pass would hold them); the
+/// call that brings row 0 starts the sums, the one that brings the last row divides. Each sum
+/// adds its elements in row-major order, so any split gives the whole call's bits.
 pub(crate) fn global_avg(x: &RowWindow, y: &RowWindow, io: Io<'_>) -> Result<()> {
     let xd = x.dims.as_slice();
     if xd.len() < 3 {
@@ -126,13 +138,30 @@ pub(crate) fn global_avg(x: &RowWindow, y: &RowWindow, io: Io<'_>) -> Result<()>
     let mut want = [1; 6];
     want[..2].copy_from_slice(&xd[..2]);
     need_dims("global_avg_pool", "output", &y.dims, &want[..xd.len()])?;
-    need_whole("global_avg_pool", x)?;
     need_whole("global_avg_pool", y)?;
     let (_, h, w) = x.geometry();
     let size: usize = xd[2..].iter().product();
+    let fy = Flat::new(y);
+    let src = io.src;
+    if xd.len() == 4 {
+        // Streaming: rows first_row .. first_row + rows of every plane.
+        let (first, end) = (x.first_row, x.first_row + x.rows);
+        if end > h {
+            return Err(fail("global_avg_pool", format!("rows {first}..{end} of {h}")));
+        }
+        for nc in 0..xd[0] * xd[1] {
+            let at = fy.at(nc).0 - io.out_base;
+            let mut acc = if first == 0 { 0.0f32 } else { io.out[at] };
+            for r in first..end {
+                acc = in_row(src, x, nc, r).iter().fold(acc, |s, &v| s + v);
+            }
+            io.out[at] = if end == h { acc / size as f32 } else { acc };
+        }
+        return Ok(());
+    }
+    need_whole("global_avg_pool", x)?;
     // Each (n, c) owns size / w consecutive tensor rows (w is the last spatial axis).
     let rows_per = size / w;
-    let (fy, src) = (Flat::new(y), io.src);
     for nc in 0..xd[0] * xd[1] {
         let mut acc = 0.0f32;
         for g in nc * rows_per..(nc + 1) * rows_per {
@@ -314,6 +343,46 @@ mod tests {
         assert_bits(&rig.read(&y), &x, "all negative");
     }
 
+    /// Input rows folded in a few at a time (as by parts fires pools) give the bits of one call.
+    #[test]
+    fn pooling_folds_input_rows_into_the_same_bits() {
+        use frugal_core::rows::Fold;
+        let cases = [
+            pool(PoolKind::Max, [3, 3], [2, 2], [1, 1], [1; 4], false, false),
+            pool(PoolKind::Avg, [3, 3], [2, 2], [1, 1], [1; 4], true, true),
+            pool(PoolKind::Avg, [2, 2], [2, 2], [1, 1], [0; 4], false, false),
+            pool(PoolKind::Max, [3, 2], [1, 2], [2, 1], [2, 0, 1, 1], false, false),
+            pool(PoolKind::Avg, [3, 3], [2, 2], [1, 1], [0, 1, 0, 1], true, false),
+        ];
+        for (i, op) in cases.iter().enumerate() {
+            let xd = [2, 3, 9, 8];
+            let yd = op.infer(&xd).unwrap();
+            let x = rand_vec(40 + i as u64, xd.iter().product());
+            let mut rig = Rig::new();
+            let xw = rig.input(&xd, &x);
+            let y = rig.whole(&yd);
+            rig.run(&Kernel::Pool { op, x: xw, y }).unwrap();
+            let want = rig.read(&y);
+            let fold = Fold::Window {
+                kernel: op.kernel[0],
+                stride: op.strides[0],
+                dilation: op.dilations[0],
+                pad: op.pads[0],
+            };
+            for bands in [vec![(0, 1), (1, 4), (4, 9)], (0..9).map(|r| (r, r + 1)).collect()] {
+                let ring = rig.ring(&xd, 5);
+                let y2 = rig.whole(&yd);
+                for (lo, hi) in bands {
+                    let part = rig.put_rows(&ring, &x, lo, hi);
+                    let (a, b) = fold.touched(lo, hi, yd[2]);
+                    let yb = RowWindow { first_row: a, rows: b - a, ..y2 };
+                    rig.run(&Kernel::Pool { op, x: part, y: yb }).unwrap();
+                }
+                assert_bits(&rig.read(&y2), &want, &format!("case {i} folded by input rows"));
+            }
+        }
+    }
+
     #[test]
     fn pooling_rejects_missing_rows_and_bad_shapes() {
         let op = pool(PoolKind::Max, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false, false);
@@ -321,11 +390,8 @@ mod tests {
         let x = rand_vec(3, 81);
         let mut rig = Rig::new();
         let ring = rig.ring(&xd, 4);
-        // Output row 2 reads input rows 3..6.
-        let held = rig.put_rows(&ring, &x, 2, 5);
         let y = rig.whole(&[1, 1, 5, 5]);
         let band = RowWindow { first_row: 2, rows: 1, ..y };
-        assert!(rig.run(&Kernel::Pool { op: &op, x: held, y: band }).is_err());
         let held = rig.put_rows(&ring, &x, 3, 6);
         assert!(rig.run(&Kernel::Pool { op: &op, x: held, y: band }).is_ok());
         let wrong = rig.whole(&[1, 1, 4, 5]);
@@ -370,10 +436,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn global_average_streams_rows_into_the_same_bits() {
+        let xd = [2, 3, 7, 5];
+        let x = rand_vec(11, xd.iter().product());
         let mut rig = Rig::new();
+        let y = rig.whole(&[2, 3, 1, 1]);
+        let xw = rig.input(&xd, &x);
+        rig.run(&Kernel::GlobalAvgPool { x: xw, y }).unwrap();
+        let want = rig.read(&y);
+        for bands in [vec![(0, 1), (1, 4), (4, 7)], (0..7).map(|r| (r, r + 1)).collect()] {
+            let ring = rig.ring(&xd, 3);
+            let y2 = rig.whole(&[2, 3, 1, 1]);
+            for (lo, hi) in bands {
+                let part = rig.put_rows(&ring, &x, lo, hi);
+                rig.run(&Kernel::GlobalAvgPool { x: part, y: y2 }).unwrap();
+            }
+            assert_bits(&rig.read(&y2), &want, "streamed global average");
+        }
         let ring = rig.ring(&[1, 2, 4, 4], 2);
         let part = rig.put_rows(&ring, &rand_vec(1, 32), 0, 2);
-        let y = rig.whole(&[1, 2, 1, 1]);
-        assert!(rig.run(&Kernel::GlobalAvgPool { x: part, y }).is_err());
+        let bad_y = rig.whole(&[1, 2, 1, 2]);
+        assert!(rig.run(&Kernel::GlobalAvgPool { x: part, y: bad_y }).is_err());
     }
 }

@@ -25,20 +25,10 @@ pub(crate) fn workspace(op: &Resize, y: &RowWindow) -> usize {
     w * per_col(op)
 }
 
-/// Input taps and weight of the second along axis `a`. A zero weight reads the first tap
-/// twice, so a band needs only the rows it really interpolates.
+/// Input taps and weight of the second along axis `a` (core's single definition).
 #[inline]
 fn taps(op: &Resize, a: usize, o: usize, len: usize) -> (usize, usize, f32) {
-    match op.mode {
-        ResizeMode::Nearest => {
-            let i = op.nearest_index(a, o, len);
-            (i, i, 0.0)
-        }
-        ResizeMode::Linear => {
-            let (i0, i1, w) = op.linear_taps(a, o, len);
-            (i0, if w == 0.0 { i0 } else { i1 }, w)
-        }
-    }
+    op.taps(a, o, len)
 }
 
 // Column indices live in f32 scratch as their bit patterns (exact for any u32).

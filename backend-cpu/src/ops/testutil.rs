@@ -128,7 +128,7 @@ impl Rig {
                 rows.extend_from_slice(&full[(p * h + r) * width..][..width]);
             }
         }
-        self.be.write(&win, &rows).expect("write");
+        self.be.write(&win, &rows, lo..hi.max(lo)).expect("write");
         win
     }
 
@@ -142,7 +142,7 @@ impl Rig {
     /// The rows of `w`, laid out as `Backend::read` does.
     pub(crate) fn read(&mut self, w: &RowWindow) -> Vec<f32> {
         let mut out = vec![0.0; w.len()];
-        self.be.read(w, &mut out).expect("read");
+        self.be.read(w, &mut out, w.first_row..w.first_row + w.rows).expect("read");
         out
     }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::onnx::proto::AttributeProto;
+use crate::rows::{Fold, RowMap};
 use crate::tensor::Tensor;
 
 /// An operator after import and normalisation.
@@ -164,6 +165,68 @@ impl Op {
         }
     }
 
+    /// How output rows map to rows of input `slot`, given every input's shape and the output's.
+    /// Constant inputs are not streamed; their map is irrelevant.
+    pub fn row_map(&self, slot: usize, inputs: &[&[usize]], output: &[usize]) -> RowMap {
+        let rows = |d: &[usize]| crate::plan::row_geometry(d).1;
+        let input = inputs[slot];
+        // Inputs aligned with the output's last two axes (rank >= 2 on both sides).
+        let aligned = input.len() >= 2 && output.len() >= 2;
+        match self {
+            Op::Conv(c) => RowMap::Window {
+                kernel: c.kernel[0],
+                stride: c.strides[0],
+                dilation: c.dilations[0],
+                pad: c.pads[0],
+            },
+            Op::Pool(_) => RowMap::Accumulate,
+            Op::ConvTranspose(c) => RowMap::Transposed {
+                kernel: c.kernel[0],
+                stride: c.strides[0],
+                dilation: c.dilations[0],
+                pad: c.pads[0],
+            },
+            Op::GlobalAvgPool if input.len() == 4 => RowMap::Accumulate,
+            Op::BatchNorm(_) | Op::Unary(_) | Op::Materialize => RowMap::Same,
+            Op::Binary(_) => {
+                if aligned && rows(input) == rows(output) {
+                    RowMap::Same
+                } else if !aligned || rows(input) == 1 {
+                    RowMap::First
+                } else {
+                    RowMap::Whole
+                }
+            }
+            Op::Concat(c) if c.axis + 2 == output.len() => {
+                RowMap::Offset { offset: inputs[..slot].iter().map(|d| d[c.axis]).sum() }
+            }
+            Op::Concat(_) => RowMap::Same,
+            Op::Reshape(_) if aligned && input[input.len() - 2..] == output[output.len() - 2..] => {
+                RowMap::Same
+            }
+            Op::Transpose(t) if keeps_rows(&t.perm) => RowMap::Same,
+            Op::Resize(r) => RowMap::Resize(r.clone()),
+            Op::Gemm(g) if slot == 0 && !g.trans_a => RowMap::Same,
+            Op::MatMul(_) if slot == 0 && aligned && input.len() == output.len() => RowMap::Same,
+            _ => RowMap::Whole,
+        }
+    }
+
+    /// How the node folds input rows into its output as they arrive, for ops that fire on input
+    /// rows (pooling); `None` for ops that fire on output rows.
+    pub fn fold(&self, input: &[usize]) -> Option<Fold> {
+        match self {
+            Op::GlobalAvgPool if input.len() == 4 => Some(Fold::All),
+            Op::Pool(p) => Some(Fold::Window {
+                kernel: p.kernel[0],
+                stride: p.strides[0],
+                dilation: p.dilations[0],
+                pad: p.pads[0],
+            }),
+            _ => None,
+        }
+    }
+
     /// Output shape from input shapes.
     pub fn infer(&self, x: &[&[usize]]) -> Result<Vec<usize>> {
         let arity = |n: usize| -> Result<()> {
@@ -295,4 +358,10 @@ impl Export {
         self.act = a;
         self
     }
+}
+
+/// Whether a permutation leaves the last two axes (rows and columns) in place.
+fn keeps_rows(perm: &[usize]) -> bool {
+    let r = perm.len();
+    r >= 2 && perm[r - 2] == r - 2 && perm[r - 1] == r - 1
 }

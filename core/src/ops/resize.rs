@@ -129,6 +129,29 @@ impl Resize {
         (i0, i1, w)
     }
 
+    /// The two input indices an output coordinate reads along axis `a` and the weight of the
+    /// second (nearest mode reads one index twice with weight 0). A zero weight reads the first
+    /// tap twice, so a band needs only the rows it really interpolates.
+    #[inline]
+    pub fn taps(&self, a: usize, o: usize, len_in: usize) -> (usize, usize, f32) {
+        match self.mode {
+            ResizeMode::Nearest => {
+                let i = self.nearest_index(a, o, len_in);
+                (i, i, 0.0)
+            }
+            ResizeMode::Linear => {
+                let (i0, i1, w) = self.linear_taps(a, o, len_in);
+                (i0, if w == 0.0 { i0 } else { i1 }, w)
+            }
+        }
+    }
+
+    /// Input rows `[lo, hi)` output row `o` reads.
+    pub fn rows_read(&self, o: usize, in_rows: usize) -> (usize, usize) {
+        let (i0, i1, _) = self.taps(0, o, in_rows);
+        (i0.min(i1), i0.max(i1) + 1)
+    }
+
     pub(crate) fn import(n: &OnnxNode<'_>) -> Result<(Op, Vec<Arg>)> {
         let x = n.shape(0)?;
         if x.len() != 4 {

@@ -1,5 +1,5 @@
-//! Plans: everything decided before running. Which node fires when and on which output rows,
-//! where every buffer lives in the arena and how many rows it holds, and what that costs.
+//! Plans: everything decided before running. Which node fires when and on which rows, where
+//! every buffer lives in the arena and how many rows it holds, and what that costs.
 //!
 //! A plan is built once from a graph (`Plan::build(&graph, &PlanOptions)`), is immutable and
 //! serialisable (plan on a laptop, run on the device), and is bound to a backend by a
@@ -7,15 +7,17 @@
 
 pub mod arena;
 mod baseline;
-
-use std::fmt::Write as _;
+mod byparts;
+mod report;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format;
 use crate::graph::{Graph, NodeId, ValueId};
 use crate::tensor::DType;
+
+pub use report::{Cut, Stage};
 
 /// How to schedule and place intermediate data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +28,9 @@ pub enum Strategy {
     /// Whole tensors, one node at a time, packed by lifetime in one arena (greedy by size,
     /// first fit): what mainstream engines do.
     LayerByLayer,
+    /// Nodes produce a few rows per firing; every edge is a ring buffer holding only the rows
+    /// its consumers still need; a static schedule fixes every capacity.
+    ByParts,
 }
 
 impl Strategy {
@@ -34,11 +39,12 @@ impl Strategy {
         match self {
             Strategy::Naive => "naive",
             Strategy::LayerByLayer => "layer-by-layer",
+            Strategy::ByParts => "by-parts",
         }
     }
 
     /// All strategies, in the order reports list them.
-    pub const ALL: [Strategy; 2] = [Strategy::Naive, Strategy::LayerByLayer];
+    pub const ALL: [Strategy; 3] = [Strategy::Naive, Strategy::LayerByLayer, Strategy::ByParts];
 
     /// Parses a command-line name.
     pub fn parse(s: &str) -> Result<Strategy> {
@@ -58,11 +64,26 @@ pub struct PlanOptions {
     pub strategy: Strategy,
     /// Alignment of every buffer in the arena, in bytes (a power of two).
     pub alignment: usize,
+    /// By parts: rows per firing of every node (and per feed of a model input) unless
+    /// overridden in `parts`.
+    pub part_rows: usize,
+    /// By parts: rows per firing of particular nodes.
+    pub parts: Vec<(NodeId, usize)>,
+    /// By parts: values held whole, so that everything before them finishes before anything
+    /// after them starts and the two sides' rings never live at the same time. `None`: search
+    /// for the cuts that give the smallest peak.
+    pub cuts: Option<Vec<ValueId>>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { strategy: Strategy::LayerByLayer, alignment: 64 }
+        PlanOptions {
+            strategy: Strategy::LayerByLayer,
+            alignment: 64,
+            part_rows: 1,
+            parts: Vec::new(),
+            cuts: None,
+        }
     }
 }
 
@@ -70,6 +91,11 @@ impl PlanOptions {
     /// Default options with the given strategy.
     pub fn new(strategy: Strategy) -> Self {
         PlanOptions { strategy, ..Default::default() }
+    }
+
+    /// Rows per firing of `node`.
+    pub fn part_of(&self, node: NodeId) -> usize {
+        self.parts.iter().find(|(n, _)| *n == node).map_or(self.part_rows, |&(_, p)| p).max(1)
     }
 }
 
@@ -85,7 +111,7 @@ pub enum BufferRole {
     Intermediate,
 }
 
-/// One buffer of the arena: a value's rows.
+/// One buffer of the arena: some rows of one value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Buffer {
     /// The value it holds.
@@ -96,7 +122,7 @@ pub struct Buffer {
     pub role: BufferRole,
     /// The full tensor's shape.
     pub dims: Vec<usize>,
-    /// Rows held at once (the tensor's height when held whole).
+    /// Rows held at once: the ring capacity (the tensor's height when held whole).
     pub capacity: usize,
     /// Bytes reserved.
     pub bytes: usize,
@@ -108,13 +134,62 @@ pub struct Buffer {
     pub last_step: usize,
 }
 
-/// One firing: a node producing output rows `rows[0]..rows[1]`.
+impl Buffer {
+    /// Whether the buffer holds the whole tensor.
+    pub fn is_whole(&self) -> bool {
+        self.capacity >= row_geometry(&self.dims).1
+    }
+}
+
+/// What a step does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// Copy rows of model input `k` from the caller into its buffer.
+    Feed(usize),
+    /// Fire a node: produce output rows (or, for accumulating nodes, fold in input rows).
+    Fire(NodeId),
+    /// Copy rows of model output `k` from its buffer to the caller.
+    Drain(usize),
+}
+
+/// One step of the schedule: what, and on which rows `[rows[0], rows[1])`. A firing names
+/// output rows, except for accumulating nodes (global pooling), whose steps name the input
+/// rows they fold in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "[u32; 4]", try_from = "[u32; 4]")]
 pub struct Step {
-    /// The node.
-    pub node: NodeId,
-    /// Output rows `[start, end)` along the row axis.
+    /// What the step does.
+    pub kind: StepKind,
+    /// Rows `[start, end)`.
     pub rows: [usize; 2],
+}
+
+impl From<Step> for [u32; 4] {
+    fn from(s: Step) -> [u32; 4] {
+        let (code, i) = match s.kind {
+            StepKind::Feed(k) => (0, k),
+            StepKind::Fire(n) => (1, n.0),
+            StepKind::Drain(k) => (2, k),
+        };
+        [code, i as u32, s.rows[0] as u32, s.rows[1] as u32]
+    }
+}
+
+impl TryFrom<[u32; 4]> for Step {
+    type Error = String;
+    fn try_from(a: [u32; 4]) -> std::result::Result<Step, String> {
+        let i = a[1] as usize;
+        let kind = match a[0] {
+            0 => StepKind::Feed(i),
+            1 => StepKind::Fire(NodeId(i)),
+            2 => StepKind::Drain(i),
+            c => return Err(format!("unknown step kind {c}")),
+        };
+        if a[2] > a[3] {
+            return Err(format!("step rows {}..{} are reversed", a[2], a[3]));
+        }
+        Ok(Step { kind, rows: [a[2] as usize, a[3] as usize] })
+    }
 }
 
 /// The row geometry of a tensor: `planes x rows x width`, rows along axis `rank - 2`.
@@ -132,6 +207,8 @@ pub fn row_geometry(dims: &[usize]) -> (usize, usize, usize) {
 pub struct Plan {
     /// The strategy that produced it.
     pub strategy: Strategy,
+    /// The options it was built with.
+    pub options: PlanOptions,
     /// Fingerprint of the graph it was built for.
     pub fingerprint: u64,
     /// Storage type of activations.
@@ -140,7 +217,7 @@ pub struct Plan {
     pub buffers: Vec<Buffer>,
     /// Buffer index of each value (`None` for constants).
     pub value_buffer: Vec<Option<usize>>,
-    /// The firings, in order.
+    /// The steps, in order.
     pub steps: Vec<Step>,
     /// Arena bytes: every buffer, model inputs and outputs included.
     pub arena_bytes: usize,
@@ -150,6 +227,10 @@ pub struct Plan {
     pub peak_bytes_with_io: usize,
     /// Largest sum of intermediate bytes live at one step: the bound any packing meets.
     pub live_peak_bytes: usize,
+    /// Values held whole because a consumer needs all of them at once (stage cuts).
+    pub cuts: Vec<Cut>,
+    /// Stages: parts of the graph between cuts.
+    pub stages: Vec<Stage>,
 }
 
 impl Plan {
@@ -161,11 +242,29 @@ impl Plan {
                 options.alignment
             )));
         }
-        graph.validate()?;
-        match options.strategy {
-            Strategy::Naive => baseline::build(graph, options, false),
-            Strategy::LayerByLayer => baseline::build(graph, options, true),
+        if options.part_rows == 0 || options.parts.iter().any(|&(_, p)| p == 0) {
+            return Err(Error::Plan("part sizes must be at least one row".into()));
         }
+        graph.validate()?;
+        let mut plan = match options.strategy {
+            Strategy::Naive | Strategy::LayerByLayer => {
+                let (steps, capacity) = baseline::schedule(graph);
+                finish(graph, options, steps, &capacity, options.strategy != Strategy::Naive)
+            }
+            Strategy::ByParts => {
+                let mut options = options.clone();
+                let cuts = match options.cuts.take() {
+                    Some(c) => c,
+                    None => byparts::search_cuts(graph, &options)?,
+                };
+                options.cuts = Some(cuts);
+                let (steps, capacity) = byparts::schedule(graph, &options)?;
+                finish(graph, &options, steps, &capacity, true)
+            }
+        };
+        plan.cuts = report::cuts(graph, &plan);
+        plan.stages = report::stages(graph, &plan);
+        Ok(plan)
     }
 
     /// Peak intermediate bytes (inputs and outputs excluded).
@@ -197,7 +296,7 @@ impl Plan {
 
     /// Serialises the plan as JSON.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Reads a plan from JSON.
@@ -205,47 +304,93 @@ impl Plan {
         serde_json::from_str(s).map_err(|e| Error::Plan(format!("cannot read plan JSON: {e}")))
     }
 
-    /// A human-readable report: totals, then every buffer.
+    /// A human-readable report: totals, cuts, then every buffer.
     pub fn describe(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "strategy {}: {} intermediate peak, {} with inputs and outputs, {} steps, {} buffers",
-            self.strategy.name(),
-            format::bytes(self.peak_bytes),
-            format::bytes(self.peak_bytes_with_io),
-            self.steps.len(),
-            self.buffers.len()
-        );
-        let _ = writeln!(
-            s,
-            "{:<44} {:>10} {:>8} {:>10} {:>10}  steps",
-            "buffer", "role", "rows", "bytes", "offset"
-        );
-        for b in &self.buffers {
-            let _ = writeln!(
-                s,
-                "{:<44} {:>10} {:>8} {:>10} {:>10}  {}..{}",
-                truncate(&b.name, 44),
-                format!("{:?}", b.role).to_lowercase(),
-                format!("{}/{}", b.capacity, row_geometry(&b.dims).1),
-                format::bytes(b.bytes),
-                b.offset,
-                b.first_step,
-                b.last_step
-            );
-        }
-        s
+        report::describe(self)
     }
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let tail: String =
-            s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect();
-        format!("~{tail}")
+/// Lifetimes, buffers, packing and peaks from a schedule and per-value capacities.
+pub(super) fn finish(
+    graph: &Graph,
+    options: &PlanOptions,
+    steps: Vec<Step>,
+    capacity: &[usize],
+    share: bool,
+) -> Plan {
+    let storage = DType::F32;
+    let nv = graph.values.len();
+    let (mut first, mut last) = (vec![usize::MAX; nv], vec![0usize; nv]);
+    let mut touch = |v: ValueId, s: usize| {
+        first[v.0] = first[v.0].min(s);
+        last[v.0] = last[v.0].max(s);
+    };
+    for (s, step) in steps.iter().enumerate() {
+        match step.kind {
+            StepKind::Feed(k) => touch(graph.inputs[k], s),
+            StepKind::Drain(k) => touch(graph.outputs[k], s),
+            StepKind::Fire(n) => {
+                let node = graph.node(n);
+                for v in graph.activation_inputs(node).chain(node.outputs.iter().copied()) {
+                    touch(v, s);
+                }
+            }
+        }
+    }
+    let end = steps.len().saturating_sub(1);
+    let mut value_buffer = vec![None; nv];
+    let mut buffers = Vec::new();
+    for (vi, v) in graph.values.iter().enumerate() {
+        if v.is_constant() || first[vi] == usize::MAX {
+            continue;
+        }
+        let id = ValueId(vi);
+        let role = if graph.inputs.contains(&id) {
+            BufferRole::Input
+        } else if graph.outputs.contains(&id) {
+            BufferRole::Output
+        } else {
+            BufferRole::Intermediate
+        };
+        let (planes, h, w) = row_geometry(&v.shape);
+        let cap = capacity[vi].clamp(1, h.max(1));
+        value_buffer[vi] = Some(buffers.len());
+        buffers.push(Buffer {
+            value: id,
+            name: v.name.clone(),
+            role,
+            dims: v.shape.clone(),
+            capacity: cap,
+            bytes: planes * cap * w * storage.size(),
+            offset: 0,
+            first_step: if share { first[vi] } else { 0 },
+            last_step: if share { last[vi] } else { end },
+        });
+    }
+    let interval =
+        |b: &Buffer| arena::Interval { bytes: b.bytes, first: b.first_step, last: b.last_step };
+    let all: Vec<arena::Interval> = buffers.iter().map(interval).collect();
+    let mids: Vec<arena::Interval> =
+        buffers.iter().filter(|b| b.role == BufferRole::Intermediate).map(interval).collect();
+    let (offsets, arena_bytes) = arena::pack(&all, options.alignment);
+    let (_, peak_bytes) = arena::pack(&mids, options.alignment);
+    for (b, o) in buffers.iter_mut().zip(offsets) {
+        b.offset = o;
+    }
+    Plan {
+        strategy: options.strategy,
+        options: options.clone(),
+        fingerprint: fingerprint(graph),
+        storage,
+        buffers,
+        value_buffer,
+        steps,
+        arena_bytes,
+        peak_bytes,
+        peak_bytes_with_io: arena_bytes,
+        live_peak_bytes: arena::live_peak(&mids),
+        cuts: Vec::new(),
+        stages: Vec::new(),
     }
 }
 

@@ -1,0 +1,337 @@
+//! The by-parts schedule: a demand-driven (pull) traversal from the model outputs.
+//!
+//! To drain the next rows of an output, the scheduler asks for the firing that produces them;
+//! a firing whose input lacks rows first asks the producer of that input for its next part, and
+//! so on up to the model inputs, which are fed a few rows at a time. Each node therefore fires
+//! only when a consumer needs its rows, and every buffer drops a row once no reader will touch
+//! it again. Replaying this simulation gives each buffer's exact peak occupancy, which becomes
+//! its ring capacity: lagging branches of residual and concat blocks hold exactly the rows the
+//! lag needs, and a value some consumer needs whole (squeeze-and-excitation scales, flatten
+//! before a dense layer) ends up held whole.
+
+use super::{row_geometry, PlanOptions, Step, StepKind};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, ValueId};
+use crate::rows::RowMap;
+
+/// Something the scheduler can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Task {
+    Feed(usize),
+    Fire(usize),
+    Drain(usize),
+}
+
+/// Who reads a value.
+#[derive(Clone, Copy, Debug)]
+enum Reader {
+    /// Input `slot` of a node.
+    Node(usize, usize),
+    /// Model output `k`.
+    Drain(usize),
+}
+
+struct Sim<'g> {
+    g: &'g Graph,
+    rows: Vec<usize>,
+    producer: Vec<Option<Task>>,
+    readers: Vec<Vec<Reader>>,
+    maps: Vec<Vec<RowMap>>,
+    /// Per node: how it folds input rows into its output, for nodes firing on input rows.
+    folds: Vec<Option<crate::rows::Fold>>,
+    /// Per value: consumers wait until it is complete (a stage cut).
+    cut: Vec<bool>,
+    part: Vec<usize>,
+    feed_part: usize,
+    /// Per node: output rows produced so far (input rows folded in, for accumulating nodes).
+    done: Vec<usize>,
+    fed: Vec<usize>,
+    drained: Vec<usize>,
+    /// Per value: rows `[0, produced)` exist (some may have been dropped already).
+    produced: Vec<usize>,
+    /// Per value: most rows ever held at once.
+    cap: Vec<usize>,
+    steps: Vec<Step>,
+}
+
+/// Steps and per-value ring capacities of the by-parts strategy.
+pub(super) fn schedule(graph: &Graph, options: &PlanOptions) -> Result<(Vec<Step>, Vec<usize>)> {
+    let mut sim = Sim::new(graph, options);
+    let outputs = graph.outputs.len();
+    loop {
+        let mut progressed = false;
+        // Drain outputs round-robin so that outputs of different branches advance together.
+        for k in 0..outputs {
+            if sim.drained[k] < sim.rows[graph.outputs[k].0] {
+                sim.demand(Task::Drain(k))?;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    Ok((sim.steps, sim.cap))
+}
+
+impl<'g> Sim<'g> {
+    fn new(g: &'g Graph, options: &PlanOptions) -> Sim<'g> {
+        let nv = g.values.len();
+        let rows: Vec<usize> = g.values.iter().map(|v| row_geometry(&v.shape).1).collect();
+        let mut producer = vec![None; nv];
+        let mut readers = vec![Vec::new(); nv];
+        for (k, &v) in g.inputs.iter().enumerate() {
+            producer[v.0] = Some(Task::Feed(k));
+        }
+        let mut maps = Vec::with_capacity(g.nodes.len());
+        let mut folds = Vec::with_capacity(g.nodes.len());
+        for (i, n) in g.nodes.iter().enumerate() {
+            producer[n.output().0] = Some(Task::Fire(i));
+            let shapes: Vec<&[usize]> =
+                n.inputs.iter().map(|&v| g.value(v).shape.as_slice()).collect();
+            let out = &g.value(n.output()).shape;
+            maps.push(
+                (0..n.inputs.len()).map(|s| n.op.row_map(s, &shapes, out)).collect::<Vec<_>>(),
+            );
+            folds.push(n.op.fold(shapes[0]));
+            for (s, &v) in n.inputs.iter().enumerate() {
+                if !g.value(v).is_constant() {
+                    readers[v.0].push(Reader::Node(i, s));
+                }
+            }
+        }
+        for (k, &v) in g.outputs.iter().enumerate() {
+            readers[v.0].push(Reader::Drain(k));
+        }
+        let part = (0..g.nodes.len()).map(|i| options.part_of(NodeId(i))).collect();
+        let mut cut = vec![false; nv];
+        for v in options.cuts.iter().flatten() {
+            if let Some(c) = cut.get_mut(v.0) {
+                *c = true;
+            }
+        }
+        Sim {
+            cut,
+            g,
+            rows,
+            producer,
+            readers,
+            maps,
+            folds,
+            part,
+            feed_part: options.part_rows.max(1),
+            done: vec![0; g.nodes.len()],
+            fed: vec![0; g.inputs.len()],
+            drained: vec![0; g.outputs.len()],
+            produced: vec![0; nv],
+            cap: vec![0; nv],
+            steps: Vec::new(),
+        }
+    }
+
+    /// Rows a node's firings count: output rows, or input rows for accumulating nodes.
+    fn limit(&self, n: usize) -> usize {
+        let node = &self.g.nodes[n];
+        if self.folds[n].is_some() {
+            self.rows[node.inputs[0].0]
+        } else {
+            self.rows[node.output().0]
+        }
+    }
+
+    /// Rows of the node's next firing.
+    fn span(&self, n: usize) -> (usize, usize) {
+        let a = self.done[n];
+        (a, (a + self.part[n]).min(self.limit(n)))
+    }
+
+    /// First row of `v` that reader `r` may still read.
+    fn next_lo(&self, r: Reader, v: ValueId) -> usize {
+        match r {
+            Reader::Drain(k) => self.drained[k],
+            Reader::Node(n, s) => {
+                if self.done[n] >= self.limit(n) {
+                    return self.rows[v.0];
+                }
+                let (a, b) = self.span(n);
+                self.maps[n][s].need(a, b, self.rows[v.0]).0
+            }
+        }
+    }
+
+    /// Rows below this are dropped: no reader needs them any more.
+    fn freed(&self, v: ValueId) -> usize {
+        self.readers[v.0].iter().map(|&r| self.next_lo(r, v)).min().unwrap_or(self.rows[v.0])
+    }
+
+    /// An input `task` waits for, if any.
+    fn missing(&self, task: Task) -> Option<ValueId> {
+        match task {
+            Task::Feed(_) => None,
+            Task::Drain(k) => {
+                let v = self.g.outputs[k];
+                let want = (self.drained[k] + self.feed_part).min(self.rows[v.0]);
+                (self.produced[v.0] < want).then_some(v)
+            }
+            Task::Fire(n) => {
+                let node = &self.g.nodes[n];
+                let (a, b) = self.span(n);
+                node.inputs.iter().enumerate().find_map(|(s, &v)| {
+                    if self.g.value(v).is_constant() {
+                        return None;
+                    }
+                    let (_, hi) = self.maps[n][s].need(a, b, self.rows[v.0]);
+                    let hi = if self.cut[v.0] { self.rows[v.0] } else { hi };
+                    (self.produced[v.0] < hi).then_some(v)
+                })
+            }
+        }
+    }
+
+    /// Runs `task` once, first running whatever it waits for.
+    fn demand(&mut self, task: Task) -> Result<()> {
+        let mut stack = vec![task];
+        while let Some(&t) = stack.last() {
+            match self.missing(t) {
+                Some(v) => match self.producer[v.0] {
+                    Some(p) => stack.push(p),
+                    None => {
+                        return Err(Error::Plan(format!(
+                            "value '{}' has no producer",
+                            self.g.value(v).name
+                        )));
+                    }
+                },
+                None => {
+                    self.run(t)?;
+                    stack.pop();
+                }
+            }
+            if stack.len() > 4 * self.g.nodes.len() + 16 {
+                return Err(Error::Plan("the by-parts schedule does not converge".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn grow(&mut self, v: ValueId, held: usize) {
+        self.cap[v.0] = self.cap[v.0].max(held);
+    }
+
+    fn run(&mut self, t: Task) -> Result<()> {
+        match t {
+            Task::Feed(k) => {
+                let v = self.g.inputs[k];
+                let a = self.fed[k];
+                let b = (a + self.feed_part).min(self.rows[v.0]);
+                self.steps.push(Step { kind: StepKind::Feed(k), rows: [a, b] });
+                self.fed[k] = b;
+                self.produced[v.0] = b;
+                let held = b - self.freed(v).min(b);
+                self.grow(v, held);
+            }
+            Task::Drain(k) => {
+                let v = self.g.outputs[k];
+                let a = self.drained[k];
+                let b = (a + self.feed_part).min(self.rows[v.0]);
+                self.steps.push(Step { kind: StepKind::Drain(k), rows: [a, b] });
+                self.drained[k] = b;
+            }
+            Task::Fire(n) => {
+                let (a, b) = self.span(n);
+                if a >= b {
+                    return Err(Error::Plan(format!(
+                        "node '{}' fired past its last row",
+                        self.g.nodes[n].name
+                    )));
+                }
+                self.steps.push(Step { kind: StepKind::Fire(NodeId(n)), rows: [a, b] });
+                self.done[n] = b;
+                let out = self.g.nodes[n].output();
+                if let Some(fold) = self.folds[n] {
+                    // Started rows hold partial results; complete ones are readable.
+                    let (h_in, h) = (self.limit(n), self.rows[out.0]);
+                    self.produced[out.0] = fold.complete(b, h_in, h);
+                    let started = fold.started(b, h);
+                    let held = started - self.freed(out).min(started);
+                    self.grow(out, held);
+                } else {
+                    self.produced[out.0] = b;
+                    let held = b - self.freed(out).min(b);
+                    self.grow(out, held);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Values whose removal disconnects the model inputs from its outputs: cutting there splits the
+/// graph into stages that never run at the same time.
+fn articulations(g: &Graph) -> Vec<ValueId> {
+    let consumers = g.consumers();
+    let mut out = Vec::new();
+    for n in &g.nodes {
+        let v = n.output();
+        if g.outputs.contains(&v) {
+            continue;
+        }
+        // Reach the outputs from the inputs without passing through v.
+        let mut seen = vec![false; g.values.len()];
+        let mut stack: Vec<ValueId> = g.inputs.clone();
+        let mut reached = false;
+        while let Some(x) = stack.pop() {
+            if x == v || std::mem::replace(&mut seen[x.0], true) {
+                continue;
+            }
+            if g.outputs.contains(&x) {
+                reached = true;
+                break;
+            }
+            stack.extend(consumers[x.0].iter().map(|c| g.node(*c).output()));
+        }
+        if !reached {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Peak intermediate bytes of the by-parts plan with `cuts`.
+fn peak_with(g: &Graph, options: &PlanOptions, cuts: &[ValueId]) -> Result<usize> {
+    let options = PlanOptions { cuts: Some(cuts.to_vec()), ..options.clone() };
+    let (steps, cap) = schedule(g, &options)?;
+    Ok(super::finish(g, &options, steps, &cap, true).peak_bytes)
+}
+
+/// Greedy search for stage cuts: adds the cut that lowers the peak most, while one does.
+/// Candidates are articulation values smaller than the current peak (a cut holds its value
+/// whole, so a bigger one can only raise it).
+pub(super) fn search_cuts(g: &Graph, options: &PlanOptions) -> Result<Vec<ValueId>> {
+    let candidates = articulations(g);
+    let mut cuts: Vec<ValueId> = Vec::new();
+    let mut best = peak_with(g, options, &cuts)?;
+    loop {
+        let mut round: Option<(usize, ValueId)> = None;
+        for &c in &candidates {
+            if cuts.contains(&c) || g.value(c).nbytes() >= best {
+                continue;
+            }
+            cuts.push(c);
+            let p = peak_with(g, options, &cuts)?;
+            cuts.pop();
+            if p < round.map_or(best, |r| r.0) {
+                round = Some((p, c));
+            }
+        }
+        match round {
+            Some((p, c)) => {
+                best = p;
+                cuts.push(c);
+            }
+            None => break,
+        }
+    }
+    cuts.sort();
+    Ok(cuts)
+}
