@@ -89,9 +89,10 @@ fn sessions_allocate_their_arena_once_and_nothing_while_running() {
     check(|| vec![zoo::mobilenet_v2(96, 10, 0).unwrap()], Strategy::LayerByLayer);
     check(|| vec![zoo::resnet(18, 64, 64, 10, 0).unwrap()], Strategy::Naive);
     check(|| vec![model::load(None, None).unwrap()], Strategy::LayerByLayer);
+    check(|| vec![zoo::mobilenet_v2(96, 10, 0).unwrap()], Strategy::ByParts);
+    check(|| vec![model::load(None, None).unwrap()], Strategy::ByParts);
     let names = ["se_net", "shuffle_net", "inception", "unet"];
-    check(
-        || names.iter().map(|n| zoo::by_name(n, 32, 48, 0).unwrap()).collect(),
-        Strategy::LayerByLayer,
-    );
+    for strategy in [Strategy::LayerByLayer, Strategy::ByParts] {
+        check(|| names.iter().map(|n| zoo::by_name(n, 32, 48, 0).unwrap()).collect(), strategy);
+    }
 }

@@ -184,3 +184,38 @@ fn unsupported_operators_fail_cleanly() {
     fails_cleanly(&["run", &path], "unsupported operator LpNormalization");
     fails_cleanly(&["plan", &path], "opset 15");
 }
+
+#[test]
+fn by_parts_runs_give_the_default_job_the_same_answer_in_less_memory() {
+    let lbl = stdout(&frugal(&["run", "--strategy", "layer-by-layer"]));
+    let parts = stdout(&frugal(&["run", "--strategy", "by-parts", "--part-rows", "2"]));
+    let line =
+        |s: &str, p: &str| s.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
+    assert_eq!(line(&lbl, "output"), line(&parts, "output"), "{parts}");
+    assert!(line(&parts, "memory").contains("by-parts plan"), "{parts}");
+}
+
+#[test]
+fn plans_are_saved_and_run_later() {
+    let dir = std::env::temp_dir().join(format!("frugal-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.json").display().to_string();
+    let o =
+        frugal(&["plan", "zoo:resnet18", "--input-shape", "1,3,64,64", "--save", &path, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let parts =
+        v["plans"].as_array().unwrap().iter().find(|p| p["strategy"] == "by-parts").unwrap();
+    assert!(parts["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["rows_held"].as_u64() < b["rows"].as_u64()));
+    assert!(parts["stages"].as_array().is_some());
+    let o = frugal(&["run", "zoo:resnet18", "--input-shape", "1,3,64,64", "--plan", &path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("by-parts plan"));
+    fails_cleanly(&["run", "zoo:resnet18", "--plan", &path], "another graph");
+    let bad = temp_file("bad-plan.json", b"{\"not\": \"a plan\"}");
+    fails_cleanly(&["run", "zoo:resnet18", "--input-shape", "1,3,64,64", "--plan", &bad], "plan");
+}

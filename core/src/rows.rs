@@ -78,12 +78,25 @@ pub enum Fold {
 }
 
 impl Fold {
-    /// Output rows `[lo, hi)` that input rows `[a, b)` fold into.
+    /// Output rows `[lo, hi)` that input rows `[a, b)` fold into: the first and last output
+    /// rows with a tap among them (dilated windows can skip rows, so this checks taps).
     pub fn touched(&self, a: usize, b: usize, out_rows: usize) -> (usize, usize) {
         match *self {
             Fold::All => (0, out_rows),
             Fold::Window { kernel, stride, dilation, pad } => {
-                RowMap::Transposed { kernel, stride, dilation, pad }.need(a, b, out_rows)
+                let (lo, hi) =
+                    RowMap::Transposed { kernel, stride, dilation, pad }.need(a, b, out_rows);
+                let hit = |o: &usize| {
+                    (0..kernel).any(|k| {
+                        (o * stride + k * dilation)
+                            .checked_sub(pad)
+                            .is_some_and(|r| (a..b).contains(&r))
+                    })
+                };
+                match ((lo..hi).find(hit), (lo..hi).rev().find(hit)) {
+                    (Some(first), Some(last)) => (first, last + 1),
+                    _ => (lo, lo),
+                }
             }
         }
     }

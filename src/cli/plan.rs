@@ -12,9 +12,16 @@ pub struct PlanArgs {
     /// Input shape, e.g. 1,3,224,224 (needed for models with dynamic dims).
     #[arg(long, value_parser = super::parse_shape)]
     input_shape: Option<super::ShapeArg>,
-    /// Report only this strategy (naive, layer-by-layer); all by default.
+    /// Report only this strategy (naive, layer-by-layer, by-parts); all by default.
     #[arg(long, value_parser = super::parse_strategy)]
     strategy: Option<Strategy>,
+    /// By parts: rows each node produces per firing.
+    #[arg(long, default_value_t = 1)]
+    part_rows: usize,
+    /// Write the plan (of --strategy, by-parts by default) as JSON, to run later with
+    /// `frugal run --plan FILE`.
+    #[arg(long)]
+    save: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -24,22 +31,68 @@ pub struct PlanArgs {
 }
 
 #[derive(Serialize)]
-struct PlanReport {
+struct PlanReport<'p> {
     strategy: &'static str,
     peak_bytes: usize,
     peak_bytes_with_io: usize,
     arena_bytes: usize,
     live_peak_bytes: usize,
     steps: usize,
-    buffers: usize,
+    /// Values held whole in a by-parts plan, and the consumer that holds them.
+    cuts: &'p [frugal::plan::Cut],
+    stages: &'p [frugal::plan::Stage],
+    buffers: Vec<BufferReport<'p>>,
 }
 
 #[derive(Serialize)]
-struct Report {
+struct BufferReport<'p> {
+    name: &'p str,
+    role: frugal::plan::BufferRole,
+    shape: &'p [usize],
+    rows_held: usize,
+    rows: usize,
+    bytes: usize,
+    offset: usize,
+    first_step: usize,
+    last_step: usize,
+}
+
+impl<'p> PlanReport<'p> {
+    fn new(p: &'p Plan) -> Self {
+        PlanReport {
+            strategy: p.strategy.name(),
+            peak_bytes: p.peak_bytes,
+            peak_bytes_with_io: p.peak_bytes_with_io,
+            arena_bytes: p.arena_bytes,
+            live_peak_bytes: p.live_peak_bytes,
+            steps: p.steps.len(),
+            cuts: &p.cuts,
+            stages: &p.stages,
+            buffers: p
+                .buffers
+                .iter()
+                .map(|b| BufferReport {
+                    name: &b.name,
+                    role: b.role,
+                    shape: &b.dims,
+                    rows_held: b.capacity,
+                    rows: frugal::plan::row_geometry(&b.dims).1,
+                    bytes: b.bytes,
+                    offset: b.offset,
+                    first_step: b.first_step,
+                    last_step: b.last_step,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'p> {
     model: String,
     input_shape: Vec<usize>,
     weight_bytes: usize,
-    plans: Vec<PlanReport>,
+    plans: Vec<PlanReport<'p>>,
 }
 
 pub fn run(a: PlanArgs) -> anyhow::Result<()> {
@@ -51,7 +104,20 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     };
     let mut plans = Vec::new();
     for s in &strategies {
-        plans.push(Plan::build(&graph, &PlanOptions::new(*s))?);
+        plans.push(Plan::build(
+            &graph,
+            &PlanOptions { part_rows: a.part_rows, ..PlanOptions::new(*s) },
+        )?);
+    }
+    if let Some(path) = &a.save {
+        let want = a.strategy.unwrap_or(Strategy::ByParts);
+        let plan = plans
+            .iter()
+            .find(|p| p.strategy == want)
+            .expect("the plan of each listed strategy was built");
+        std::fs::write(path, plan.to_json())
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("saved the {} plan to {}", want.name(), path.display());
     }
     let input_shape =
         graph.inputs.first().map(|&v| graph.value(v).shape.clone()).unwrap_or_default();
@@ -60,18 +126,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
             model: a.model.clone(),
             input_shape,
             weight_bytes: graph.weight_bytes(),
-            plans: plans
-                .iter()
-                .map(|p| PlanReport {
-                    strategy: p.strategy.name(),
-                    peak_bytes: p.peak_bytes,
-                    peak_bytes_with_io: p.peak_bytes_with_io,
-                    arena_bytes: p.arena_bytes,
-                    live_peak_bytes: p.live_peak_bytes,
-                    steps: p.steps.len(),
-                    buffers: p.buffers.len(),
-                })
-                .collect(),
+            plans: plans.iter().map(PlanReport::new).collect(),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -96,15 +151,33 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("{:<16} {:>14} {:>18} {:>8}", "strategy", "peak", "peak with I/O", "steps");
+    println!(
+        "{:<16} {:>14} {:>18} {:>8} {:>14}",
+        "strategy", "peak", "peak with I/O", "steps", "held whole"
+    );
     for p in &plans {
+        let whole: usize = p.cuts.iter().map(|c| c.bytes).sum();
         println!(
-            "{:<16} {:>14} {:>18} {:>8}",
+            "{:<16} {:>14} {:>18} {:>8} {:>14}",
             p.strategy.name(),
             format::bytes(p.peak_bytes),
             format::bytes(p.peak_bytes_with_io),
-            p.steps.len()
+            p.steps.len(),
+            if p.strategy == Strategy::ByParts { format::bytes(whole) } else { "-".into() }
         );
+    }
+    if let Some(p) = plans.iter().find(|p| !p.cuts.is_empty()) {
+        println!();
+        println!("by parts holds {} values whole (stage cuts):", p.cuts.len());
+        for c in &p.cuts {
+            println!(
+                "  {:<40} {:>10}  for {} ({})",
+                clip(&c.name, 40),
+                format::bytes(c.bytes),
+                c.held_for,
+                c.op
+            );
+        }
     }
     if a.verbose {
         for p in &plans {

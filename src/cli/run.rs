@@ -27,9 +27,15 @@ pub struct RunArgs {
     /// Write every output as DIR/NAME.npy.
     #[arg(long)]
     outputs: Option<PathBuf>,
-    /// Execution strategy: naive or layer-by-layer.
+    /// Execution strategy: naive, layer-by-layer or by-parts [default: layer-by-layer].
     #[arg(long, value_parser = super::parse_strategy)]
     strategy: Option<Strategy>,
+    /// By parts: rows each node produces per firing [default: 1].
+    #[arg(long)]
+    part_rows: Option<usize>,
+    /// Run a plan saved by `frugal plan --save` instead of planning now.
+    #[arg(long)]
+    plan: Option<PathBuf>,
     /// Backend: cpu, wgpu, cuda, gpu-or-cpu, plugin:PATH.
     #[arg(long)]
     backend: Option<String>,
@@ -206,8 +212,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|(_, t)| t.shape().to_vec()).collect();
     let graph = load_graph(a.model.as_deref(), &declared, &shapes)?;
-    let strategy = a.strategy.unwrap_or(Strategy::LayerByLayer);
-    let plan = Plan::build(&graph, &PlanOptions::new(strategy))?;
+    let plan = match &a.plan {
+        Some(path) => {
+            let json = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Plan::from_json(&json)?
+        }
+        None => {
+            let strategy = a.strategy.unwrap_or(Strategy::LayerByLayer);
+            Plan::build(
+                &graph,
+                &PlanOptions { part_rows: a.part_rows.unwrap_or(1), ..PlanOptions::new(strategy) },
+            )?
+        }
+    };
+    let strategy = plan.strategy;
     let mut session = Session::new(&graph, &plan, backend)?;
     let data: Vec<&[f32]> = inputs.iter().map(|(_, t)| t.as_f32()).collect::<Result<_, _>>()?;
     let started = Instant::now();

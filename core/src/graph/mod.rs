@@ -191,6 +191,12 @@ impl Graph {
             }
         }
         for &o in &self.outputs {
+            if self.inputs.contains(&o) {
+                return Err(Error::malformed(format!(
+                    "graph output '{}' is a model input; nothing computes it",
+                    self.value(o).name
+                )));
+            }
             if o.0 >= nv || !produced[o.0] {
                 return Err(Error::malformed(format!(
                     "graph output '{}' is never produced",

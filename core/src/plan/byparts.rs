@@ -227,7 +227,7 @@ impl<'g> Sim<'g> {
                 self.steps.push(Step { kind: StepKind::Feed(k), rows: [a, b] });
                 self.fed[k] = b;
                 self.produced[v.0] = b;
-                let held = b - self.freed(v).min(b);
+                let held = b - self.freed(v).min(a);
                 self.grow(v, held);
             }
             Task::Drain(k) => {
@@ -251,13 +251,18 @@ impl<'g> Sim<'g> {
                 if let Some(fold) = self.folds[n] {
                     // Started rows hold partial results; complete ones are readable.
                     let (h_in, h) = (self.limit(n), self.rows[out.0]);
-                    self.produced[out.0] = fold.complete(b, h_in, h);
+                    let complete = fold.complete(b, h_in, h);
+                    self.produced[out.0] = complete;
+                    // Rows in progress stay, even those no reader needs (a strided reader may
+                    // skip them): the next firing still folds into them.
                     let started = fold.started(b, h);
-                    let held = started - self.freed(out).min(started);
+                    let touched = fold.touched(a, b, h).0;
+                    let held = started - self.freed(out).min(complete).min(touched).min(started);
                     self.grow(out, held);
                 } else {
                     self.produced[out.0] = b;
-                    let held = b - self.freed(out).min(b);
+                    // Every row written must have a slot, even rows no reader needs.
+                    let held = b - self.freed(out).min(a);
                     self.grow(out, held);
                 }
             }

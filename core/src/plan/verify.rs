@@ -1,6 +1,6 @@
 //! An independent check of a plan against its graph: replays the steps slot by slot and proves
 //! that every row a step reads is present in its ring (produced, and not overwritten by a later
-//! row), that nodes fire over their rows in order and completely, that outputs are drained
+//! row), that nodes fire over their rows in order, that outputs are drained
 //! whole, and that buffers live at the same time never share bytes. It shares no code with the
 //! scheduler, so a scheduling bug cannot hide behind its own arithmetic.
 
@@ -60,8 +60,17 @@ pub fn verify(graph: &Graph, plan: &Plan) -> Result<()> {
          -> Result<()> {
             live(bi)?;
             let cap = slots[bi].len();
+            let (mut lo, mut hi) = (usize::MAX, 0);
             for (r, v) in rows {
                 slots[bi][r % cap] = v;
+                (lo, hi) = (lo.min(r), hi.max(r + 1));
+            }
+            // The rows one step writes must all have their own slot.
+            if hi > lo && hi - lo > cap {
+                return Err(bad(format!(
+                    "step {s} writes rows {lo}..{hi} of '{}' into a ring of {cap} rows",
+                    plan.buffers[bi].name
+                )));
             }
             Ok(())
         };
@@ -156,16 +165,8 @@ pub fn verify(graph: &Graph, plan: &Plan) -> Result<()> {
             )));
         }
     }
-    for (k, &v) in graph.inputs.iter().enumerate() {
-        if fed[k] != rows_of(v) {
-            return Err(bad(format!(
-                "input '{}' is fed {} of {} rows",
-                graph.value(v).name,
-                fed[k],
-                rows_of(v)
-            )));
-        }
-    }
+    // Inputs are fed, and nodes fire, only as far as something reads them: a strided window
+    // may never touch the last rows.
     Ok(())
 }
 

@@ -1,0 +1,259 @@
+//! Execution by parts: the same bytes as layer by layer whatever the part sizes, plans that
+//! survive JSON, a checker that catches broken plans, and a property test over random CNNs.
+
+mod common;
+
+use common::{check, seeded_input, Tolerance};
+use frugal::ops::{Activation, BinaryKind, PoolKind, ResizeMode};
+use frugal::plan::verify::verify;
+use frugal::{
+    backend_by_name, model, zoo, Graph, GraphBuilder, NodeId, Plan, PlanOptions, Session, Strategy,
+    ValueId,
+};
+use proptest::prelude::{
+    any, prop, prop_assume, prop_oneof, proptest, Just, ProptestConfig, TestCaseError,
+};
+use proptest::strategy::Strategy as _;
+
+fn run_plan(graph: &Graph, plan: &Plan, input: &[f32]) -> Vec<Vec<f32>> {
+    let mut s = Session::new(graph, plan, backend_by_name("cpu").unwrap()).unwrap();
+    s.run(&[input]).unwrap().into_iter().map(|t| t.as_f32().unwrap().to_vec()).collect()
+}
+
+fn by_parts(part_rows: usize, parts: Vec<(NodeId, usize)>) -> PlanOptions {
+    PlanOptions { part_rows, parts, ..PlanOptions::new(Strategy::ByParts) }
+}
+
+/// By parts with several part sizes gives layer by layer's bytes, and every plan verifies.
+fn same_bytes(graph: &Graph, seed: u64) {
+    let input = seeded_input(&graph.value(graph.inputs[0]).shape, seed);
+    let lbl = Plan::build(graph, &PlanOptions::new(Strategy::LayerByLayer)).unwrap();
+    let want = run_plan(graph, &lbl, &input);
+    // Odd per-node parts, including parts larger than some tensors.
+    let mixed: Vec<(NodeId, usize)> =
+        (0..graph.nodes.len()).map(|i| (NodeId(i), 1 + (i * 7 + 3) % 5)).collect();
+    for options in
+        [by_parts(1, vec![]), by_parts(2, vec![]), by_parts(3, mixed), by_parts(1000, vec![])]
+    {
+        let plan = Plan::build(graph, &options).unwrap();
+        verify(graph, &plan).unwrap();
+        let got = run_plan(graph, &plan, &input);
+        for (g, w) in got.iter().zip(&want) {
+            check(g, w, Tolerance::Exact)
+                .unwrap_or_else(|e| panic!("{} parts {}: {e}", graph.name, options.part_rows));
+        }
+    }
+}
+
+#[test]
+fn zoo_networks_give_the_same_bytes_with_any_part_size() {
+    for name in zoo::NAMES {
+        let (h, w) = if name == "vgg16" { (32, 48) } else { (48, 40) };
+        same_bytes(&zoo::by_name(name, h, w, 3).unwrap(), 1);
+    }
+}
+
+#[test]
+fn bundled_models_give_the_same_bytes_with_any_part_size() {
+    same_bytes(&model::load(None, None).unwrap(), 2);
+    let ocr = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
+    same_bytes(&model::load(Some(&ocr), Some(&[1, 3, 96, 64])).unwrap(), 3);
+}
+
+#[test]
+fn plans_survive_json() {
+    let graph = zoo::mobilenet_v2(64, 10, 0).unwrap();
+    let plan = Plan::build(&graph, &PlanOptions::new(Strategy::ByParts)).unwrap();
+    let back = Plan::from_json(&plan.to_json()).unwrap();
+    assert_eq!(back, plan);
+    let input = seeded_input(&[1, 3, 64, 64], 4);
+    assert_eq!(run_plan(&graph, &back, &input), run_plan(&graph, &plan, &input));
+    // A plan for another input size is refused.
+    let other = zoo::mobilenet_v2(96, 10, 0).unwrap();
+    let e = Session::new(&other, &plan, backend_by_name("cpu").unwrap()).unwrap_err().to_string();
+    assert!(e.contains("another graph"), "{e}");
+    assert!(Plan::from_json("{\"strategy\": 3}").is_err());
+}
+
+#[test]
+fn the_checker_catches_rings_one_row_too_small() {
+    let graph = zoo::resnet(18, 32, 32, 10, 0).unwrap();
+    let plan = Plan::build(&graph, &PlanOptions::new(Strategy::ByParts)).unwrap();
+    verify(&graph, &plan).unwrap();
+    let mut caught = 0;
+    for i in 0..plan.buffers.len() {
+        if plan.buffers[i].capacity < 2 {
+            continue;
+        }
+        let mut bad = plan.clone();
+        bad.buffers[i].capacity -= 1;
+        let e = verify(&graph, &bad).expect_err("a smaller ring must fail the check").to_string();
+        assert!(e.contains("no longer") || e.contains("overwritten"), "{e}");
+        caught += 1;
+        // The session refuses it too.
+        assert!(Session::new(&graph, &bad, backend_by_name("cpu").unwrap()).is_err());
+    }
+    assert!(caught > 5);
+    let mut overlap = plan.clone();
+    let (a, b) = (0, 1);
+    overlap.buffers[b].offset = overlap.buffers[a].offset;
+    overlap.buffers[b].first_step = overlap.buffers[a].first_step;
+    overlap.buffers[b].last_step = overlap.buffers[a].last_step.max(overlap.buffers[b].last_step);
+    assert!(verify(&graph, &overlap).is_err());
+}
+
+#[test]
+fn squeeze_excitation_holds_the_scaled_map_whole_and_says_so() {
+    let graph = zoo::arch::se_net(64, 64, 10, 0).unwrap();
+    let plan = Plan::build(&graph, &PlanOptions::new(Strategy::ByParts)).unwrap();
+    assert!(!plan.cuts.is_empty());
+    assert!(plan.cuts.iter().any(|c| c.op == "Mul"), "{:?}", plan.cuts);
+    assert!(plan.describe().contains("held whole"));
+}
+
+#[test]
+fn the_input_streams_when_the_first_layer_can_take_it() {
+    let graph = zoo::mobilenet_v2(224, 10, 0).unwrap();
+    let plan = Plan::build(&graph, &PlanOptions::new(Strategy::ByParts)).unwrap();
+    let input = plan.buffer(graph.inputs[0]).unwrap();
+    assert!(input.capacity < 224 / 4, "input ring holds {} rows", input.capacity);
+    assert!(plan.peak_bytes_with_io < plan.peak_bytes + 3 * 224 * 224 * 4 / 8);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property test: random small CNNs.
+
+/// One random block.
+#[derive(Clone, Debug)]
+enum Block {
+    Conv { out: usize, k: usize, s: usize, d: usize, pads: [usize; 4], depthwise: bool, relu: bool },
+    Pool { max: bool, k: usize, s: usize, pad: usize, ceil: bool, include_pad: bool },
+    Residual { k: usize },
+    Branches { k1: usize, k2: usize },
+    RowConcat,
+    Upsample { linear: bool },
+    Deconv { out: usize, k: usize, s: usize },
+    SqueezeExcite,
+    Shuffle,
+    SideOutput,
+}
+
+fn block() -> impl proptest::strategy::Strategy<Value = Block> {
+    prop_oneof![
+        4 => (1usize..6, 1usize..5, 1usize..3, 1usize..3, [0usize..3, 0usize..3, 0usize..3, 0usize..3], any::<bool>(), any::<bool>())
+            .prop_map(|(out, k, s, d, pads, depthwise, relu)| Block::Conv { out, k, s, d, pads, depthwise, relu }),
+        2 => (any::<bool>(), 1usize..4, 1usize..3, 0usize..2, any::<bool>(), any::<bool>())
+            .prop_map(|(max, k, s, pad, ceil, include_pad)| Block::Pool { max, k, s, pad, ceil, include_pad }),
+        2 => prop_oneof![Just(1usize), Just(3)].prop_map(|k| Block::Residual { k }),
+        1 => (prop_oneof![Just(1usize), Just(3)], prop_oneof![Just(3usize), Just(5)]).prop_map(|(k1, k2)| Block::Branches { k1, k2 }),
+        1 => Just(Block::RowConcat),
+        1 => any::<bool>().prop_map(|linear| Block::Upsample { linear }),
+        1 => (1usize..4, 2usize..4, 1usize..3).prop_map(|(out, k, s)| Block::Deconv { out, k, s }),
+        1 => Just(Block::SqueezeExcite),
+        1 => Just(Block::Shuffle),
+        1 => Just(Block::SideOutput),
+    ]
+}
+
+fn add_block(b: &mut GraphBuilder, x: ValueId, blk: &Block) -> frugal::Result<ValueId> {
+    let relu = Some(Activation::Relu);
+    let c = b.shape(x)[1];
+    match *blk {
+        Block::Conv { out, k, s, d, pads, depthwise, relu: r } => {
+            let pads = pads.map(|p| p.min(k - 1));
+            let (out, groups) = if depthwise { (c, c) } else { (out, 1) };
+            b.conv_full(x, out, [k, k], [s, s], [d, d], pads, groups, if r { relu } else { None })
+        }
+        Block::Pool { max, k, s, pad, ceil, include_pad } => {
+            let kind = if max { PoolKind::Max } else { PoolKind::Avg };
+            let op = frugal::ops::Pool {
+                kind,
+                kernel: [k, k],
+                strides: [s, s],
+                dilations: [1, 1],
+                pads: [pad.min(k - 1); 4],
+                ceil_mode: ceil,
+                count_include_pad: include_pad,
+            };
+            b.node("pool", frugal::Op::Pool(op), &[x])
+        }
+        Block::Residual { k } => {
+            let h = b.conv(x, c + 1, k, 1, k / 2, 1, relu)?;
+            let h = b.conv(h, c, k, 1, k / 2, 1, None)?;
+            b.binary(BinaryKind::Add, x, h, relu)
+        }
+        Block::Branches { k1, k2 } => {
+            let p = b.conv(x, 2, k1, 1, k1 / 2, 1, relu)?;
+            let q = b.conv(x, 3, k2, 1, k2 / 2, 1, None)?;
+            let r = b.pool(PoolKind::Max, x, 3, 1, 1)?;
+            b.concat(&[p, q, r], 1)
+        }
+        Block::RowConcat => {
+            let h = b.conv(x, c, 3, 1, 1, 1, None)?;
+            b.concat(&[x, h], 2)
+        }
+        Block::Upsample { linear } => {
+            b.upsample(x, 2, if linear { ResizeMode::Linear } else { ResizeMode::Nearest })
+        }
+        Block::Deconv { out, k, s } => b.conv_transpose(x, out, k, s, (k - 1) / 2, s - 1, relu),
+        Block::SqueezeExcite => b.squeeze_excite(x, 2),
+        Block::Shuffle if c % 2 == 0 => b.channel_shuffle(x, 2),
+        Block::Shuffle => Ok(x),
+        Block::SideOutput => {
+            b.output(x);
+            b.act(x, Activation::Sigmoid)
+        }
+    }
+}
+
+/// A graph from the recipe, or `None` when shapes collapse or grow too big.
+fn build(h: usize, w: usize, blocks: &[Block], head: bool, seed: u64) -> Option<Graph> {
+    let mut b = GraphBuilder::new("random", seed);
+    let mut x = b.input("input", &[1, 3, h, w]);
+    for blk in blocks {
+        x = add_block(&mut b, x, blk).ok()?;
+        let s = b.shape(x).to_vec();
+        if s[2] * s[3] > 48 * 48 || s[1] > 24 {
+            return None;
+        }
+    }
+    if head {
+        let g = b.global_avg_pool(x).ok()?;
+        let f = b.flatten(g).ok()?;
+        x = b.dense(f, 3, None).ok()?;
+    }
+    b.output(x);
+    b.finish().ok()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_cnns_give_the_same_bytes_by_parts(
+        h in 5usize..20,
+        w in 3usize..20,
+        blocks in prop::collection::vec(block(), 1..7),
+        head in any::<bool>(),
+        part in 1usize..4,
+        node_parts in prop::collection::vec(1usize..5, 0..12),
+        seed in 0u64..1000,
+    ) {
+        let graph = build(h, w, &blocks, head, seed);
+        prop_assume!(graph.is_some());
+        let graph = graph.unwrap();
+        if std::env::var("FRUGAL_PROPTEST_LOG").is_ok() {
+            eprintln!("graph: {} nodes, output {:?}", graph.nodes.len(), graph.value(graph.outputs[0]).shape);
+        }
+        let input = seeded_input(&[1, 3, h, w], seed);
+        let lbl = Plan::build(&graph, &PlanOptions::new(Strategy::LayerByLayer)).unwrap();
+        let want = run_plan(&graph, &lbl, &input);
+        let parts: Vec<(NodeId, usize)> = node_parts.iter().enumerate().map(|(i, &p)| (NodeId(i * 3 % graph.nodes.len()), p)).collect();
+        let plan = Plan::build(&graph, &by_parts(part, parts)).unwrap();
+        verify(&graph, &plan).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got = run_plan(&graph, &plan, &input);
+        for (g, wv) in got.iter().zip(&want) {
+            check(g, wv, Tolerance::Exact).map_err(TestCaseError::fail)?;
+        }
+    }
+}
