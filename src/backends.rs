@@ -52,10 +52,37 @@ fn not_ready(name: &str) -> Error {
     }
 }
 
-/// Creates a backend by name.
+/// How to set a backend up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// CPU threads inside a firing (results are the same bits for any count).
+    pub threads: usize,
+}
+
+impl Default for BackendOptions {
+    /// Threads from `FRUGAL_THREADS`, else every core this process may use.
+    fn default() -> Self {
+        let threads = std::env::var("FRUGAL_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        BackendOptions { threads }
+    }
+}
+
+/// Creates a backend by name with default options.
 pub fn backend_by_name(name: &str) -> Result<Box<dyn Backend>> {
+    backend_with(name, &BackendOptions::default())
+}
+
+/// Creates a backend by name.
+pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Backend>> {
+    let cpu = || -> Result<Box<dyn Backend>> {
+        Ok(Box::new(frugal_cpu::CpuBackend::with_threads(options.threads)?))
+    };
     match BackendKind::parse(name)? {
-        BackendKind::Cpu => Ok(Box::new(frugal_cpu::CpuBackend::new())),
+        BackendKind::Cpu => cpu(),
         BackendKind::Wgpu => {
             if cfg!(feature = "wgpu") {
                 Err(not_ready("wgpu"))
@@ -70,7 +97,7 @@ pub fn backend_by_name(name: &str) -> Result<Box<dyn Backend>> {
                 Err(Error::BackendNotCompiled("cuda".into()))
             }
         }
-        BackendKind::GpuOrCpu => Ok(Box::new(frugal_cpu::CpuBackend::new())),
+        BackendKind::GpuOrCpu => cpu(),
         BackendKind::Plugin(path) => {
             if cfg!(feature = "plugins") {
                 Err(not_ready(&format!("plugin:{path}")))

@@ -29,6 +29,6 @@ pub mod model;
 pub mod npy;
 pub mod preprocess;
 
-pub use backends::{backend_by_name, BackendKind, BACKEND_NAMES};
+pub use backends::{backend_by_name, backend_with, BackendKind, BackendOptions, BACKEND_NAMES};
 pub use frugal_core::*;
 pub use frugal_cpu::CpuBackend;

@@ -12,6 +12,7 @@
 mod arena;
 pub mod gemm;
 mod ops;
+mod par;
 
 use std::ops::Range;
 
@@ -20,6 +21,14 @@ use frugal_core::{Backend, DType, Error, Result, Tensor};
 
 pub use arena::{Arena, Io, Src};
 pub use gemm::Isa;
+pub use par::Par;
+
+/// What kernels need from the backend besides memory: the instruction set and the threads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) isa: Isa,
+    pub(crate) par: Par<'a>,
+}
 
 /// A weight as stored by the CPU backend: the f32 data (zero-copy when the model file held f32)
 /// and, for dense layers, a repacked form made by `prepare`.
@@ -42,6 +51,8 @@ pub struct CpuBackend {
     arena: Arena,
     weights: Vec<Weight>,
     isa: Isa,
+    /// Worker threads for work inside a firing; `None` runs on the caller's thread only.
+    pool: Option<par::Pool>,
 }
 
 impl Default for CpuBackend {
@@ -51,14 +62,32 @@ impl Default for CpuBackend {
 }
 
 impl CpuBackend {
-    /// A CPU backend using the best instruction set this processor offers (detected at run time).
+    /// A single-threaded CPU backend using the best instruction set this processor offers
+    /// (detected at run time).
     pub fn new() -> Self {
-        CpuBackend { arena: Arena::default(), weights: Vec::new(), isa: Isa::detect() }
+        Self::with_isa(Isa::detect())
     }
 
     /// A CPU backend forced to an instruction set (for tests and comparisons).
     pub fn with_isa(isa: Isa) -> Self {
-        CpuBackend { arena: Arena::default(), weights: Vec::new(), isa }
+        CpuBackend { arena: Arena::default(), weights: Vec::new(), isa, pool: None }
+    }
+
+    /// A CPU backend using `threads` threads inside each firing (1: the caller's thread only).
+    /// Results are the same bits for any thread count.
+    pub fn with_threads(threads: usize) -> Result<Self> {
+        let mut b = Self::new();
+        if threads > 1 {
+            let pool = par::Pool::new(threads)
+                .map_err(|e| fail("threads", format!("cannot start {threads} threads: {e}")))?;
+            b.pool = Some(pool);
+        }
+        Ok(b)
+    }
+
+    /// Threads used inside a firing.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, par::Pool::threads)
     }
 
     /// The instruction set in use.
@@ -129,7 +158,7 @@ impl Backend for CpuBackend {
             storage: vec![DType::F32],
             max_buffer_bytes: isize::MAX as u64,
             max_binding_bytes: isize::MAX as u64,
-            device: format!("CPU ({})", self.isa.name()),
+            device: format!("CPU ({}, {} threads)", self.isa.name(), self.threads()),
         }
     }
 
@@ -170,7 +199,8 @@ impl Backend for CpuBackend {
                 ));
             }
         }
-        ops::execute(kernel, io, &self.weights, self.isa)
+        let ctx = Ctx { isa: self.isa, par: Par::new(self.pool.as_ref()) };
+        ops::execute(kernel, io, &self.weights, ctx)
     }
 
     fn write(&mut self, dst: &RowWindow, src: &[f32], src_rows: Range<usize>) -> Result<()> {

@@ -20,6 +20,7 @@
 
 pub mod backend;
 pub mod error;
+mod exec;
 pub mod format;
 pub mod graph;
 pub mod onnx;

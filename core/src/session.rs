@@ -2,37 +2,12 @@
 //! the plan's steps. Each firing's windows come from the row maps; running allocates nothing
 //! beyond the arena (see `run_into`).
 
-use std::ops::Range;
-
-use crate::backend::{Backend, Dims, Kernel, Operand, RowWindow, Scratch, WeightRef};
+use crate::backend::{Backend, RowWindow, Scratch, WeightRef};
 use crate::error::{Error, Result};
+use crate::exec::{dims_of, kernel_for, Buffers, Layout, NodeExec};
 use crate::graph::{Graph, ValueId};
-use crate::ops::Op;
-use crate::plan::{arena::align_up, verify, Buffer, Plan, Step, StepKind};
-use crate::rows::RowMap;
-use crate::tensor::{DType, Tensor};
-
-/// How a node input is bound at run time.
-#[derive(Clone, Copy, Debug)]
-enum Bound {
-    /// Buffer index in the plan.
-    Arena(usize),
-    /// Uploaded weight.
-    Weight(WeightRef),
-}
-
-/// What the executor keeps of a node.
-#[derive(Clone, Debug)]
-struct NodeExec {
-    name: String,
-    op: Op,
-    inputs: Vec<Bound>,
-    /// Row map of each input.
-    maps: Vec<RowMap>,
-    /// How it folds input rows into its output, for nodes firing on input rows (pooling).
-    fold: Option<crate::rows::Fold>,
-    output: usize,
-}
+use crate::plan::{arena::align_up, verify, Plan, Step, StepKind};
+use crate::tensor::Tensor;
 
 /// A model input or output as the caller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,34 +17,6 @@ pub struct IoInfo {
     /// Shape.
     pub shape: Vec<usize>,
     buffer: usize,
-}
-
-/// The buffers of a plan with their shapes, as the executor addresses them.
-#[derive(Debug)]
-struct Buffers {
-    list: Vec<Buffer>,
-    dims: Vec<Dims>,
-}
-
-impl Buffers {
-    /// The window of buffer `b` covering tensor rows `rows`.
-    fn window(&self, b: usize, rows: Range<usize>) -> RowWindow {
-        let dims = self.dims[b];
-        let (_, _, w) = dims.rows();
-        RowWindow {
-            offset: self.list[b].offset,
-            dtype: DType::F32,
-            dims,
-            capacity: self.list[b].capacity,
-            row_stride: w,
-            first_row: rows.start,
-            rows: rows.len(),
-        }
-    }
-
-    fn height(&self, b: usize) -> usize {
-        self.dims[b].rows().1
-    }
 }
 
 /// A plan ready to run on a backend.
@@ -94,58 +41,35 @@ impl Session {
     pub fn new(graph: &Graph, plan: &Plan, mut backend: Box<dyn Backend>) -> Result<Session> {
         backend.check()?;
         verify::verify(graph, plan)?;
-        let dims_of = |shape: &[usize], what: &str| {
-            Dims::new(shape).ok_or_else(|| Error::Unsupported {
-                op: what.to_string(),
-                node: String::new(),
-                opset: graph.opset,
-                reason: format!(
-                    "tensors of rank {} (at most {} axes run)",
-                    shape.len(),
-                    crate::backend::MAX_RANK
-                ),
-            })
-        };
         let mut weights: Vec<Option<WeightRef>> = vec![None; graph.values.len()];
         let mut nodes = Vec::with_capacity(graph.nodes.len());
-        let mut max_inputs = 0;
         for n in &graph.nodes {
-            let shapes: Vec<&[usize]> =
-                n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
-            let out_shape = &graph.value(n.output()).shape;
-            let mut inputs = Vec::with_capacity(n.inputs.len());
-            for &v in &n.inputs {
-                let b = match &graph.value(v).constant {
-                    Some(t) => {
-                        if weights[v.0].is_none() {
-                            let id = backend.upload(t)?;
-                            weights[v.0] =
-                                Some(WeightRef { id, dims: dims_of(t.shape(), n.op.name())? });
-                        }
-                        Bound::Weight(weights[v.0].expect("uploaded above"))
-                    }
-                    None => Bound::Arena(buffer_index(plan, v)?),
+            let mut upload = |v: ValueId, t: &Tensor| -> Result<WeightRef> {
+                if let Some(w) = weights[v.0] {
+                    return Ok(w);
+                }
+                let w = WeightRef {
+                    id: backend.upload(t)?,
+                    dims: dims_of(t.shape(), n.op.name(), graph.opset)?,
                 };
-                inputs.push(b);
-            }
-            max_inputs = max_inputs.max(inputs.len());
-            nodes.push(NodeExec {
-                name: n.name.clone(),
-                maps: (0..n.inputs.len()).map(|s| n.op.row_map(s, &shapes, out_shape)).collect(),
-                fold: n.op.fold(shapes[0]),
-                op: n.op.clone(),
-                inputs,
-                output: buffer_index(plan, n.output())?,
-            });
+                weights[v.0] = Some(w);
+                Ok(w)
+            };
+            nodes.push(NodeExec::bind(graph, n, &|v| buffer_index(plan, v), &mut upload)?);
         }
-        let buffers = Buffers {
-            dims: plan
-                .buffers
+        let max_inputs = nodes.iter().map(|n| n.inputs.len()).max().unwrap_or(0);
+        let buffers = Buffers::new(
+            plan.buffers
                 .iter()
-                .map(|b| dims_of(&b.dims, "tensor"))
+                .map(|b| {
+                    Ok(Layout {
+                        offset: b.offset,
+                        capacity: b.capacity,
+                        dims: dims_of(&b.dims, "tensor", graph.opset)?,
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?,
-            list: plan.buffers.clone(),
-        };
+        );
         let io = |ids: &[ValueId]| -> Result<Vec<IoInfo>> {
             ids.iter()
                 .map(|&v| {
@@ -333,86 +257,4 @@ fn buffer_index(plan: &Plan, v: ValueId) -> Result<usize> {
         .flatten()
         .filter(|&b| b < plan.buffers.len())
         .ok_or_else(|| Error::Plan(format!("value {} has no buffer in the plan", v.0)))
-}
-
-/// The kernel call of one firing on `rows`: output rows, or input rows for accumulating nodes.
-/// Input windows hold exactly the rows the row maps ask for.
-fn kernel_for<'a>(
-    node: &'a NodeExec,
-    rows: [usize; 2],
-    buffers: &Buffers,
-    concat_inputs: &'a mut Vec<RowWindow>,
-) -> Result<Kernel<'a>> {
-    let [a, b] = rows;
-    let misbound = |i: usize, want: &str| {
-        Error::Plan(format!(
-            "input {i} of node '{}' ({}) must be {want}",
-            node.name,
-            node.op.name()
-        ))
-    };
-    let window = |i: usize, buf: usize| -> RowWindow {
-        let (lo, hi) = node.maps[i].need(a, b, buffers.height(buf));
-        buffers.window(buf, lo..hi)
-    };
-    let arena = |i: usize| -> Result<RowWindow> {
-        match node.inputs[i] {
-            Bound::Arena(buf) => Ok(window(i, buf)),
-            Bound::Weight(_) => Err(misbound(i, "an activation")),
-        }
-    };
-    let weight = |i: usize| -> Result<WeightRef> {
-        match node.inputs[i] {
-            Bound::Weight(w) => Ok(w),
-            Bound::Arena(_) => Err(misbound(i, "a constant weight")),
-        }
-    };
-    let opt_weight = |i: usize| -> Result<Option<WeightRef>> {
-        if i < node.inputs.len() {
-            weight(i).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let operand = |i: usize| -> Operand {
-        match node.inputs[i] {
-            Bound::Weight(w) => Operand::Weight(w),
-            Bound::Arena(buf) => Operand::Arena(window(i, buf)),
-        }
-    };
-    let out = node.output;
-    let y = match node.fold {
-        Some(fold) => {
-            let (lo, hi) = fold.touched(a, b, buffers.height(out));
-            buffers.window(out, lo..hi)
-        }
-        None => buffers.window(out, a..b),
-    };
-    Ok(match &node.op {
-        Op::Conv(op) => Kernel::Conv { op, x: arena(0)?, w: weight(1)?, b: opt_weight(2)?, y },
-        Op::ConvTranspose(op) => {
-            Kernel::ConvTranspose { op, x: arena(0)?, w: weight(1)?, b: opt_weight(2)?, y }
-        }
-        Op::Pool(op) => Kernel::Pool { op, x: arena(0)?, y },
-        Op::GlobalAvgPool => Kernel::GlobalAvgPool { x: arena(0)?, y },
-        Op::BatchNorm(bn) => {
-            Kernel::Affine { act: bn.act, x: arena(0)?, scale: weight(1)?, shift: weight(2)?, y }
-        }
-        Op::Unary(act) => Kernel::Unary { act: *act, x: arena(0)?, y },
-        Op::Binary(op) => Kernel::Binary { op, a: operand(0), b: operand(1), y },
-        Op::Concat(c) => {
-            concat_inputs.clear();
-            for i in 0..node.inputs.len() {
-                concat_inputs.push(arena(i)?);
-            }
-            Kernel::Concat { axis: c.axis, xs: concat_inputs.as_slice(), y }
-        }
-        Op::Reshape(_) | Op::Materialize => Kernel::Copy { x: operand(0), y },
-        Op::Transpose(t) => Kernel::Transpose { perm: &t.perm, x: arena(0)?, y },
-        Op::Resize(op) => Kernel::Resize { op, x: arena(0)?, y },
-        Op::Gemm(op) => Kernel::Gemm { op, a: arena(0)?, b: weight(1)?, c: opt_weight(2)?, y },
-        Op::MatMul(op) => Kernel::MatMul { op, a: operand(0), b: operand(1), y },
-        Op::Reduce(op) => Kernel::Reduce { op, x: arena(0)?, y },
-        Op::Softmax(op) => Kernel::Softmax { op, x: arena(0)?, y },
-    })
 }

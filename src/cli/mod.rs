@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+mod bench;
 mod export;
 mod plan;
 mod run;
@@ -22,6 +23,8 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Write a model (zoo network or normalised import) as an ONNX file.
     Export(export::ExportArgs),
+    /// Measure a plan's throughput and memory.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the chosen subcommand (`run` on the bundled model when none is given).
@@ -31,6 +34,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Run(a)) => run::run(*a),
         Some(Command::Plan(a)) => plan::run(a),
         Some(Command::Export(a)) => export::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
     }
 }
 

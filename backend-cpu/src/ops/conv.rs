@@ -8,7 +8,9 @@ use frugal_core::Result;
 
 use crate::arena::Io;
 use crate::fail;
-use crate::gemm::{self, packed_index, Isa, MatA};
+use crate::gemm::{self, packed_index, MatA};
+use crate::par::Par;
+use crate::Ctx;
 
 /// Upper bound of one band's packed im2col, in floats (keeps it in L2).
 const BAND_FLOATS: usize = 128 * 1024;
@@ -75,16 +77,18 @@ pub(crate) fn conv(
     wd: &Dims,
     bias: Option<&[f32]>,
     y: &RowWindow,
-    mut io: Io<'_>,
-    isa: Isa,
+    io: Io<'_>,
+    ctx: Ctx<'_>,
 ) -> Result<()> {
+    let Ctx { isa, par } = ctx;
     let g = geo(op, x, wd, y);
+    let par = par.for_work(2 * g.n * g.m * g.k * y.rows * g.wout);
     if weight.len() != g.m * g.k || bias.is_some_and(|b| b.len() != g.m) {
         return Err(fail("conv", "weight or bias size does not match the convolution"));
     }
     check_rows(op, x, y, g.h)?;
     if is_depthwise(op, &g) {
-        depthwise(op, x, weight, bias, y, &mut io, &g);
+        depthwise(op, x, weight, bias, y, io, &g, par);
         return Ok(());
     }
     let band = band_rows(&g);
@@ -92,21 +96,35 @@ pub(crate) fn conv(
     while r0 < r_end {
         let r1 = (r0 + band).min(r_end);
         let ncols = (r1 - r0) * g.wout;
+        let plane_len = y.capacity * y.row_stride;
         for b in 0..g.n {
             for grp in 0..op.groups {
                 let packed = &mut io.scratch[..gemm::packed_len(g.k, ncols)];
                 im2col(op, x, &io.src, packed, b * g.cin + grp * g.cg, r0, r1, &g);
-                let a = MatA {
-                    data: &weight[grp * g.mg * g.k..(grp + 1) * g.mg * g.k],
-                    rs: g.k,
-                    cs: 1,
-                };
-                let (packed, out, out_base) = (&*packed, &mut *io.out, io.out_base);
-                gemm::gemm(isa, g.mg, ncols, g.k, a, packed, |i, j, vals| {
-                    let ch = grp * g.mg + i;
-                    let plane = b * g.m + ch;
-                    let bv = bias.map_or(0.0, |bb| bb[ch]);
-                    store_cols(y, out, out_base, plane, r0, g.wout, j, vals, bv, op);
+                let packed = &*packed;
+                // Output channels of this image and group, split into tiles across threads.
+                let p0 = b * g.m + grp * g.mg;
+                let planes = &mut io.out[p0 * plane_len..(p0 + g.mg) * plane_len];
+                let tile = par.split(g.mg, gemm::MR);
+                par.chunks(planes, tile * plane_len, |t, out| {
+                    let i0 = t * tile;
+                    let rows = out.len() / plane_len;
+                    let w0 = (grp * g.mg + i0) * g.k;
+                    let a = MatA { data: &weight[w0..w0 + rows * g.k], rs: g.k, cs: 1 };
+                    gemm::gemm(isa, rows, ncols, g.k, a, packed, |i, j, vals| {
+                        let ch = grp * g.mg + i0 + i;
+                        let bv = bias.map_or(0.0, |bb| bb[ch]);
+                        store_cols(
+                            y,
+                            &mut out[i * plane_len..(i + 1) * plane_len],
+                            r0,
+                            g.wout,
+                            j,
+                            vals,
+                            bv,
+                            op,
+                        );
+                    });
                 });
             }
         }
@@ -139,14 +157,13 @@ fn check_rows(op: &Conv, x: &RowWindow, y: &RowWindow, h: usize) -> Result<()> {
     Ok(())
 }
 
-/// Writes `vals = C[i][j..]` (columns of the band starting at output row `r0`) to the output.
+/// Writes `vals = C[i][j..]` (columns of the band starting at output row `r0`) into `plane`,
+/// the output buffer's memory for one output channel (all its ring slots).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn store_cols(
     y: &RowWindow,
-    out: &mut [f32],
-    out_base: usize,
-    plane: usize,
+    plane: &mut [f32],
     r0: usize,
     wout: usize,
     j: usize,
@@ -159,8 +176,8 @@ fn store_cols(
         let jj = j + c;
         let (oy, ox) = (r0 + jj / wout, jj % wout);
         let len = (wout - ox).min(vals.len() - c);
-        let start = y.row_start(plane, oy) - out_base + ox;
-        let dst = &mut out[start..start + len];
+        let start = (oy % y.capacity) * y.row_stride + ox;
+        let dst = &mut plane[start..start + len];
         for (d, &v) in dst.iter_mut().zip(&vals[c..c + len]) {
             *d = v + bias;
         }
@@ -218,60 +235,85 @@ fn im2col(
 
 /// Depthwise convolution (one input channel per group), computed directly. Each output sums
 /// its in-bounds taps in (ky, kx) order, then adds the bias.
+#[allow(clippy::too_many_arguments)]
 fn depthwise(
     op: &Conv,
     x: &RowWindow,
     weight: &[f32],
     bias: Option<&[f32]>,
     y: &RowWindow,
-    io: &mut Io<'_>,
+    io: Io<'_>,
+    g: &Geo,
+    par: Par<'_>,
+) {
+    let [kh, kw] = op.kernel;
+    let mult = g.m / g.cin;
+    let plane_len = y.capacity * y.row_stride;
+    let src = io.src;
+    // Every output plane (image, channel) on its own; planes split across threads.
+    let planes = &mut io.out[..g.n * g.m * plane_len];
+    let tile = par.split(g.n * g.m, 1);
+    par.chunks(planes, tile * plane_len, |t, chunk| {
+        for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
+            let p = t * tile + i;
+            let (b, m) = (p / g.m, p % g.m);
+            let wk = &weight[m * kh * kw..(m + 1) * kh * kw];
+            let bv = bias.map_or(0.0, |bb| bb[m]);
+            let input = b * g.cin + m / mult;
+            for oy in y.first_row..y.first_row + y.rows {
+                let start = (oy % y.capacity) * y.row_stride;
+                depthwise_row(op, x, &src, input, wk, bv, oy, &mut plane[start..start + g.wout], g);
+            }
+        }
+    });
+}
+
+/// One output row of one depthwise channel: in-bounds taps in (ky, kx) order, then the bias.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn depthwise_row(
+    op: &Conv,
+    x: &RowWindow,
+    src: &crate::arena::Src<'_>,
+    input: usize,
+    wk: &[f32],
+    bias: f32,
+    oy: usize,
+    out: &mut [f32],
     g: &Geo,
 ) {
     let [kh, kw] = op.kernel;
     let [sh, sw] = op.strides;
     let [dh, dw] = op.dilations;
     let (pt, pl) = (op.pads[0], op.pads[1]);
-    let mult = g.m / g.cin;
-    for b in 0..g.n {
-        for m in 0..g.m {
-            let ci = m / mult;
-            let wk = &weight[m * kh * kw..(m + 1) * kh * kw];
-            let bv = bias.map_or(0.0, |bb| bb[m]);
-            for oy in y.first_row..y.first_row + y.rows {
-                let plane_out = b * g.m + m;
-                let start = y.row_start(plane_out, oy) - io.out_base;
-                let out = &mut io.out[start..start + g.wout];
-                out.iter_mut().for_each(|v| *v = 0.0);
-                for ky in 0..kh {
-                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let row = io.src.slice(x.row_start(b * g.cin + ci, iy as usize), g.w);
-                    for kx in 0..kw {
-                        let wv = wk[ky * kw + kx];
-                        // Output columns whose tap falls inside the row.
-                        let off = kx * dw;
-                        let lo = pl.saturating_sub(off).div_ceil(sw);
-                        let hi = ((g.w + pl).saturating_sub(off)).div_ceil(sw).min(g.wout);
-                        if lo >= hi {
-                            continue;
-                        }
-                        // Input columns read: lo*sw + off - pl, then every sw-th.
-                        let taps = row[lo * sw + off - pl..].iter().step_by(sw);
-                        for (o, &xv) in out[lo..hi].iter_mut().zip(taps) {
-                            *o += wv * xv;
-                        }
-                    }
-                }
-                for v in out.iter_mut() {
-                    *v += bv;
-                }
-                if let Some(act) = &op.act {
-                    act.apply_slice(out);
-                }
+    out.fill(0.0);
+    for ky in 0..kh {
+        let iy = (oy * sh + ky * dh) as isize - pt as isize;
+        if iy < 0 || iy >= g.h as isize {
+            continue;
+        }
+        let row = src.slice(x.row_start(input, iy as usize), g.w);
+        for kx in 0..kw {
+            let wv = wk[ky * kw + kx];
+            // Output columns whose tap falls inside the row.
+            let off = kx * dw;
+            let lo = pl.saturating_sub(off).div_ceil(sw);
+            let hi = ((g.w + pl).saturating_sub(off)).div_ceil(sw).min(g.wout);
+            if lo >= hi {
+                continue;
+            }
+            // Input columns read: lo*sw + off - pl, then every sw-th.
+            let taps = row[lo * sw + off - pl..].iter().step_by(sw);
+            for (o, &xv) in out[lo..hi].iter_mut().zip(taps) {
+                *o += wv * xv;
             }
         }
+    }
+    for v in out.iter_mut() {
+        *v += bias;
+    }
+    if let Some(act) = &op.act {
+        act.apply_slice(out);
     }
 }
 

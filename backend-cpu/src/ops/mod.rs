@@ -13,7 +13,7 @@ mod pool;
 mod reduce;
 mod resize;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::ops::Range;
 
@@ -21,8 +21,7 @@ use frugal_core::backend::{Dims, Kernel, Operand, RowWindow, MAX_RANK};
 use frugal_core::{Result, WeightId};
 
 use crate::arena::{Io, Src};
-use crate::gemm::Isa;
-use crate::{fail, CpuBackend, Weight};
+use crate::{fail, CpuBackend, Ctx, Weight};
 
 /// An operand with its weight looked up.
 #[derive(Clone, Copy, Debug)]
@@ -63,7 +62,8 @@ pub(crate) fn workspace_floats(k: &Kernel<'_>) -> usize {
 }
 
 /// Runs one kernel.
-pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], isa: Isa) -> Result<()> {
+pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'_>) -> Result<()> {
+    let isa = ctx.isa;
     let family = k.family();
     if k.output().dims.numel() == 0 {
         return Ok(());
@@ -107,7 +107,7 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], isa: Isa) 
                 Some(b) => Some(get(b.id)?.f32()),
                 None => None,
             };
-            conv::conv(op, x, get(w.id)?.f32(), &w.dims, bias, y, io, isa)
+            conv::conv(op, x, get(w.id)?.f32(), &w.dims, bias, y, io, ctx)
         }
         Kernel::ConvTranspose { op, x, w, b, y } => {
             let bias = match b {

@@ -1,0 +1,300 @@
+//! Threads inside one firing. Work is split into disjoint output planes, so every element is
+//! still computed by one thread in the same order: results do not depend on the thread count.
+//!
+//! The pool is a few lines on std's mutex and condition variables rather than rayon, because
+//! rayon's job queue allocates as jobs come and go, and a session promises to allocate nothing
+//! while it runs. Workers sleep between firings; the calling thread takes tasks too.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+/// A task function with its lifetime erased; valid only while `Pool::run` waits for it.
+#[derive(Clone, Copy)]
+struct Job(*const (dyn Fn(usize) + Sync));
+
+// SAFETY: the pointee is `Sync`, and `Pool::run` keeps it alive until every worker is done.
+unsafe impl Send for Job {}
+
+struct State {
+    job: Option<Job>,
+    tasks: usize,
+    epoch: u64,
+    /// Workers still inside the current job.
+    busy: usize,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Mirror of `State::epoch` that workers spin on before they sleep.
+    epoch: std::sync::atomic::AtomicU64,
+    next: AtomicUsize,
+    panicked: AtomicBool,
+    wake: Condvar,
+    done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes tasks until none are left.
+    fn work(&self, job: Job, tasks: usize) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= tasks {
+                return;
+            }
+            // SAFETY: `Pool::run` keeps the job alive until all workers report done.
+            let f = unsafe { &*job.0 };
+            if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
+                self.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A fixed set of worker threads that run one job at a time, allocating nothing per job.
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} threads)", self.threads())
+    }
+}
+
+impl Pool {
+    /// A pool running jobs on `threads` threads, the caller's included.
+    pub fn new(threads: usize) -> std::io::Result<Pool> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { job: None, tasks: 0, epoch: 0, busy: 0, shutdown: false }),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+            next: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let mut workers = Vec::new();
+        for i in 1..threads.max(1) {
+            let s = Arc::clone(&shared);
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("frugal-cpu-{i}"))
+                    .spawn(move || worker(&s))?,
+            );
+        }
+        Ok(Pool { shared, workers })
+    }
+
+    /// Threads a job runs on.
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs `f(0) .. f(tasks - 1)` across the threads and returns when all are done.
+    pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if self.workers.is_empty() || tasks <= 1 {
+            (0..tasks).for_each(f);
+            return;
+        }
+        // SAFETY: only the lifetime is erased; this function waits below until no worker can
+        // touch `f` any more.
+        let job = Job(unsafe {
+            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
+        });
+        {
+            let mut st = self.shared.lock();
+            st.job = Some(job);
+            st.tasks = tasks;
+            st.epoch = st.epoch.wrapping_add(1);
+            st.busy = self.workers.len();
+            self.shared.next.store(0, Ordering::Relaxed);
+            self.shared.epoch.store(st.epoch, Ordering::Release);
+        }
+        self.shared.wake.notify_all();
+        self.shared.work(job, tasks);
+        let mut st = self.shared.lock();
+        while st.busy > 0 {
+            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.job = None;
+        drop(st);
+        if self.shared.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a frugal-cpu worker thread panicked");
+        }
+    }
+}
+
+fn worker(s: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        // Firings come back to back: spin a little before sleeping on the condition variable.
+        for _ in 0..20_000 {
+            if s.epoch.load(Ordering::Acquire) != seen {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let (job, tasks) = {
+            let mut st = s.lock();
+            while st.epoch == seen && !st.shutdown {
+                st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.shutdown {
+                return;
+            }
+            seen = st.epoch;
+            match st.job {
+                Some(j) => (j, st.tasks),
+                None => continue,
+            }
+        };
+        s.work(job, tasks);
+        let mut st = s.lock();
+        st.busy -= 1;
+        if st.busy == 0 {
+            s.done.notify_all();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The threads a kernel may use (only the caller's when `pool` is `None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Par<'a> {
+    pool: Option<&'a Pool>,
+}
+
+/// A raw pointer that may cross threads (the chunks it addresses are disjoint).
+struct SendPtr<T>(*mut T);
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer; a method, so closures capture the whole `SendPtr` (which is `Sync`).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+// SAFETY: used only to hand each task its own disjoint chunk.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+// SAFETY: as above; no two tasks touch the same elements.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<'a> Par<'a> {
+    /// Runs on the caller's thread only.
+    pub fn serial() -> Par<'static> {
+        Par { pool: None }
+    }
+
+    pub(crate) fn new(pool: Option<&'a Pool>) -> Par<'a> {
+        Par { pool }
+    }
+
+    /// Threads available.
+    pub fn threads(&self) -> usize {
+        self.pool.map_or(1, Pool::threads)
+    }
+
+    /// This `Par` for a job of `flops` floating-point operations: serial when the job is too
+    /// small to pay for waking other threads (a few microseconds).
+    pub fn for_work(self, flops: usize) -> Par<'a> {
+        const MIN_FLOPS: usize = 200_000;
+        if flops < MIN_FLOPS {
+            Par { pool: None }
+        } else {
+            self
+        }
+    }
+
+    /// Calls `f(index, chunk)` for each `chunk_len` chunk of `data`, in parallel when threads
+    /// are available and there is more than one chunk.
+    pub fn chunks<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk_len: usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let chunk_len = chunk_len.max(1);
+        let n = data.len().div_ceil(chunk_len);
+        match self.pool {
+            Some(pool) if n > 1 => {
+                let (base, len) = (SendPtr(data.as_mut_ptr()), data.len());
+                pool.run(n, &|i| {
+                    let start = i * chunk_len;
+                    let end = (start + chunk_len).min(len);
+                    // SAFETY: chunk i covers elements start..end of `data`, disjoint from every
+                    // other chunk, and `data` is borrowed mutably for the whole call.
+                    let chunk =
+                        unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+                    f(i, chunk);
+                });
+            }
+            _ => data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c)),
+        }
+    }
+
+    /// How many of `units` to give each task so that every thread gets a few tasks (multiples
+    /// of `align`, at least one).
+    pub fn split(&self, units: usize, align: usize) -> usize {
+        let (t, align) = (self.threads(), align.max(1));
+        if t <= 1 {
+            return units.max(1);
+        }
+        units.div_ceil(t * 2).max(1).div_ceil(align) * align
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_chunk_runs_once_on_disjoint_data() {
+        let pool = Pool::new(3).unwrap();
+        let par = Par::new(Some(&pool));
+        for len in [0usize, 1, 7, 100, 1001] {
+            let mut v = vec![0u32; len];
+            par.chunks(&mut v, 13, |i, c| c.iter_mut().for_each(|x| *x += i as u32 + 1));
+            for (j, x) in v.iter().enumerate() {
+                assert_eq!(*x, (j / 13) as u32 + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn jobs_run_back_to_back_without_allocating() {
+        let pool = Pool::new(2).unwrap();
+        let par = Par::new(Some(&pool));
+        let mut v = vec![0u64; 4096];
+        par.chunks(&mut v, 64, |_, c| c.iter_mut().for_each(|x| *x += 1));
+        let (_, allocs) = crate::ops::testutil::count_allocs(|| {
+            for _ in 0..100 {
+                par.chunks(&mut v, 64, |_, c| c.iter_mut().for_each(|x| *x += 1));
+            }
+        });
+        assert_eq!(allocs, 0);
+        assert!(v.iter().all(|&x| x == 101));
+    }
+}
