@@ -27,6 +27,7 @@
 pub mod backends;
 pub mod model;
 pub mod npy;
+pub mod planning;
 pub mod preprocess;
 
 pub use backends::{backend_by_name, backend_with, BackendKind, BackendOptions, BACKEND_NAMES};

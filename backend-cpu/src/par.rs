@@ -6,7 +6,7 @@
 //! while it runs. Workers sleep between firings; the calling thread takes tasks too.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -21,20 +21,26 @@ struct State {
     job: Option<Job>,
     tasks: usize,
     epoch: u64,
-    /// Workers still inside the current job.
-    busy: usize,
     shutdown: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
     /// Mirror of `State::epoch` that workers spin on before they sleep.
-    epoch: std::sync::atomic::AtomicU64,
+    epoch: AtomicU64,
+    /// Workers still inside the current job.
+    busy: AtomicUsize,
+    /// Workers asleep on `wake` (the caller only pays for a notification when some are).
+    sleepers: AtomicUsize,
     next: AtomicUsize,
     panicked: AtomicBool,
     wake: Condvar,
     done: Condvar,
 }
+
+/// Spins before blocking: firings come back to back, and a futex round trip costs more than a
+/// small kernel.
+const SPINS: usize = 20_000;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -73,8 +79,10 @@ impl Pool {
     /// A pool running jobs on `threads` threads, the caller's included.
     pub fn new(threads: usize) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, tasks: 0, epoch: 0, busy: 0, shutdown: false }),
-            epoch: std::sync::atomic::AtomicU64::new(0),
+            state: Mutex::new(State { job: None, tasks: 0, epoch: 0, shutdown: false }),
+            epoch: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             wake: Condvar::new(),
@@ -103,29 +111,38 @@ impl Pool {
             (0..tasks).for_each(f);
             return;
         }
+        let s = &*self.shared;
         // SAFETY: only the lifetime is erased; this function waits below until no worker can
         // touch `f` any more.
         let job = Job(unsafe {
             std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
         });
         {
-            let mut st = self.shared.lock();
+            let mut st = s.lock();
             st.job = Some(job);
             st.tasks = tasks;
             st.epoch = st.epoch.wrapping_add(1);
-            st.busy = self.workers.len();
-            self.shared.next.store(0, Ordering::Relaxed);
-            self.shared.epoch.store(st.epoch, Ordering::Release);
+            s.busy.store(self.workers.len(), Ordering::Relaxed);
+            s.next.store(0, Ordering::Relaxed);
+            s.epoch.store(st.epoch, Ordering::Release);
         }
-        self.shared.wake.notify_all();
-        self.shared.work(job, tasks);
-        let mut st = self.shared.lock();
-        while st.busy > 0 {
-            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        if s.sleepers.load(Ordering::Acquire) > 0 {
+            s.wake.notify_all();
+        }
+        s.work(job, tasks);
+        for _ in 0..SPINS {
+            if s.busy.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let mut st = s.lock();
+        while s.busy.load(Ordering::Acquire) > 0 {
+            st = s.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         st.job = None;
         drop(st);
-        if self.shared.panicked.swap(false, Ordering::Relaxed) {
+        if s.panicked.swap(false, Ordering::Relaxed) {
             panic!("a frugal-cpu worker thread panicked");
         }
     }
@@ -134,8 +151,7 @@ impl Pool {
 fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
-        // Firings come back to back: spin a little before sleeping on the condition variable.
-        for _ in 0..20_000 {
+        for _ in 0..SPINS {
             if s.epoch.load(Ordering::Acquire) != seen {
                 break;
             }
@@ -144,7 +160,9 @@ fn worker(s: &Shared) {
         let (job, tasks) = {
             let mut st = s.lock();
             while st.epoch == seen && !st.shutdown {
+                s.sleepers.fetch_add(1, Ordering::AcqRel);
                 st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                s.sleepers.fetch_sub(1, Ordering::AcqRel);
             }
             if st.shutdown {
                 return;
@@ -156,9 +174,10 @@ fn worker(s: &Shared) {
             }
         };
         s.work(job, tasks);
-        let mut st = s.lock();
-        st.busy -= 1;
-        if st.busy == 0 {
+        if s.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The caller may be asleep: take the lock so the notification cannot slip in
+            // between its check and its wait.
+            drop(s.lock());
             s.done.notify_all();
         }
     }
@@ -220,7 +239,7 @@ impl<'a> Par<'a> {
     /// This `Par` for a job of `flops` floating-point operations: serial when the job is too
     /// small to pay for waking other threads (a few microseconds).
     pub fn for_work(self, flops: usize) -> Par<'a> {
-        const MIN_FLOPS: usize = 200_000;
+        const MIN_FLOPS: usize = 50_000;
         if flops < MIN_FLOPS {
             Par { pool: None }
         } else {
@@ -246,8 +265,9 @@ impl<'a> Par<'a> {
                     let end = (start + chunk_len).min(len);
                     // SAFETY: chunk i covers elements start..end of `data`, disjoint from every
                     // other chunk, and `data` is borrowed mutably for the whole call.
-                    let chunk =
-                        unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+                    let chunk = unsafe {
+                        std::slice::from_raw_parts_mut(base.get().add(start), end - start)
+                    };
                     f(i, chunk);
                 });
             }

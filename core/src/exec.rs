@@ -4,10 +4,11 @@
 
 use std::ops::Range;
 
-use crate::backend::{Dims, Kernel, Operand, RowWindow, WeightRef};
+use crate::backend::{Backend, Dims, Kernel, Operand, RowWindow, Scratch, WeightRef};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, ValueId};
 use crate::ops::Op;
+use crate::plan::{arena::align_up, verify, Plan, Step, StepKind};
 use crate::rows::{Fold, RowMap};
 use crate::tensor::{DType, Tensor};
 
@@ -118,6 +119,191 @@ impl NodeExec {
             output: buffer_of(node.output())?,
         })
     }
+}
+
+/// A plan bound to a backend's weights and arena layout: everything the step loop needs, so
+/// that it can run on any backend it was bound to (owned by a session, or borrowed while
+/// profiling).
+#[derive(Debug)]
+pub(crate) struct Program {
+    nodes: Vec<NodeExec>,
+    buffers: Buffers,
+    steps: Vec<Step>,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+    scratch: Scratch,
+    arena_bytes: usize,
+    /// Reused list of concat inputs (no allocation per firing).
+    concat_inputs: Vec<RowWindow>,
+}
+
+impl Program {
+    /// Checks `plan`, uploads the weights to `backend`, lets it prepare each node, and sizes
+    /// the scratch. The caller allocates `arena_bytes()` on the backend before running.
+    pub fn bind(graph: &Graph, plan: &Plan, backend: &mut dyn Backend) -> Result<Program> {
+        verify::verify(graph, plan)?;
+        let buffer_of = |v: ValueId| -> Result<usize> {
+            plan.value_buffer
+                .get(v.0)
+                .copied()
+                .flatten()
+                .filter(|&b| b < plan.buffers.len())
+                .ok_or_else(|| Error::Plan(format!("value {} has no buffer in the plan", v.0)))
+        };
+        let mut weights: Vec<Option<WeightRef>> = vec![None; graph.values.len()];
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for n in &graph.nodes {
+            let mut upload = |v: ValueId, t: &Tensor| -> Result<WeightRef> {
+                if let Some(w) = weights[v.0] {
+                    return Ok(w);
+                }
+                let w = WeightRef {
+                    id: backend.upload(t)?,
+                    dims: dims_of(t.shape(), n.op.name(), graph.opset)?,
+                };
+                weights[v.0] = Some(w);
+                Ok(w)
+            };
+            nodes.push(NodeExec::bind(graph, n, &buffer_of, &mut upload)?);
+        }
+        let layouts = plan
+            .buffers
+            .iter()
+            .map(|b| {
+                Ok(Layout {
+                    offset: b.offset,
+                    capacity: b.capacity,
+                    dims: dims_of(&b.dims, "tensor", graph.opset)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let max_inputs = nodes.iter().map(|n| n.inputs.len()).max().unwrap_or(0);
+        let mut p = Program {
+            nodes,
+            buffers: Buffers::new(layouts),
+            steps: plan.steps.clone(),
+            inputs: graph.inputs.iter().map(|&v| buffer_of(v)).collect::<Result<_>>()?,
+            outputs: graph.outputs.iter().map(|&v| buffer_of(v)).collect::<Result<_>>()?,
+            scratch: Scratch::default(),
+            arena_bytes: 0,
+            concat_inputs: Vec::with_capacity(max_inputs),
+        };
+        // Per-node preparation (weight repacking, pipeline compilation) on each node's first
+        // firing, and scratch: the most any single firing asks for, placed after the buffers.
+        let mut prepared = vec![false; p.nodes.len()];
+        let mut workspace = 0;
+        for i in 0..p.steps.len() {
+            let Step { kind: StepKind::Fire(n), rows } = p.steps[i] else { continue };
+            let k = kernel_for(&p.nodes[n.0], rows, &p.buffers, &mut p.concat_inputs)?;
+            if !prepared[n.0] {
+                backend.prepare(&k)?;
+                prepared[n.0] = true;
+            }
+            workspace = workspace.max(backend.workspace_bytes(&k));
+        }
+        let base = align_up(plan.arena_bytes, 64);
+        p.scratch = Scratch { offset: base, bytes: workspace };
+        p.arena_bytes = base + align_up(workspace, 64);
+        Ok(p)
+    }
+
+    /// Bytes of arena the program needs: buffers then scratch.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    /// Scratch bytes.
+    pub fn workspace_bytes(&self) -> usize {
+        self.scratch.bytes
+    }
+
+    /// Replays the steps on `backend` (whose arena this program was laid out for). Inputs and
+    /// outputs are whole host tensors, already checked against the model's shapes.
+    pub fn run(
+        &mut self,
+        backend: &mut dyn Backend,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<()> {
+        for i in 0..self.steps.len() {
+            let Step { kind, rows } = self.steps[i];
+            match kind {
+                StepKind::Feed(k) => {
+                    let b = self.inputs[k];
+                    let w = self.buffers.window(b, rows[0]..rows[1]);
+                    backend.write(&w, inputs[k], 0..self.buffers.height(b))?;
+                }
+                StepKind::Drain(k) => {
+                    let b = self.outputs[k];
+                    let w = self.buffers.window(b, rows[0]..rows[1]);
+                    backend.sync()?;
+                    backend.read(&w, outputs[k], 0..self.buffers.height(b))?;
+                }
+                StepKind::Fire(n) => {
+                    let node = &self.nodes[n.0];
+                    let k = kernel_for(node, rows, &self.buffers, &mut self.concat_inputs)?;
+                    backend.execute(&k, self.scratch).map_err(|e| match e {
+                        Error::Backend { backend, op, reason } => Error::Backend {
+                            backend,
+                            op: format!("{op} (node '{}')", node.name),
+                            reason,
+                        },
+                        other => other,
+                    })?;
+                }
+            }
+        }
+        backend.sync()
+    }
+}
+
+/// Scratch bytes `backend` would need to run `plan`: the most any firing asks for. Weights are
+/// not uploaded (handles are placeholders): only shapes matter here.
+pub(crate) fn workspace_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend) -> Result<usize> {
+    let buffer_of = |v: ValueId| -> Result<usize> {
+        plan.value_buffer
+            .get(v.0)
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::Plan(format!("value {} has no buffer", v.0)))
+    };
+    let mut placeholder = |_: ValueId, t: &Tensor| -> Result<WeightRef> {
+        Ok(WeightRef {
+            id: crate::backend::WeightId(usize::MAX),
+            dims: dims_of(t.shape(), "weight", graph.opset)?,
+        })
+    };
+    let nodes = graph
+        .nodes
+        .iter()
+        .map(|n| NodeExec::bind(graph, n, &buffer_of, &mut placeholder))
+        .collect::<Result<Vec<_>>>()?;
+    let layouts = plan
+        .buffers
+        .iter()
+        .map(|b| {
+            Ok(Layout {
+                offset: b.offset,
+                capacity: b.capacity,
+                dims: dims_of(&b.dims, "tensor", graph.opset)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let buffers = Buffers::new(layouts);
+    let mut concat = Vec::new();
+    let mut most = 0;
+    for s in &plan.steps {
+        if let StepKind::Fire(n) = s.kind {
+            let k = kernel_for(&nodes[n.0], s.rows, &buffers, &mut concat)?;
+            most = most.max(backend.workspace_bytes(&k));
+        }
+    }
+    Ok(most)
+}
+
+/// Bytes a session allocates for `plan` on `backend`: the plan's arena, then scratch.
+pub fn session_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend) -> Result<usize> {
+    Ok(align_up(plan.arena_bytes, 64) + align_up(workspace_bytes(graph, plan, backend)?, 64))
 }
 
 /// The kernel call of one firing on `rows`: output rows, or input rows for accumulating nodes.

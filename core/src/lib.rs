@@ -27,6 +27,7 @@ pub mod onnx;
 pub mod ops;
 pub mod passes;
 pub mod plan;
+pub mod planner;
 pub mod rows;
 pub mod session;
 pub mod tensor;
@@ -36,6 +37,7 @@ pub use backend::{
     Backend, Capabilities, Dims, Kernel, Operand, RowWindow, Scratch, WeightId, WeightRef,
 };
 pub use error::{Error, Result};
+pub use exec::session_bytes;
 pub use graph::{Graph, GraphBuilder, Node, NodeId, Value, ValueId};
 pub use onnx::ImportOptions;
 pub use ops::{Activation, Op};

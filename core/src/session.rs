@@ -2,11 +2,11 @@
 //! the plan's steps. Each firing's windows come from the row maps; running allocates nothing
 //! beyond the arena (see `run_into`).
 
-use crate::backend::{Backend, RowWindow, Scratch, WeightRef};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::exec::{dims_of, kernel_for, Buffers, Layout, NodeExec};
+use crate::exec::Program;
 use crate::graph::{Graph, ValueId};
-use crate::plan::{arena::align_up, verify, Plan, Step, StepKind};
+use crate::plan::Plan;
 use crate::tensor::Tensor;
 
 /// A model input or output as the caller sees it.
@@ -16,23 +16,16 @@ pub struct IoInfo {
     pub name: String,
     /// Shape.
     pub shape: Vec<usize>,
-    buffer: usize,
 }
 
 /// A plan ready to run on a backend.
 #[derive(Debug)]
 pub struct Session {
     backend: Box<dyn Backend>,
-    nodes: Vec<NodeExec>,
-    buffers: Buffers,
-    steps: Vec<Step>,
+    program: Program,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
-    scratch: Scratch,
-    arena_bytes: usize,
     plan_peak_bytes: usize,
-    /// Reused list of concat inputs (no allocation per firing).
-    concat_inputs: Vec<RowWindow>,
 }
 
 impl Session {
@@ -40,77 +33,23 @@ impl Session {
     /// allocates the arena.
     pub fn new(graph: &Graph, plan: &Plan, mut backend: Box<dyn Backend>) -> Result<Session> {
         backend.check()?;
-        verify::verify(graph, plan)?;
-        let mut weights: Vec<Option<WeightRef>> = vec![None; graph.values.len()];
-        let mut nodes = Vec::with_capacity(graph.nodes.len());
-        for n in &graph.nodes {
-            let mut upload = |v: ValueId, t: &Tensor| -> Result<WeightRef> {
-                if let Some(w) = weights[v.0] {
-                    return Ok(w);
-                }
-                let w = WeightRef {
-                    id: backend.upload(t)?,
-                    dims: dims_of(t.shape(), n.op.name(), graph.opset)?,
-                };
-                weights[v.0] = Some(w);
-                Ok(w)
-            };
-            nodes.push(NodeExec::bind(graph, n, &|v| buffer_index(plan, v), &mut upload)?);
-        }
-        let max_inputs = nodes.iter().map(|n| n.inputs.len()).max().unwrap_or(0);
-        let buffers = Buffers::new(
-            plan.buffers
-                .iter()
-                .map(|b| {
-                    Ok(Layout {
-                        offset: b.offset,
-                        capacity: b.capacity,
-                        dims: dims_of(&b.dims, "tensor", graph.opset)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?,
-        );
-        let io = |ids: &[ValueId]| -> Result<Vec<IoInfo>> {
+        let program = Program::bind(graph, plan, &mut *backend)?;
+        backend.alloc_arena(program.arena_bytes())?;
+        let io = |ids: &[ValueId]| -> Vec<IoInfo> {
             ids.iter()
-                .map(|&v| {
-                    Ok(IoInfo {
-                        name: graph.value(v).name.clone(),
-                        shape: graph.value(v).shape.clone(),
-                        buffer: buffer_index(plan, v)?,
-                    })
+                .map(|&v| IoInfo {
+                    name: graph.value(v).name.clone(),
+                    shape: graph.value(v).shape.clone(),
                 })
                 .collect()
         };
-        let mut s = Session {
-            nodes,
-            buffers,
-            steps: plan.steps.clone(),
-            inputs: io(&graph.inputs)?,
-            outputs: io(&graph.outputs)?,
-            scratch: Scratch::default(),
-            arena_bytes: 0,
-            plan_peak_bytes: plan.peak_bytes_with_io,
-            concat_inputs: Vec::with_capacity(max_inputs),
+        Ok(Session {
             backend,
-        };
-        // Per-node preparation (weight repacking, pipeline compilation) on each node's first
-        // firing, and scratch: the most any single firing asks for, placed after the buffers.
-        let mut prepared = vec![false; s.nodes.len()];
-        let mut workspace = 0;
-        for i in 0..s.steps.len() {
-            let Step { kind: StepKind::Fire(n), rows } = s.steps[i] else { continue };
-            let k = kernel_for(&s.nodes[n.0], rows, &s.buffers, &mut s.concat_inputs)?;
-            if !prepared[n.0] {
-                s.backend.prepare(&k)?;
-                prepared[n.0] = true;
-            }
-            workspace = workspace.max(s.backend.workspace_bytes(&k));
-        }
-        let base = align_up(plan.arena_bytes, 64);
-        s.scratch = Scratch { offset: base, bytes: workspace };
-        s.arena_bytes = base + align_up(workspace, 64);
-        s.backend.alloc_arena(s.arena_bytes)?;
-        Ok(s)
+            program,
+            inputs: io(&graph.inputs),
+            outputs: io(&graph.outputs),
+            plan_peak_bytes: plan.peak_bytes_with_io,
+        })
     }
 
     /// The backend's name.
@@ -130,12 +69,12 @@ impl Session {
 
     /// Bytes of the arena: the plan's buffers plus kernel scratch.
     pub fn arena_bytes(&self) -> usize {
-        self.arena_bytes
+        self.program.arena_bytes()
     }
 
     /// Scratch bytes reserved for kernels.
     pub fn workspace_bytes(&self) -> usize {
-        self.scratch.bytes
+        self.program.workspace_bytes()
     }
 
     /// The plan's peak including inputs and outputs (the arena without scratch).
@@ -166,39 +105,8 @@ impl Session {
     /// Runs the model into caller-provided output slices. Allocates nothing.
     pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
         self.check_io(inputs, outputs)?;
-        for i in 0..self.steps.len() {
-            let Step { kind, rows } = self.steps[i];
-            match kind {
-                StepKind::Feed(k) => {
-                    let b = self.inputs[k].buffer;
-                    let all = 0..self.buffers.height(b);
-                    let w = self.buffers.window(b, rows[0]..rows[1]);
-                    self.backend.write(&w, inputs[k], all)?;
-                }
-                StepKind::Drain(k) => {
-                    let b = self.outputs[k].buffer;
-                    let all = 0..self.buffers.height(b);
-                    let w = self.buffers.window(b, rows[0]..rows[1]);
-                    self.backend.sync()?;
-                    self.backend.read(&w, outputs[k], all)?;
-                }
-                StepKind::Fire(n) => {
-                    let node = &self.nodes[n.0];
-                    let k = kernel_for(node, rows, &self.buffers, &mut self.concat_inputs)?;
-                    self.backend.execute(&k, self.scratch).map_err(|e| match e {
-                        Error::Backend { backend, op, reason } => Error::Backend {
-                            backend,
-                            op: format!("{op} (node '{}')", node.name),
-                            reason,
-                        },
-                        other => other,
-                    })?;
-                }
-            }
-        }
-        self.backend.sync()
+        self.program.run(&mut *self.backend, inputs, outputs)
     }
-
     fn check_io(&self, inputs: &[&[f32]], outputs: &[&mut [f32]]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input {
@@ -248,13 +156,4 @@ impl Session {
         }
         Ok(())
     }
-}
-
-fn buffer_index(plan: &Plan, v: ValueId) -> Result<usize> {
-    plan.value_buffer
-        .get(v.0)
-        .copied()
-        .flatten()
-        .filter(|&b| b < plan.buffers.len())
-        .ok_or_else(|| Error::Plan(format!("value {} has no buffer in the plan", v.0)))
 }

