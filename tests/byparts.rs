@@ -257,3 +257,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn recomputing_instead_of_holding_gives_the_same_bytes_in_less_memory() {
+    let ocr = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
+    let graphs = [
+        zoo::arch::se_net(384, 320, 10, 0).unwrap(),
+        model::load(Some(&ocr), Some(&[1, 3, 512, 384])).unwrap(),
+    ];
+    for graph in graphs {
+        let path =
+            frugal::planner::search::recompute_path(&graph, &PlanOptions::default()).unwrap();
+        let smallest = Plan::build(&graph, &PlanOptions::new(Strategy::ByParts)).unwrap();
+        let Some(last) = path.last() else { panic!("{}: nothing to recompute", graph.name) };
+        let plan = Plan::build(&graph, last).unwrap();
+        assert!(plan.peak_bytes < smallest.peak_bytes, "{}", graph.name);
+        verify(&graph, &plan).unwrap();
+        let back = Plan::from_json(&plan.to_json()).unwrap();
+        let input = seeded_input(&graph.value(graph.inputs[0]).shape, 9);
+        let lbl = Plan::build(&graph, &PlanOptions::new(Strategy::LayerByLayer)).unwrap();
+        let want = run_plan(&graph, &lbl, &input);
+        for got in [run_plan(&graph, &plan, &input), run_plan(&graph, &back, &input)] {
+            for (g, w) in got.iter().zip(&want) {
+                check(g, w, Tolerance::Exact).unwrap_or_else(|e| panic!("{}: {e}", graph.name));
+            }
+        }
+    }
+}
+
+#[test]
+fn any_thread_count_gives_the_same_bytes() {
+    let graph = zoo::mobilenet_v2(96, 10, 0).unwrap();
+    let input = seeded_input(&[1, 3, 96, 96], 5);
+    for strategy in [Strategy::LayerByLayer, Strategy::ByParts] {
+        let plan = Plan::build(&graph, &PlanOptions::new(strategy)).unwrap();
+        let outs: Vec<Vec<Vec<f32>>> = [1, 2, 3]
+            .iter()
+            .map(|&threads| {
+                let b = frugal::backend_with("cpu", &frugal::BackendOptions { threads }).unwrap();
+                let mut s = Session::new(&graph, &plan, b).unwrap();
+                s.run(&[&input])
+                    .unwrap()
+                    .into_iter()
+                    .map(|t| t.as_f32().unwrap().to_vec())
+                    .collect()
+            })
+            .collect();
+        for o in &outs[1..] {
+            check(&o[0], &outs[0][0], Tolerance::Exact).unwrap();
+        }
+    }
+}

@@ -129,7 +129,8 @@ pub(crate) struct Program {
     nodes: Vec<NodeExec>,
     buffers: Buffers,
     steps: Vec<Step>,
-    inputs: Vec<usize>,
+    /// Per feed: the buffer it writes and the model input it copies.
+    feeds: Vec<(usize, usize)>,
     outputs: Vec<usize>,
     scratch: Scratch,
     arena_bytes: usize,
@@ -142,6 +143,7 @@ impl Program {
     /// the scratch. The caller allocates `arena_bytes()` on the backend before running.
     pub fn bind(graph: &Graph, plan: &Plan, backend: &mut dyn Backend) -> Result<Program> {
         verify::verify(graph, plan)?;
+        let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
         let buffer_of = |v: ValueId| -> Result<usize> {
             plan.value_buffer
                 .get(v.0)
@@ -182,7 +184,9 @@ impl Program {
             nodes,
             buffers: Buffers::new(layouts),
             steps: plan.steps.clone(),
-            inputs: graph.inputs.iter().map(|&v| buffer_of(v)).collect::<Result<_>>()?,
+            feeds: (0..graph.feeds())
+                .map(|k| Ok((buffer_of(graph.feed_value(k))?, graph.feed_source(k))))
+                .collect::<Result<_>>()?,
             outputs: graph.outputs.iter().map(|&v| buffer_of(v)).collect::<Result<_>>()?,
             scratch: Scratch::default(),
             arena_bytes: 0,
@@ -229,9 +233,9 @@ impl Program {
             let Step { kind, rows } = self.steps[i];
             match kind {
                 StepKind::Feed(k) => {
-                    let b = self.inputs[k];
+                    let (b, source) = self.feeds[k];
                     let w = self.buffers.window(b, rows[0]..rows[1]);
-                    backend.write(&w, inputs[k], 0..self.buffers.height(b))?;
+                    backend.write(&w, inputs[source], 0..self.buffers.height(b))?;
                 }
                 StepKind::Drain(k) => {
                     let b = self.outputs[k];
@@ -260,6 +264,7 @@ impl Program {
 /// Scratch bytes `backend` would need to run `plan`: the most any firing asks for. Weights are
 /// not uploaded (handles are placeholders): only shapes matter here.
 pub(crate) fn workspace_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend) -> Result<usize> {
+    let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
     let buffer_of = |v: ValueId| -> Result<usize> {
         plan.value_buffer
             .get(v.0)

@@ -88,9 +88,41 @@ pub struct Graph {
     pub metadata: Vec<(String, String)>,
     /// Opset of the default ONNX domain the model was imported from (export uses 17 when 0).
     pub opset: i64,
+    /// Extra values fed from a model input: `(value, input index)`. Recomputation gives a
+    /// recomputed branch its own feed of the input, so the input need not be held while the
+    /// branch lags behind.
+    pub aliases: Vec<(ValueId, usize)>,
 }
 
 impl Graph {
+    /// Values fed from the caller: the model inputs, then their aliases.
+    pub fn feeds(&self) -> usize {
+        self.inputs.len() + self.aliases.len()
+    }
+
+    /// The value feed `k` writes.
+    pub fn feed_value(&self, k: usize) -> ValueId {
+        if k < self.inputs.len() {
+            self.inputs[k]
+        } else {
+            self.aliases[k - self.inputs.len()].0
+        }
+    }
+
+    /// The model input feed `k` copies.
+    pub fn feed_source(&self, k: usize) -> usize {
+        if k < self.inputs.len() {
+            k
+        } else {
+            self.aliases[k - self.inputs.len()].1
+        }
+    }
+
+    /// Whether `v` is fed from the caller (a model input or an alias of one).
+    pub fn is_fed(&self, v: ValueId) -> bool {
+        self.inputs.contains(&v) || self.aliases.iter().any(|a| a.0 == v)
+    }
+
     /// The value with this id.
     pub fn value(&self, id: ValueId) -> &Value {
         &self.values[id.0]
@@ -158,8 +190,10 @@ impl Graph {
     pub fn validate(&self) -> Result<()> {
         let nv = self.values.len();
         let mut produced = vec![false; nv];
-        for &i in &self.inputs {
-            if i.0 >= nv || self.value(i).is_constant() {
+        for k in 0..self.feeds() {
+            let i = self.feed_value(k);
+            if i.0 >= nv || self.value(i).is_constant() || self.feed_source(k) >= self.inputs.len()
+            {
                 return Err(Error::malformed(format!("graph input {i:?} is not an activation")));
             }
             produced[i.0] = true;
@@ -232,8 +266,8 @@ impl Graph {
         for &o in &self.outputs {
             live[o.0] = true;
         }
-        for &i in &self.inputs {
-            live[i.0] = true;
+        for k in 0..self.feeds() {
+            live[self.feed_value(k).0] = true;
         }
         let mut keep = vec![false; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate().rev() {
@@ -264,6 +298,7 @@ impl Graph {
                 n
             })
             .collect();
+        self.aliases.iter_mut().for_each(|(v, _)| *v = ValueId(remap[v.0]));
         self.inputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
         self.outputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
     }

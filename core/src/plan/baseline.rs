@@ -9,8 +9,8 @@ use crate::graph::{Graph, NodeId};
 /// as it exists. Every buffer holds its whole tensor.
 pub(super) fn schedule(graph: &Graph) -> (Vec<Step>, Vec<usize>) {
     let rows = |v: crate::graph::ValueId| row_geometry(&graph.value(v).shape).1;
-    let mut steps: Vec<Step> = (0..graph.inputs.len())
-        .map(|k| Step { kind: StepKind::Feed(k), rows: [0, rows(graph.inputs[k])] })
+    let mut steps: Vec<Step> = (0..graph.feeds())
+        .map(|k| Step { kind: StepKind::Feed(k), rows: [0, rows(graph.feed_value(k))] })
         .collect();
     for (i, n) in graph.nodes.iter().enumerate() {
         let x = n.inputs.first().map(|&v| graph.value(v).shape.as_slice()).unwrap_or(&[]);

@@ -80,8 +80,8 @@ impl<'g> Sim<'g> {
         let rows: Vec<usize> = g.values.iter().map(|v| row_geometry(&v.shape).1).collect();
         let mut producer = vec![None; nv];
         let mut readers = vec![Vec::new(); nv];
-        for (k, &v) in g.inputs.iter().enumerate() {
-            producer[v.0] = Some(Task::Feed(k));
+        for k in 0..g.feeds() {
+            producer[g.feed_value(k).0] = Some(Task::Feed(k));
         }
         let mut maps = Vec::with_capacity(g.nodes.len());
         let mut folds = Vec::with_capacity(g.nodes.len());
@@ -121,7 +121,7 @@ impl<'g> Sim<'g> {
             part,
             feed_part: options.part_rows.max(1),
             done: vec![0; g.nodes.len()],
-            fed: vec![0; g.inputs.len()],
+            fed: vec![0; g.feeds()],
             drained: vec![0; g.outputs.len()],
             produced: vec![0; nv],
             cap: vec![0; nv],
@@ -221,7 +221,7 @@ impl<'g> Sim<'g> {
     fn run(&mut self, t: Task) -> Result<()> {
         match t {
             Task::Feed(k) => {
-                let v = self.g.inputs[k];
+                let v = self.g.feed_value(k);
                 let a = self.fed[k];
                 let b = (a + self.feed_part).min(self.rows[v.0]);
                 self.steps.push(Step { kind: StepKind::Feed(k), rows: [a, b] });
@@ -283,7 +283,7 @@ fn articulations(g: &Graph) -> Vec<ValueId> {
         }
         // Reach the outputs from the inputs without passing through v.
         let mut seen = vec![false; g.values.len()];
-        let mut stack: Vec<ValueId> = g.inputs.clone();
+        let mut stack: Vec<ValueId> = (0..g.feeds()).map(|k| g.feed_value(k)).collect();
         let mut reached = false;
         while let Some(x) = stack.pop() {
             if x == v || std::mem::replace(&mut seen[x.0], true) {

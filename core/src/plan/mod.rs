@@ -8,6 +8,7 @@
 pub mod arena;
 mod baseline;
 mod byparts;
+pub mod recompute;
 mod report;
 pub mod verify;
 
@@ -78,6 +79,11 @@ pub struct PlanOptions {
     /// after them starts and the two sides' rings never live at the same time. `None`: search
     /// for the cuts that give the smallest peak.
     pub cuts: Option<Vec<ValueId>>,
+    /// By parts: values recomputed for the readers that wait for a scale computed from all of
+    /// them (squeeze-and-excitation), instead of held whole (see [`recompute`]). Values of the
+    /// model as given; the plan then runs on the rewritten graph.
+    #[serde(default)]
+    pub recompute: Vec<recompute::Recompute>,
 }
 
 impl Default for PlanOptions {
@@ -88,6 +94,7 @@ impl Default for PlanOptions {
             part_rows: 1,
             parts: Vec::new(),
             cuts: None,
+            recompute: Vec::new(),
         }
     }
 }
@@ -250,6 +257,7 @@ impl Plan {
         if options.part_rows == 0 || options.parts.iter().any(|&(_, p)| p == 0) {
             return Err(Error::Plan("part sizes must be at least one row".into()));
         }
+        let graph = &*recompute::effective(graph, options)?;
         graph.validate()?;
         let mut plan = match options.strategy {
             Strategy::Naive | Strategy::LayerByLayer => {
@@ -257,11 +265,14 @@ impl Plan {
                 finish(graph, options, steps, &capacity, options.strategy != Strategy::Naive)
             }
             Strategy::Published => {
-                let path = crate::planner::search::published_path(graph, options)?;
-                let last = path.last().cloned().unwrap_or_else(|| options.clone());
+                // `graph` is already rewritten for `options.recompute`: build on it as it is.
+                let plain = PlanOptions { recompute: Vec::new(), ..options.clone() };
+                let path = crate::planner::search::published_path(graph, &plain)?;
+                let last = path.last().cloned().unwrap_or(plain);
                 let mut plan = Plan::build(graph, &last)?;
                 plan.strategy = Strategy::Published;
                 plan.options.strategy = Strategy::Published;
+                plan.options.recompute.clone_from(&options.recompute);
                 return Ok(plan);
             }
             Strategy::ByParts => {
@@ -295,9 +306,10 @@ impl Plan {
         self.value_buffer.get(value.0).copied().flatten().map(|b| &self.buffers[b])
     }
 
-    /// Checks that this plan was built for `graph`.
+    /// Checks that this plan was built for `graph` (the model as given; recomputation is
+    /// applied first).
     pub fn check_graph(&self, graph: &Graph) -> Result<()> {
-        let fp = fingerprint(graph);
+        let fp = fingerprint(&*recompute::effective(graph, &self.options)?);
         if fp != self.fingerprint {
             return Err(Error::Plan(format!(
                 "the plan was built for another graph or input shape (fingerprint {:016x}, graph {fp:016x}); rebuild it",
@@ -340,7 +352,7 @@ pub(super) fn finish(
     };
     for (s, step) in steps.iter().enumerate() {
         match step.kind {
-            StepKind::Feed(k) => touch(graph.inputs[k], s),
+            StepKind::Feed(k) => touch(graph.feed_value(k), s),
             StepKind::Drain(k) => touch(graph.outputs[k], s),
             StepKind::Fire(n) => {
                 let node = graph.node(n);
@@ -358,7 +370,7 @@ pub(super) fn finish(
             continue;
         }
         let id = ValueId(vi);
-        let role = if graph.inputs.contains(&id) {
+        let role = if graph.is_fed(id) {
             BufferRole::Input
         } else if graph.outputs.contains(&id) {
             BufferRole::Output
@@ -425,7 +437,8 @@ pub fn fingerprint(graph: &Graph) -> u64 {
             }
         }
     }
-    for &v in graph.inputs.iter().chain(&graph.outputs) {
+    for &v in graph.inputs.iter().chain(&graph.outputs).chain(graph.aliases.iter().map(|(v, _)| v))
+    {
         eat(&(v.0 as u64).to_le_bytes());
     }
     h

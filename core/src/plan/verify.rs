@@ -15,6 +15,7 @@ fn bad(msg: String) -> Error {
 /// Checks `plan` against `graph`; an error names the first violation.
 pub fn verify(graph: &Graph, plan: &Plan) -> Result<()> {
     plan.check_graph(graph)?;
+    let graph = &*super::recompute::effective(graph, &plan.options)?;
     check_packing(plan)?;
     let nb = plan.buffers.len();
     if plan.value_buffer.len() != graph.values.len() {
@@ -30,7 +31,7 @@ pub fn verify(graph: &Graph, plan: &Plan) -> Result<()> {
     };
     let rows_of = |v: crate::graph::ValueId| row_geometry(&graph.value(v).shape).1;
     let mut progress = vec![0usize; graph.nodes.len()];
-    let mut fed = vec![0usize; graph.inputs.len()];
+    let mut fed = vec![0usize; graph.feeds()];
     let mut drained = vec![0usize; graph.outputs.len()];
     for (s, step) in plan.steps.iter().enumerate() {
         let [a, b] = step.rows;
@@ -76,10 +77,10 @@ pub fn verify(graph: &Graph, plan: &Plan) -> Result<()> {
         };
         match step.kind {
             StepKind::Feed(k) => {
-                let v = *graph
-                    .inputs
-                    .get(k)
-                    .ok_or_else(|| bad(format!("step {s} feeds unknown input {k}")))?;
+                if k >= graph.feeds() {
+                    return Err(bad(format!("step {s} feeds unknown input {k}")));
+                }
+                let v = graph.feed_value(k);
                 if a != fed[k] || b > rows_of(v) || a >= b {
                     return Err(bad(format!(
                         "step {s} feeds rows {a}..{b} of input {k} out of order"

@@ -123,6 +123,7 @@ impl Profile {
 
     /// Predicted seconds for one run of `plan`.
     pub fn predict(&self, graph: &Graph, plan: &Plan) -> Result<f64> {
+        let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
         let mut total = 0.0;
         // Steps of one node on the same part size cost the same: count them first.
         let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();

@@ -179,6 +179,9 @@ pub fn front(
         }
     }
     progress(total, total);
+    for o in recompute_path(graph, base)? {
+        all.push(evaluate(graph, &o, profile, backend, "recompute")?);
+    }
     all.push(evaluate(
         graph,
         &PlanOptions { strategy: Strategy::LayerByLayer, ..base.clone() },
@@ -187,6 +190,39 @@ pub fn front(
         "layer-by-layer",
     )?);
     Ok(pareto(all))
+}
+
+/// Plans below the smallest by-parts peak, bought with computation: greedily recompute the
+/// value held whole whose recomputation lowers the peak most (largest held values tried
+/// first), while that helps. Returns each step's options, smallest last.
+pub fn recompute_path(graph: &Graph, base: &PlanOptions) -> Result<Vec<PlanOptions>> {
+    use crate::plan::recompute::{candidates, effective};
+    let mut opts = PlanOptions {
+        strategy: Strategy::ByParts,
+        part_rows: 1,
+        parts: vec![],
+        cuts: None,
+        ..base.clone()
+    };
+    let mut plan = Plan::build(graph, &opts)?;
+    let mut path = Vec::new();
+    for _ in 0..16 {
+        let g = effective(graph, &plan.options)?;
+        let mut best: Option<(Plan, PlanOptions)> = None;
+        for c in candidates(&g, &plan).into_iter().take(6) {
+            let mut o = PlanOptions { cuts: None, ..opts.clone() };
+            o.recompute.push(c);
+            let p = Plan::build(graph, &o)?;
+            if p.peak_bytes < best.as_ref().map_or(plan.peak_bytes, |b| b.0.peak_bytes) {
+                best = Some((p, o));
+            }
+        }
+        let Some((p, o)) = best else { break };
+        path.push(p.options.clone());
+        plan = p;
+        opts = o;
+    }
+    Ok(path)
 }
 
 /// The published method's trade-off: each layer either by parts (one row per firing) or whole,

@@ -1,0 +1,170 @@
+//! Recomputation instead of holding whole.
+//!
+//! A squeeze-and-excitation block multiplies a map `x` by a channel scale computed from all of
+//! `x` (a global pool). Streamed, `x` must be held whole until the scale exists. Recomputing
+//! gives the readers that wait for the scale (the multiply and the residual add) their own copy
+//! of `x`, computed again in a second streaming pass from the model input (fed again) or from
+//! one-row values such as earlier scales: the first pass only folds `x` into the pool. The
+//! planner chooses, per block, memory (hold) or compute (recompute).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::{row_geometry, PlanOptions};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Node, NodeId, Value, ValueId};
+
+/// Recomputations that would stop a plan holding values whole: for each value it holds whole
+/// (largest first), the readers that only start once the value is complete.
+pub fn candidates(graph: &Graph, plan: &super::Plan) -> Vec<Recompute> {
+    use super::StepKind;
+    let n = graph.nodes.len();
+    let (mut first_fire, mut last_fire) = (vec![usize::MAX; n], vec![0usize; n]);
+    for (s, step) in plan.steps.iter().enumerate() {
+        if let StepKind::Fire(id) = step.kind {
+            first_fire[id.0] = first_fire[id.0].min(s);
+            last_fire[id.0] = s;
+        }
+    }
+    let producers = graph.producers();
+    let consumers = graph.consumers();
+    let mut out: Vec<(usize, Recompute)> = plan
+        .buffers
+        .iter()
+        .filter(|b| {
+            b.is_whole() && row_geometry(&b.dims).1 > 1 && !graph.outputs.contains(&b.value)
+        })
+        .filter_map(|b| {
+            let done = producers[b.value.0].map(|p| last_fire[p.0])?;
+            let readers: Vec<ValueId> = consumers[b.value.0]
+                .iter()
+                .filter(|c| first_fire[c.0] != usize::MAX && first_fire[c.0] > done)
+                .map(|c| graph.node(*c).output())
+                .collect();
+            // Readers that start early stream it; late readers make it whole.
+            let early = consumers[b.value.0].iter().any(|c| first_fire[c.0] < done);
+            (!readers.is_empty() && early).then(|| (b.bytes, Recompute { value: b.value, readers }))
+        })
+        .collect();
+    out.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// One recomputation: `value` computed again for the readers that produce `readers`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recompute {
+    /// The value held whole otherwise.
+    pub value: ValueId,
+    /// Outputs of the readers that get the copy (values keep their ids across rewrites).
+    pub readers: Vec<ValueId>,
+}
+
+/// `graph` with each recomputation applied in order.
+pub fn rewrite(graph: &Graph, list: &[Recompute]) -> Result<Graph> {
+    let mut g = graph.clone();
+    for (round, rc) in list.iter().enumerate() {
+        let v = rc.value;
+        if v.0 >= g.values.len() {
+            return Err(Error::Plan(format!("cannot recompute unknown value {}", v.0)));
+        }
+        let late: Vec<NodeId> = g.consumers()[v.0]
+            .iter()
+            .copied()
+            .filter(|n| rc.readers.contains(&g.nodes[n.0].output()))
+            .collect();
+        let Some(first) = late.iter().map(|n| n.0).min() else {
+            return Err(Error::Plan(format!(
+                "value '{}' has none of the readers to recompute for",
+                g.value(v).name
+            )));
+        };
+        let mut cloner = Cloner {
+            g: &mut g,
+            map: HashMap::new(),
+            nodes: Vec::new(),
+            tag: format!("~r{round}"),
+            producers: Vec::new(),
+        };
+        cloner.producers = cloner.g.producers();
+        let copy = cloner.value(v)?;
+        let nodes = std::mem::take(&mut cloner.nodes);
+        for n in &late {
+            for u in g.nodes[n.0].inputs.iter_mut() {
+                if *u == v {
+                    *u = copy;
+                }
+            }
+        }
+        g.nodes.splice(first..first, nodes);
+    }
+    g.validate()?;
+    Ok(g)
+}
+
+/// Clones the computation of values, sharing constants and one-row values and feeding model
+/// inputs again.
+struct Cloner<'g> {
+    g: &'g mut Graph,
+    map: HashMap<ValueId, ValueId>,
+    nodes: Vec<Node>,
+    tag: String,
+    producers: Vec<Option<NodeId>>,
+}
+
+impl Cloner<'_> {
+    fn new_value(&mut self, like: ValueId) -> ValueId {
+        let v = &self.g.values[like.0];
+        let copy = Value {
+            name: format!("{}{}", v.name, self.tag),
+            shape: v.shape.clone(),
+            dtype: v.dtype,
+            constant: None,
+        };
+        self.g.values.push(copy);
+        ValueId(self.g.values.len() - 1)
+    }
+
+    fn value(&mut self, u: ValueId) -> Result<ValueId> {
+        if let Some(&c) = self.map.get(&u) {
+            return Ok(c);
+        }
+        let val = &self.g.values[u.0];
+        if val.is_constant() || row_geometry(&val.shape).1 <= 1 {
+            return Ok(u);
+        }
+        let copy = if let Some(k) = (0..self.g.feeds()).find(|&k| self.g.feed_value(k) == u) {
+            let source = self.g.feed_source(k);
+            let c = self.new_value(u);
+            self.g.aliases.push((c, source));
+            c
+        } else {
+            let p = self.producers[u.0]
+                .ok_or_else(|| Error::Plan(format!("value {} has no producer", u.0)))?;
+            let node = self.g.nodes[p.0].clone();
+            let mut inputs = Vec::with_capacity(node.inputs.len());
+            for &x in &node.inputs {
+                inputs.push(self.value(x)?);
+            }
+            let out = self.new_value(u);
+            self.nodes.push(Node {
+                name: format!("{}{}", node.name, self.tag),
+                op: node.op,
+                inputs,
+                outputs: vec![out],
+            });
+            out
+        };
+        self.map.insert(u, copy);
+        Ok(copy)
+    }
+}
+
+/// The graph a plan with `options` runs: `graph` itself, or its rewrite when values are
+/// recomputed.
+pub fn effective<'g>(graph: &'g Graph, options: &PlanOptions) -> Result<Cow<'g, Graph>> {
+    if options.recompute.is_empty() {
+        Ok(Cow::Borrowed(graph))
+    } else {
+        Ok(Cow::Owned(rewrite(graph, &options.recompute)?))
+    }
+}
