@@ -7,7 +7,7 @@ use frugal_core::planner::{self, Candidate, Profile};
 use frugal_core::{Backend, Graph, Plan, PlanOptions, Result, Strategy};
 
 /// What the user asks of a plan.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Target {
     /// An explicit strategy (when no budget or throughput is given).
     pub strategy: Option<Strategy>,
@@ -17,6 +17,20 @@ pub struct Target {
     pub budget: Option<usize>,
     /// The smallest plan predicted to hold this many runs per second.
     pub min_throughput: Option<f64>,
+    /// Storage type of activations (f32 or f16).
+    pub storage: frugal_core::DType,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            strategy: None,
+            part_rows: 1,
+            budget: None,
+            min_throughput: None,
+            storage: frugal_core::DType::F32,
+        }
+    }
 }
 
 /// Where profiles are cached: `$FRUGAL_CACHE_DIR`, else `$XDG_CACHE_HOME/frugal`, else
@@ -63,12 +77,17 @@ pub fn plan_for(
         let strategy = target.strategy.unwrap_or(Strategy::LayerByLayer);
         let plan = Plan::build(
             graph,
-            &PlanOptions { part_rows: target.part_rows.max(1), ..PlanOptions::new(strategy) },
+            &PlanOptions {
+                part_rows: target.part_rows.max(1),
+                storage: target.storage,
+                ..PlanOptions::new(strategy)
+            },
         )?;
         return Ok((plan, None));
     }
     let profile = profile_for(graph, backend, &mut |d, t| progress("profiling kernels", d, t))?;
-    let front = planner::front(graph, &profile, backend, &PlanOptions::default(), &mut |d, t| {
+    let base = PlanOptions { storage: target.storage, ..PlanOptions::default() };
+    let front = planner::front(graph, &profile, backend, &base, &mut |d, t| {
         progress("searching plans", d, t)
     })?;
     let chosen = match (target.budget, target.min_throughput) {

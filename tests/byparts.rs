@@ -308,3 +308,56 @@ fn any_thread_count_gives_the_same_bytes() {
         }
     }
 }
+
+#[test]
+fn f16_storage_is_the_same_bytes_by_parts_and_close_to_f32() {
+    let ocr = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
+    // The detector's outputs mean something only on text: use the golden page crop.
+    let page = frugal::npy::read(&common::repo("tests/goldens/ppocr_det.input.npy")).unwrap();
+    let cases = [
+        (model::load(None, None).unwrap(), None),
+        (zoo::resnet(18, 64, 64, 10, 0).unwrap(), None),
+        (
+            model::load(Some(&ocr), Some(&[1, 3, 128, 160])).unwrap(),
+            Some(page.as_f32().unwrap().to_vec()),
+        ),
+    ];
+    for (graph, given) in cases {
+        let given: Option<Vec<f32>> = given;
+        let is_map = given.is_some();
+        let input = given.unwrap_or_else(|| seeded_input(&graph.value(graph.inputs[0]).shape, 3));
+        let with = |strategy, storage| PlanOptions { storage, ..PlanOptions::new(strategy) };
+        let f32_out = run_plan(
+            &graph,
+            &Plan::build(&graph, &with(Strategy::LayerByLayer, frugal::DType::F32)).unwrap(),
+            &input,
+        );
+        let lbl16 = Plan::build(&graph, &with(Strategy::LayerByLayer, frugal::DType::F16)).unwrap();
+        let parts16 = Plan::build(&graph, &with(Strategy::ByParts, frugal::DType::F16)).unwrap();
+        let parts32 = Plan::build(&graph, &with(Strategy::ByParts, frugal::DType::F32)).unwrap();
+        assert!(
+            parts16.peak_bytes < parts32.peak_bytes * 3 / 4,
+            "{}: f16 halves the buffers",
+            graph.name
+        );
+        let (a, b) = (run_plan(&graph, &lbl16, &input), run_plan(&graph, &parts16, &input));
+        for ((x, y), z) in a.iter().zip(&b).zip(&f32_out) {
+            check(y, x, Tolerance::Exact)
+                .unwrap_or_else(|e| panic!("{} f16 by parts: {e}", graph.name));
+            if !is_map {
+                check(x, z, Tolerance::Approximate)
+                    .unwrap_or_else(|e| panic!("{} f16 vs f32: {e}", graph.name));
+            } else {
+                // A probability map: f16 moves a few pixels near 0.5 by a few hundredths; the
+                // text mask (threshold 0.3) must agree almost everywhere.
+                let mean =
+                    x.iter().zip(z).map(|(a, b)| (a - b).abs()).sum::<f32>() / x.len() as f32;
+                let agree = x.iter().zip(z).filter(|(a, b)| (**a > 0.3) == (**b > 0.3)).count()
+                    as f32
+                    / x.len() as f32;
+                eprintln!("{}: f16 mean abs error {mean:e}, mask agreement {agree}", graph.name);
+                assert!(mean < 2e-3 && agree > 0.995, "mean {mean}, agreement {agree}");
+            }
+        }
+    }
+}

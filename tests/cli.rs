@@ -219,3 +219,60 @@ fn plans_are_saved_and_run_later() {
     let bad = temp_file("bad-plan.json", b"{\"not\": \"a plan\"}");
     fails_cleanly(&["run", "zoo:resnet18", "--input-shape", "1,3,64,64", "--plan", &bad], "plan");
 }
+
+fn frugal_cached(args: &[&str]) -> Output {
+    let cache = std::env::temp_dir().join(format!("frugal-cli-cache-{}", std::process::id()));
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .env("FRUGAL_CACHE_DIR", cache)
+        .output()
+        .expect("run frugal")
+}
+
+#[test]
+fn budgets_choose_a_plan_that_fits_or_name_the_minimum() {
+    let net = ["zoo:mobilenet_v2", "--input-shape", "1,3,64,64", "--threads", "1"];
+    let o = frugal_cached(
+        &[&["bench"][..], &net, &["--budget", "400KiB", "--json", "--runs", "2"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for key in ["strategy", "peak_bytes", "median_ms", "throughput_per_s", "runs"] {
+        assert!(v.get(key).is_some(), "bench JSON lacks {key}: {v}");
+    }
+    assert!(v["arena_bytes"].as_u64().unwrap() <= 400 * 1024, "{v}");
+    let o = frugal_cached(&[&["run"][..], &net, &["--budget", "1KB"]].concat());
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("below the smallest achievable peak") && err.lines().count() == 1,
+        "{err}"
+    );
+    let o = frugal_cached(&[&["plan"][..], &net, &["--budget", "1MB", "--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["chosen"]["session_bytes"].as_u64().unwrap() <= 1_000_000, "{v}");
+}
+
+#[test]
+fn pareto_and_profile_report_measured_plans() {
+    let dir = std::env::temp_dir().join(format!("frugal-pareto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("curve.svg").display().to_string();
+    let net = ["zoo:resnet18", "--input-shape", "1,3,32,32", "--threads", "1", "--runs", "1"];
+    let o = frugal_cached(
+        &[&["pareto"][..], &net, &["--json", "--svg", &svg, "--budget", "2MB"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["front"].as_array().unwrap().len() >= 2, "{v}");
+    assert!(
+        v["published"].as_array().is_some()
+            && v["layer_by_layer"]["measured_ms"].as_f64().unwrap() > 0.0
+    );
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let o = frugal_cached(&[&["profile"][..], &net, &["--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(!v["checks"].as_array().unwrap().is_empty());
+}

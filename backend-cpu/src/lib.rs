@@ -13,6 +13,7 @@ mod arena;
 pub mod gemm;
 mod ops;
 mod par;
+mod staging;
 
 use std::ops::Range;
 
@@ -53,6 +54,8 @@ pub struct CpuBackend {
     isa: Isa,
     /// Worker threads for work inside a firing; `None` runs on the caller's thread only.
     pool: Option<par::Pool>,
+    /// Reused list of staged concat inputs (f16 storage), so staging allocates nothing.
+    staged_xs: Vec<RowWindow>,
 }
 
 impl Default for CpuBackend {
@@ -70,7 +73,13 @@ impl CpuBackend {
 
     /// A CPU backend forced to an instruction set (for tests and comparisons).
     pub fn with_isa(isa: Isa) -> Self {
-        CpuBackend { arena: Arena::default(), weights: Vec::new(), isa, pool: None }
+        CpuBackend {
+            arena: Arena::default(),
+            weights: Vec::new(),
+            isa,
+            pool: None,
+            staged_xs: Vec::new(),
+        }
     }
 
     /// A CPU backend using `threads` threads inside each firing (1: the caller's thread only).
@@ -94,6 +103,32 @@ impl CpuBackend {
     pub fn isa(&self) -> Isa {
         self.isa
     }
+}
+
+/// Runs a kernel whose windows are all f32.
+fn execute_f32(
+    arena: &mut Arena,
+    kernel: &Kernel<'_>,
+    scratch: Scratch,
+    weights: &[Weight],
+    ctx: Ctx<'_>,
+) -> Result<()> {
+    let y = kernel.output();
+    if y.dtype != DType::F32 || inputs_of(kernel).any(|w| w.dtype != DType::F32) {
+        return Err(fail(kernel.family(), "windows must be f32 or f16"));
+    }
+    let out = arena::extent(y);
+    let scr = scratch.offset / 4..(scratch.offset + scratch.bytes) / 4;
+    let io = arena.split(out, scr)?;
+    for w in inputs_of(kernel) {
+        if !io.src.contains(&arena::extent(w)) {
+            return Err(fail(
+                kernel.family(),
+                "an input overlaps the output or lies outside the arena",
+            ));
+        }
+    }
+    ops::execute(kernel, io, weights, ctx)
 }
 
 /// Checks a host buffer of `len` floats holding rows `host` of every plane covers the window;
@@ -155,7 +190,7 @@ impl Backend for CpuBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            storage: vec![DType::F32],
+            storage: vec![DType::F32, DType::F16],
             max_buffer_bytes: isize::MAX as u64,
             max_binding_bytes: isize::MAX as u64,
             device: format!("CPU ({}, {} threads)", self.isa.name(), self.threads()),
@@ -180,31 +215,37 @@ impl Backend for CpuBackend {
     }
 
     fn workspace_bytes(&self, kernel: &Kernel<'_>) -> usize {
-        ops::workspace_floats(kernel) * 4
+        ops::workspace_floats(kernel) * 4 + staging::bytes(kernel)
     }
 
     fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()> {
-        let y = kernel.output();
-        if y.dtype != DType::F32 || inputs_of(kernel).any(|w| w.dtype != DType::F32) {
-            return Err(fail(kernel.family(), "the CPU backend stores activations as f32"));
-        }
-        let out = arena::extent(y);
-        let scr = scratch.offset / 4..(scratch.offset + scratch.bytes) / 4;
-        let io = self.arena.split(out, scr)?;
-        for w in inputs_of(kernel) {
-            if !io.src.contains(&arena::extent(w)) {
-                return Err(fail(
-                    kernel.family(),
-                    "an input overlaps the output or lies outside the arena",
-                ));
-            }
-        }
         let ctx = Ctx { isa: self.isa, par: Par::new(self.pool.as_ref()) };
-        ops::execute(kernel, io, &self.weights, ctx)
+        let weights = &self.weights;
+        let mut run =
+            |arena: &mut Arena, k: &Kernel<'_>, s: Scratch| execute_f32(arena, k, s, weights, ctx);
+        if staging::needed(kernel) {
+            staging::execute(&mut self.arena, &mut self.staged_xs, kernel, scratch, &mut run)
+        } else {
+            run(&mut self.arena, kernel, scratch)
+        }
     }
 
     fn write(&mut self, dst: &RowWindow, src: &[f32], src_rows: Range<usize>) -> Result<()> {
         let (planes, width) = host_layout("write", dst, src.len(), &src_rows)?;
+        if dst.dtype == DType::F16 {
+            let halves: &mut [half::f16] = bytemuck::cast_slice_mut(self.arena.f32_mut());
+            for p in 0..planes {
+                for r in dst.first_row..dst.first_row + dst.rows {
+                    let (s, d) =
+                        ((p * src_rows.len() + r - src_rows.start) * width, dst.row_start(p, r));
+                    let row = halves
+                        .get_mut(d..d + width)
+                        .ok_or_else(|| fail("write", "window outside the arena"))?;
+                    half::slice::HalfFloatSliceExt::convert_from_f32_slice(row, &src[s..s + width]);
+                }
+            }
+            return Ok(());
+        }
         let mut io = self.arena.split(arena::extent(dst), 0..0)?;
         for p in 0..planes {
             for r in dst.first_row..dst.first_row + dst.rows {
@@ -217,6 +258,23 @@ impl Backend for CpuBackend {
 
     fn read(&mut self, src: &RowWindow, dst: &mut [f32], dst_rows: Range<usize>) -> Result<()> {
         let (planes, width) = host_layout("read", src, dst.len(), &dst_rows)?;
+        if src.dtype == DType::F16 {
+            let halves: &[half::f16] = bytemuck::cast_slice(self.arena.f32());
+            for p in 0..planes {
+                for r in src.first_row..src.first_row + src.rows {
+                    let (s, d) =
+                        (src.row_start(p, r), (p * dst_rows.len() + r - dst_rows.start) * width);
+                    let row = halves
+                        .get(s..s + width)
+                        .ok_or_else(|| fail("read", "window outside the arena"))?;
+                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(
+                        row,
+                        &mut dst[d..d + width],
+                    );
+                }
+            }
+            return Ok(());
+        }
         let arena = self.arena.f32();
         for p in 0..planes {
             for r in src.first_row..src.first_row + src.rows {

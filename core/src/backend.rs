@@ -325,7 +325,7 @@ pub enum Kernel<'a> {
     },
 }
 
-impl Kernel<'_> {
+impl<'a> Kernel<'a> {
     /// The op family's name (for errors and profiles).
     pub fn family(&self) -> &'static str {
         match self {
@@ -344,6 +344,48 @@ impl Kernel<'_> {
             Kernel::Softmax { .. } => "softmax",
             Kernel::Transpose { .. } => "transpose",
             Kernel::Copy { .. } => "copy",
+        }
+    }
+
+    /// The same call with each activation input window replaced by `f(window)` and the output
+    /// by `y`; concat inputs are written to `xs` (reused storage, no allocation once grown).
+    pub fn with_windows<'b>(
+        &self,
+        f: &mut dyn FnMut(&RowWindow) -> RowWindow,
+        y: RowWindow,
+        xs: &'b mut Vec<RowWindow>,
+    ) -> Kernel<'b>
+    where
+        'a: 'b,
+    {
+        let mut opd = |o: &Operand| match o {
+            Operand::Arena(w) => Operand::Arena(f(w)),
+            w => *w,
+        };
+        match *self {
+            Kernel::Conv { op, x, w, b, .. } => Kernel::Conv { op, x: f(&x), w, b, y },
+            Kernel::ConvTranspose { op, x, w, b, .. } => {
+                Kernel::ConvTranspose { op, x: f(&x), w, b, y }
+            }
+            Kernel::Pool { op, x, .. } => Kernel::Pool { op, x: f(&x), y },
+            Kernel::GlobalAvgPool { x, .. } => Kernel::GlobalAvgPool { x: f(&x), y },
+            Kernel::Affine { act, x, scale, shift, .. } => {
+                Kernel::Affine { act, x: f(&x), scale, shift, y }
+            }
+            Kernel::Unary { act, x, .. } => Kernel::Unary { act, x: f(&x), y },
+            Kernel::Binary { op, a, b, .. } => Kernel::Binary { op, a: opd(&a), b: opd(&b), y },
+            Kernel::Concat { axis, xs: old, .. } => {
+                xs.clear();
+                xs.extend(old.iter().map(&mut *f));
+                Kernel::Concat { axis, xs: xs.as_slice(), y }
+            }
+            Kernel::Resize { op, x, .. } => Kernel::Resize { op, x: f(&x), y },
+            Kernel::Gemm { op, a, b, c, .. } => Kernel::Gemm { op, a: f(&a), b, c, y },
+            Kernel::MatMul { op, a, b, .. } => Kernel::MatMul { op, a: opd(&a), b: opd(&b), y },
+            Kernel::Reduce { op, x, .. } => Kernel::Reduce { op, x: f(&x), y },
+            Kernel::Softmax { op, x, .. } => Kernel::Softmax { op, x: f(&x), y },
+            Kernel::Transpose { perm, x, .. } => Kernel::Transpose { perm, x: f(&x), y },
+            Kernel::Copy { x, .. } => Kernel::Copy { x: opd(&x), y },
         }
     }
 

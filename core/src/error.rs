@@ -75,7 +75,11 @@ pub enum Error {
     },
 
     /// A memory budget below what any plan can reach.
-    #[error("budget {budget} bytes is below the smallest achievable peak of {needed} bytes; raise the budget to at least {needed}")]
+    #[error(
+        "budget {} ({budget} bytes) is below the smallest achievable peak of {} ({needed} bytes); raise the budget to at least that",
+        crate::format::bytes(*.budget),
+        crate::format::bytes(*.needed)
+    )]
     OutOfBudget {
         /// Bytes the smallest plan needs.
         needed: usize,

@@ -35,6 +35,20 @@ pub(crate) struct Layout {
     pub capacity: usize,
     /// Shape of the whole tensor.
     pub dims: Dims,
+    /// Storage type.
+    pub dtype: DType,
+}
+
+impl Layout {
+    /// The layout of a plan's buffer.
+    pub fn of(b: &crate::plan::Buffer, opset: i64) -> Result<Layout> {
+        Ok(Layout {
+            offset: b.offset,
+            capacity: b.capacity,
+            dims: dims_of(&b.dims, "tensor", opset)?,
+            dtype: b.dtype,
+        })
+    }
 }
 
 /// The buffers of a plan, as the executor addresses them.
@@ -54,7 +68,7 @@ impl Buffers {
         let (_, _, w) = l.dims.rows();
         RowWindow {
             offset: l.offset,
-            dtype: DType::F32,
+            dtype: l.dtype,
             dims: l.dims,
             capacity: l.capacity,
             row_stride: w,
@@ -168,17 +182,8 @@ impl Program {
             };
             nodes.push(NodeExec::bind(graph, n, &buffer_of, &mut upload)?);
         }
-        let layouts = plan
-            .buffers
-            .iter()
-            .map(|b| {
-                Ok(Layout {
-                    offset: b.offset,
-                    capacity: b.capacity,
-                    dims: dims_of(&b.dims, "tensor", graph.opset)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layouts =
+            plan.buffers.iter().map(|b| Layout::of(b, graph.opset)).collect::<Result<Vec<_>>>()?;
         let max_inputs = nodes.iter().map(|n| n.inputs.len()).max().unwrap_or(0);
         let mut p = Program {
             nodes,
@@ -283,17 +288,8 @@ pub(crate) fn workspace_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend)
         .iter()
         .map(|n| NodeExec::bind(graph, n, &buffer_of, &mut placeholder))
         .collect::<Result<Vec<_>>>()?;
-    let layouts = plan
-        .buffers
-        .iter()
-        .map(|b| {
-            Ok(Layout {
-                offset: b.offset,
-                capacity: b.capacity,
-                dims: dims_of(&b.dims, "tensor", graph.opset)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let layouts =
+        plan.buffers.iter().map(|b| Layout::of(b, graph.opset)).collect::<Result<Vec<_>>>()?;
     let buffers = Buffers::new(layouts);
     let mut concat = Vec::new();
     let mut most = 0;

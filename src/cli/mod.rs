@@ -79,9 +79,21 @@ pub struct TargetArgs {
     /// CPU threads [default: FRUGAL_THREADS or all cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Storage of activations: f32, or f16 (computed in f32, stored in half: half the memory).
+    #[arg(long, value_parser = parse_storage)]
+    pub storage: Option<frugal::DType>,
     /// Backend: cpu, wgpu, cuda, gpu-or-cpu, plugin:PATH.
     #[arg(long)]
     pub backend: Option<String>,
+}
+
+/// Parses a storage type for clap.
+fn parse_storage(s: &str) -> Result<frugal::DType, String> {
+    match s {
+        "f32" => Ok(frugal::DType::F32),
+        "f16" => Ok(frugal::DType::F16),
+        other => Err(format!("'{other}': storage is f32 or f16")),
+    }
 }
 
 /// Parses a size for clap.
@@ -113,6 +125,7 @@ impl TargetArgs {
             part_rows: self.part_rows.unwrap_or(1),
             budget: self.budget,
             min_throughput: self.min_throughput,
+            storage: self.storage.unwrap_or(frugal::DType::F32),
         };
         let mut profiling = self.backend()?;
         let mut bar = Progress::default();

@@ -84,6 +84,15 @@ pub struct PlanOptions {
     /// model as given; the plan then runs on the rewritten graph.
     #[serde(default)]
     pub recompute: Vec<recompute::Recompute>,
+    /// Storage type of activations: `F32`, or `F16` (computed in f32, stored in half: half the
+    /// memory, about three decimal digits). Outputs of ops that fold rows in (pooling) keep
+    /// f32, so partial results never round and by parts still matches layer by layer.
+    #[serde(default = "default_storage")]
+    pub storage: DType,
+}
+
+fn default_storage() -> DType {
+    DType::F32
 }
 
 impl Default for PlanOptions {
@@ -95,6 +104,7 @@ impl Default for PlanOptions {
             parts: Vec::new(),
             cuts: None,
             recompute: Vec::new(),
+            storage: DType::F32,
         }
     }
 }
@@ -144,6 +154,9 @@ pub struct Buffer {
     pub first_step: usize,
     /// Last step at which the buffer is live.
     pub last_step: usize,
+    /// Storage type of its elements.
+    #[serde(default = "default_storage")]
+    pub dtype: DType,
 }
 
 impl Buffer {
@@ -254,6 +267,12 @@ impl Plan {
                 options.alignment
             )));
         }
+        if !matches!(options.storage, DType::F32 | DType::F16) {
+            return Err(Error::Plan(format!(
+                "activations are stored as f32 or f16, not {}",
+                options.storage
+            )));
+        }
         if options.part_rows == 0 || options.parts.iter().any(|&(_, p)| p == 0) {
             return Err(Error::Plan("part sizes must be at least one row".into()));
         }
@@ -343,7 +362,14 @@ pub(super) fn finish(
     capacity: &[usize],
     share: bool,
 ) -> Plan {
-    let storage = DType::F32;
+    let storage = options.storage;
+    // Values that pooling folds rows into stay f32: their partial results must not round.
+    let mut folded = vec![false; graph.values.len()];
+    for n in &graph.nodes {
+        if n.op.fold(&graph.value(n.inputs[0]).shape).is_some() {
+            folded[n.output().0] = true;
+        }
+    }
     let nv = graph.values.len();
     let (mut first, mut last) = (vec![usize::MAX; nv], vec![0usize; nv]);
     let mut touch = |v: ValueId, s: usize| {
@@ -377,6 +403,7 @@ pub(super) fn finish(
         } else {
             BufferRole::Intermediate
         };
+        let dtype = if folded[vi] { DType::F32 } else { storage };
         let (planes, h, w) = row_geometry(&v.shape);
         let cap = capacity[vi].clamp(1, h.max(1));
         value_buffer[vi] = Some(buffers.len());
@@ -386,10 +413,11 @@ pub(super) fn finish(
             role,
             dims: v.shape.clone(),
             capacity: cap,
-            bytes: planes * cap * w * storage.size(),
+            bytes: planes * cap * w * dtype.size(),
             offset: 0,
             first_step: if share { first[vi] } else { 0 },
             last_step: if share { last[vi] } else { end },
+            dtype,
         });
     }
     let interval =

@@ -43,7 +43,8 @@ pub fn candidates(graph: &Graph, plan: &super::Plan) -> Vec<Recompute> {
                 .collect();
             // Readers that start early stream it; late readers make it whole.
             let early = consumers[b.value.0].iter().any(|c| first_fire[c.0] < done);
-            (!readers.is_empty() && early).then_some((b.bytes, Recompute { value: b.value, readers }))
+            (!readers.is_empty() && early)
+                .then_some((b.bytes, Recompute { value: b.value, readers }))
         })
         .collect();
     out.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));

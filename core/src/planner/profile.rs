@@ -70,17 +70,24 @@ impl Profile {
             std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.into(), cause: e })?;
         }
         let s = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(path, s).map_err(|e| Error::Io { path: path.into(), cause: e })
+        // Write then rename, so a reader never sees half a file.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, s).map_err(|e| Error::Io { path: tmp.clone(), cause: e })?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.into(), cause: e })
     }
 
     /// The (node, rows) timings `graph` needs that this profile lacks.
     pub fn missing(&self, graph: &Graph) -> Vec<(NodeId, usize)> {
         let mut out = Vec::new();
+        // Identical layers share a signature: time each one once.
+        let mut seen = std::collections::BTreeSet::new();
         for i in 0..graph.nodes.len() {
             let key = kernel_key(graph, NodeId(i));
             let have = self.kernels.get(&key);
             for r in ladder(firing_rows(graph, NodeId(i))) {
-                if !have.is_some_and(|v| v.iter().any(|&(rows, _)| rows == r)) {
+                if !have.is_some_and(|v| v.iter().any(|&(rows, _)| rows == r))
+                    && seen.insert((key.clone(), r))
+                {
                     out.push((NodeId(i), r));
                 }
             }
@@ -187,7 +194,7 @@ fn time_kernel(
             let d = dims_of(&graph.value(v).shape, n.op.name(), graph.opset)?;
             let (planes, _, w) = d.rows();
             let capacity = (hi - lo).max(1);
-            layouts.push(Layout { offset, capacity, dims: d });
+            layouts.push(Layout { offset, capacity, dims: d, dtype: crate::tensor::DType::F32 });
             offset = align_up(offset + planes * capacity * w * 4, 64);
             Ok(layouts.len() - 1)
         };

@@ -1,0 +1,97 @@
+//! The planner: budgets hold (a session of a plan chosen for a budget allocates within it),
+//! refused budgets name the minimum, throughput targets pick the smallest plan that holds them,
+//! and the profile's predictions are usable.
+
+mod common;
+
+use frugal::planner::{self, Profile};
+use frugal::{backend_with, planning, zoo, BackendOptions, Error, PlanOptions, Session};
+
+fn setup() -> (frugal::Graph, Profile, Vec<planner::Candidate>) {
+    // A private cache, so tests never depend on what an earlier run measured.
+    let dir = std::env::temp_dir().join(format!("frugal-planner-test-{}", std::process::id()));
+    std::env::set_var("FRUGAL_CACHE_DIR", &dir);
+    let graph = zoo::mobilenet_v2(64, 10, 0).unwrap();
+    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
+    let front =
+        planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
+            .unwrap();
+    (graph, profile, front)
+}
+
+#[test]
+fn budgets_hold_and_refusals_name_the_minimum() {
+    let (graph, profile, front) = setup();
+    assert!(front.len() >= 3, "a trade-off, not a point: {front:?}");
+    assert!(profile.step_overhead > 0.0 && !profile.kernels.is_empty());
+    // Memory goes up as predicted time goes down along the front.
+    for w in front.windows(2) {
+        assert!(w[0].arena_bytes <= w[1].arena_bytes && w[0].seconds > w[1].seconds);
+    }
+    let smallest = front[0].arena_bytes;
+    let largest = front.last().unwrap().arena_bytes;
+    let mut checked = 0;
+    let mut budget = smallest;
+    while budget <= largest + largest / 4 {
+        let chosen = planner::fastest_within(&front, budget).unwrap();
+        let plan = chosen.plan(&graph).unwrap();
+        let backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+        let session = Session::new(&graph, &plan, backend).unwrap();
+        assert!(
+            session.arena_bytes() <= budget,
+            "budget {budget}: session allocates {}",
+            session.arena_bytes()
+        );
+        assert_eq!(
+            session.arena_bytes(),
+            chosen.arena_bytes,
+            "the planner's account of the arena is exact"
+        );
+        // No faster plan fits.
+        assert!(front
+            .iter()
+            .filter(|c| c.arena_bytes <= budget)
+            .all(|c| c.seconds >= chosen.seconds));
+        checked += 1;
+        budget += (largest - smallest) / 7 + 1;
+    }
+    assert!(checked >= 7);
+    match planner::fastest_within(&front, smallest - 1) {
+        Err(Error::OutOfBudget { needed, budget }) => {
+            assert_eq!((needed, budget), (smallest, smallest - 1));
+            let msg = Error::OutOfBudget { needed, budget }.to_string();
+            assert!(msg.contains(&smallest.to_string()), "{msg}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn throughput_targets_pick_the_smallest_plan_that_holds_them() {
+    let (_, _, front) = setup();
+    let fastest = front.iter().map(|c| c.throughput()).fold(0.0, f64::max);
+    let slowest = front.iter().map(|c| c.throughput()).fold(f64::INFINITY, f64::min);
+    let target = (fastest + slowest) / 2.0;
+    let c = planner::smallest_holding(&front, target).unwrap();
+    assert!(c.throughput() >= target);
+    assert!(front
+        .iter()
+        .filter(|o| o.throughput() >= target)
+        .all(|o| o.arena_bytes >= c.arena_bytes));
+    let e = planner::smallest_holding(&front, fastest * 10.0).unwrap_err().to_string();
+    assert!(e.contains("no plan reaches"), "{e}");
+}
+
+#[test]
+fn profiles_round_trip_and_predict_every_plan_of_the_front() {
+    let (graph, profile, front) = setup();
+    let path = std::env::temp_dir().join(format!("frugal-profile-{}.json", std::process::id()));
+    profile.save(&path).unwrap();
+    assert_eq!(Profile::load(&path).unwrap(), profile);
+    for c in &front {
+        let t = profile.predict(&graph, &c.plan(&graph).unwrap()).unwrap();
+        assert!(t > 0.0 && (t - c.seconds).abs() < 1e-12);
+    }
+    assert!(Profile::default().predict(&graph, &front[0].plan(&graph).unwrap()).is_err());
+}
