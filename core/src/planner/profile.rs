@@ -18,9 +18,15 @@ use crate::graph::{Graph, GraphBuilder, NodeId, ValueId};
 use crate::ops::Activation;
 use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, Strategy};
 
+/// Bumped whenever kernels or the executor change enough to make cached timings stale.
+pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k3");
+
 /// Measured timings of one backend on one machine.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
+    /// frugal's [`REVISION`] when measured; profiles of another revision are measured again.
+    #[serde(default)]
+    pub revision: String,
     /// The backend and device the timings come from (`Capabilities::device`).
     pub device: String,
     /// Seconds the executor spends per step besides the kernel (windows, dispatch, copies of
@@ -107,6 +113,7 @@ impl Profile {
         if self.device.is_empty() {
             self.device = device;
         }
+        self.revision = REVISION.to_string();
         if self.step_overhead == 0.0 {
             self.step_overhead = measure_step_overhead(backend)?;
         }
@@ -248,11 +255,12 @@ fn time_kernel(
             .collect();
         backend.write(&buffers.window(i, lo..hi), &data, lo..hi)?;
     }
-    // Warm up, then time batches of at least 2 ms; keep the fastest batch's mean.
+    // Warm up, then time batches of at least 2 ms; keep the fastest batch's mean (the figure
+    // that repeats on a shared machine).
     backend.execute(&k, scratch)?;
     backend.sync()?;
     let mut best = f64::INFINITY;
-    for _ in 0..3 {
+    for _ in 0..5 {
         let (mut reps, start) = (0u32, Instant::now());
         while reps < 3 || start.elapsed().as_secs_f64() < 0.002 {
             backend.execute(&k, scratch)?;
