@@ -83,6 +83,29 @@ impl Buffers {
     }
 }
 
+/// Constants uploaded to a backend once each, however many nodes read them.
+pub(crate) struct Uploads {
+    refs: Vec<Option<WeightRef>>,
+    opset: i64,
+}
+
+impl Uploads {
+    pub fn new(graph: &Graph) -> Uploads {
+        Uploads { refs: vec![None; graph.values.len()], opset: graph.opset }
+    }
+
+    /// The handle of constant `v`, uploading it on first use.
+    pub fn get(&mut self, backend: &mut dyn Backend, v: ValueId, t: &Tensor) -> Result<WeightRef> {
+        if let Some(w) = self.refs[v.0] {
+            return Ok(w);
+        }
+        let w =
+            WeightRef { id: backend.upload(t)?, dims: dims_of(t.shape(), "weight", self.opset)? };
+        self.refs[v.0] = Some(w);
+        Ok(w)
+    }
+}
+
 /// How a node input is bound at run time.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Bound {
@@ -158,29 +181,13 @@ impl Program {
     pub fn bind(graph: &Graph, plan: &Plan, backend: &mut dyn Backend) -> Result<Program> {
         verify::verify(graph, plan)?;
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
-        let buffer_of = |v: ValueId| -> Result<usize> {
-            plan.value_buffer
-                .get(v.0)
-                .copied()
-                .flatten()
-                .filter(|&b| b < plan.buffers.len())
-                .ok_or_else(|| Error::Plan(format!("value {} has no buffer in the plan", v.0)))
-        };
-        let mut weights: Vec<Option<WeightRef>> = vec![None; graph.values.len()];
+        let buffer_of = |v: ValueId| plan.buffer_index(v);
+        let mut uploads = Uploads::new(graph);
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for n in &graph.nodes {
-            let mut upload = |v: ValueId, t: &Tensor| -> Result<WeightRef> {
-                if let Some(w) = weights[v.0] {
-                    return Ok(w);
-                }
-                let w = WeightRef {
-                    id: backend.upload(t)?,
-                    dims: dims_of(t.shape(), n.op.name(), graph.opset)?,
-                };
-                weights[v.0] = Some(w);
-                Ok(w)
-            };
-            nodes.push(NodeExec::bind(graph, n, &buffer_of, &mut upload)?);
+            nodes.push(NodeExec::bind(graph, n, &buffer_of, &mut |v, t| {
+                uploads.get(backend, v, t)
+            })?);
         }
         let layouts =
             plan.buffers.iter().map(|b| Layout::of(b, graph.opset)).collect::<Result<Vec<_>>>()?;
@@ -270,13 +277,7 @@ impl Program {
 /// not uploaded (handles are placeholders): only shapes matter here.
 pub(crate) fn workspace_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend) -> Result<usize> {
     let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
-    let buffer_of = |v: ValueId| -> Result<usize> {
-        plan.value_buffer
-            .get(v.0)
-            .copied()
-            .flatten()
-            .ok_or_else(|| Error::Plan(format!("value {} has no buffer", v.0)))
-    };
+    let buffer_of = |v: ValueId| plan.buffer_index(v);
     let mut placeholder = |_: ValueId, t: &Tensor| -> Result<WeightRef> {
         Ok(WeightRef {
             id: crate::backend::WeightId(usize::MAX),

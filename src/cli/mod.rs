@@ -186,3 +186,21 @@ impl Drop for Progress {
         }
     }
 }
+
+/// Loads a model and its measured profile (profiling what the cache lacks), for the commands
+/// that search plans; returns the profiling backend too (its device names the profile).
+pub fn load_profiled(
+    model: &str,
+    shape: Option<&ShapeArg>,
+    target: &TargetArgs,
+    bar: &mut Progress,
+) -> anyhow::Result<(frugal::Graph, Box<dyn frugal::Backend>, frugal::planner::Profile)> {
+    use anyhow::Context;
+    let graph = frugal::model::load(Some(model), shape.map(|s| s.0.as_slice()))
+        .with_context(|| format!("loading {model}"))?;
+    let mut backend = target.backend()?;
+    let profile = frugal::planning::profile_for(&graph, &mut *backend, &mut |d, t| {
+        bar.update("profiling kernels", d, t)
+    })?;
+    Ok((graph, backend, profile))
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use frugal::planner::{self, search::evaluate, Candidate};
-use frugal::{format, model, planning, Graph, PlanOptions, Session, Strategy};
+use frugal::{format, Graph, PlanOptions, Session, Strategy};
 use serde::Serialize;
 
 #[derive(Debug, Args)]
@@ -65,14 +65,10 @@ fn measure(graph: &Graph, c: &Candidate, a: &ParetoArgs) -> anyhow::Result<Point
 }
 
 pub fn run(a: ParetoArgs) -> anyhow::Result<()> {
-    let graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
-        .with_context(|| format!("loading {}", a.model))?;
-    let mut backend = a.target.backend()?;
-    let device = backend.capabilities().device;
     let mut bar = super::Progress::default();
-    let profile = planning::profile_for(&graph, &mut *backend, &mut |d, t| {
-        bar.update("profiling kernels", d, t)
-    })?;
+    let (graph, backend, profile) =
+        super::load_profiled(&a.model, a.input_shape.as_ref(), &a.target, &mut bar)?;
+    let device = backend.capabilities().device;
     let base = PlanOptions::default();
     let front = planner::front(&graph, &profile, &*backend, &base, &mut |d, t| {
         bar.update("searching plans", d, t)

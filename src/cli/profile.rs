@@ -1,10 +1,9 @@
 //! `frugal profile`: time the backend's kernels for a model on this machine, cache them, and
 //! report how well they predict measured runs.
 
-use anyhow::Context;
 use clap::Args;
 use frugal::planner::{self, search::evaluate};
-use frugal::{model, planning, PlanOptions, Session, Strategy};
+use frugal::{planning, PlanOptions, Session, Strategy};
 use serde::Serialize;
 
 #[derive(Debug, Args)]
@@ -43,14 +42,10 @@ struct Report {
 }
 
 pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
-    let graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
-        .with_context(|| format!("loading {}", a.model))?;
-    let mut backend = a.target.backend()?;
-    let device = backend.capabilities().device;
     let mut bar = super::Progress::default();
-    let profile = planning::profile_for(&graph, &mut *backend, &mut |d, t| {
-        bar.update("profiling kernels", d, t)
-    })?;
+    let (graph, backend, profile) =
+        super::load_profiled(&a.model, a.input_shape.as_ref(), &a.target, &mut bar)?;
+    let device = backend.capabilities().device;
     drop(bar);
     // Predictions against measurements: the baselines and the planner's front.
     let base = PlanOptions::default();

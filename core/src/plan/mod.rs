@@ -320,6 +320,16 @@ impl Plan {
         self.arena_bytes
     }
 
+    /// Index of the buffer holding `value`, or an error naming the value.
+    pub fn buffer_index(&self, value: ValueId) -> Result<usize> {
+        self.value_buffer
+            .get(value.0)
+            .copied()
+            .flatten()
+            .filter(|&b| b < self.buffers.len())
+            .ok_or_else(|| Error::Plan(format!("value {} has no buffer in the plan", value.0)))
+    }
+
     /// The buffer holding `value`.
     pub fn buffer(&self, value: ValueId) -> Option<&Buffer> {
         self.value_buffer.get(value.0).copied().flatten().map(|b| &self.buffers[b])

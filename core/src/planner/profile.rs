@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Scratch, WeightRef};
+use crate::backend::{Backend, Scratch};
 use crate::error::{Error, Result};
-use crate::exec::{dims_of, kernel_for, Buffers, Layout, NodeExec};
+use crate::exec::{dims_of, kernel_for, Buffers, Layout, NodeExec, Uploads};
 use crate::graph::{Graph, GraphBuilder, NodeId, ValueId};
 use crate::ops::Activation;
 use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, Strategy};
@@ -118,9 +118,9 @@ impl Profile {
             self.step_overhead = measure_step_overhead(backend)?;
         }
         let todo = self.missing(graph);
-        let mut weights: Vec<Option<WeightRef>> = vec![None; graph.values.len()];
+        let mut uploads = Uploads::new(graph);
         for (k, &(node, rows)) in todo.iter().enumerate() {
-            let t = time_kernel(graph, node, rows, backend, &mut weights)?;
+            let t = time_kernel(graph, node, rows, backend, &mut uploads)?;
             let entry = self.kernels.entry(kernel_key(graph, node)).or_default();
             entry.push((rows, t));
             entry.sort_by_key(|&(r, _)| r);
@@ -183,7 +183,7 @@ fn time_kernel(
     node: NodeId,
     rows: usize,
     backend: &mut dyn Backend,
-    weights: &mut [Option<WeightRef>],
+    uploads: &mut Uploads,
 ) -> Result<f64> {
     let n = graph.node(node);
     let limit = firing_rows(graph, node);
@@ -230,18 +230,7 @@ fn time_kernel(
             .map(|&(_, i, _)| i)
             .ok_or_else(|| Error::Plan("unbound input".into()))
     };
-    let mut upload = |v: ValueId, t: &crate::tensor::Tensor| -> Result<WeightRef> {
-        if let Some(w) = weights[v.0] {
-            return Ok(w);
-        }
-        let w = WeightRef {
-            id: backend.upload(t)?,
-            dims: dims_of(t.shape(), n.op.name(), graph.opset)?,
-        };
-        weights[v.0] = Some(w);
-        Ok(w)
-    };
-    let exec = NodeExec::bind(graph, n, &buffer_of, &mut upload)?;
+    let exec = NodeExec::bind(graph, n, &buffer_of, &mut |v, t| uploads.get(backend, v, t))?;
     let mut concat = Vec::with_capacity(n.inputs.len());
     let k = kernel_for(&exec, [a, b], &buffers, &mut concat)?;
     let scratch = Scratch { offset, bytes: backend.workspace_bytes(&k) };
