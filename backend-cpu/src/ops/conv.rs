@@ -250,6 +250,7 @@ fn depthwise(
     let mult = g.m / g.cin;
     let plane_len = y.capacity * y.row_stride;
     let src = io.src;
+    let taps = ColumnTaps::new(op, g);
     // Every output plane (image, channel) on its own; planes split across threads.
     let planes = &mut io.out[..g.n * g.m * plane_len];
     let tile = par.split(g.n * g.m, 1);
@@ -262,10 +263,53 @@ fn depthwise(
             let input = b * g.cin + m / mult;
             for oy in y.first_row..y.first_row + y.rows {
                 let start = (oy % y.capacity) * y.row_stride;
-                depthwise_row(op, x, &src, input, wk, bv, oy, &mut plane[start..start + g.wout], g);
+                let out = &mut plane[start..start + g.wout];
+                depthwise_row(op, x, &src, input, wk, bv, oy, out, g, &taps);
             }
         }
     });
+}
+
+/// Most kernel columns handled with precomputed ranges (wider kernels compute them per row).
+const MAX_KW: usize = 16;
+
+/// For each kernel column: the output columns whose tap lands inside the input row, and the
+/// input column the first of them reads. The same for every row and channel of a call.
+struct ColumnTaps {
+    /// `(first output column, end, first input column)` per kernel column.
+    cols: [(usize, usize, usize); MAX_KW],
+}
+
+impl ColumnTaps {
+    fn new(op: &Conv, g: &Geo) -> ColumnTaps {
+        let mut cols = [(0, 0, 0); MAX_KW];
+        for (kx, c) in cols.iter_mut().enumerate().take(op.kernel[1].min(MAX_KW)) {
+            *c = column_range(op, g, kx);
+        }
+        ColumnTaps { cols }
+    }
+
+    #[inline]
+    fn get(&self, op: &Conv, g: &Geo, kx: usize) -> (usize, usize, usize) {
+        if kx < MAX_KW {
+            self.cols[kx]
+        } else {
+            column_range(op, g, kx)
+        }
+    }
+}
+
+/// Output columns `[lo, hi)` whose tap `kx` falls inside the row, and the input column of `lo`.
+fn column_range(op: &Conv, g: &Geo, kx: usize) -> (usize, usize, usize) {
+    let (sw, pl) = (op.strides[1], op.pads[1]);
+    let off = kx * op.dilations[1];
+    let lo = pl.saturating_sub(off).div_ceil(sw);
+    let hi = ((g.w + pl).saturating_sub(off)).div_ceil(sw).min(g.wout);
+    if lo >= hi {
+        (0, 0, 0)
+    } else {
+        (lo, hi, lo * sw + off - pl)
+    }
 }
 
 /// One output row of one depthwise channel: in-bounds taps in (ky, kx) order, then the bias.
@@ -281,11 +325,10 @@ fn depthwise_row(
     oy: usize,
     out: &mut [f32],
     g: &Geo,
+    taps: &ColumnTaps,
 ) {
     let [kh, kw] = op.kernel;
-    let [sh, sw] = op.strides;
-    let [dh, dw] = op.dilations;
-    let (pt, pl) = (op.pads[0], op.pads[1]);
+    let (sh, sw, dh, pt) = (op.strides[0], op.strides[1], op.dilations[0], op.pads[0]);
     out.fill(0.0);
     for ky in 0..kh {
         let iy = (oy * sh + ky * dh) as isize - pt as isize;
@@ -294,18 +337,18 @@ fn depthwise_row(
         }
         let row = src.slice(x.row_start(input, iy as usize), g.w);
         for kx in 0..kw {
+            let (lo, hi, st) = taps.get(op, g, kx);
             let wv = wk[ky * kw + kx];
-            // Output columns whose tap falls inside the row.
-            let off = kx * dw;
-            let lo = pl.saturating_sub(off).div_ceil(sw);
-            let hi = ((g.w + pl).saturating_sub(off)).div_ceil(sw).min(g.wout);
-            if lo >= hi {
-                continue;
-            }
-            // Input columns read: lo*sw + off - pl, then every sw-th.
-            let taps = row[lo * sw + off - pl..].iter().step_by(sw);
-            for (o, &xv) in out[lo..hi].iter_mut().zip(taps) {
-                *o += wv * xv;
+            let dst = &mut out[lo..hi];
+            if sw == 1 {
+                // Contiguous taps: a plain zip the compiler vectorises.
+                for (o, &xv) in dst.iter_mut().zip(&row[st..st + (hi - lo)]) {
+                    *o += wv * xv;
+                }
+            } else {
+                for (i, o) in dst.iter_mut().enumerate() {
+                    *o += wv * row[st + i * sw];
+                }
             }
         }
     }
