@@ -3,31 +3,37 @@
 
 use std::arch::x86_64::*;
 
-use super::{MR, NR};
+use super::{TileEpilogue, TileOut, NR};
 
 /// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`.
-pub(super) fn tile(
+///
+/// # Safety
+/// `out` must point at memory holding `rows` rows of `NR` floats, `out.ld` apart.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile(
     rows: usize,
     k: usize,
     a: &[f32],
     rs: usize,
     cs: usize,
     panel: &[f32],
-    out: &mut [[f32; NR]; MR],
+    epi: TileEpilogue,
+    out: TileOut,
 ) {
     // Bounds the kernel relies on, checked once per tile.
     assert!(panel.len() >= k * NR);
     assert!(k == 0 || rows == 0 || (rows - 1) * rs + (k - 1) * cs < a.len());
-    // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of AVX2 and FMA, and the
-    // asserts above keep every pointer read in bounds.
+    // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of AVX2 and FMA, the
+    // asserts above keep every pointer read in bounds, and the drivers build `out` over memory
+    // holding `rows` rows of NR floats.
     unsafe {
         match rows {
-            1 => tile_n::<1>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
-            2 => tile_n::<2>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
-            3 => tile_n::<3>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
-            4 => tile_n::<4>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
-            5 => tile_n::<5>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
-            _ => tile_n::<6>(k, a.as_ptr(), rs, cs, panel.as_ptr(), out),
+            1 => tile_n::<1>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
+            2 => tile_n::<2>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
+            3 => tile_n::<3>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
+            4 => tile_n::<4>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
+            5 => tile_n::<5>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
+            _ => tile_n::<6>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
         }
     }
 }
@@ -39,7 +45,8 @@ unsafe fn tile_n<const R: usize>(
     rs: usize,
     cs: usize,
     b: *const f32,
-    out: &mut [[f32; NR]; MR],
+    epi: TileEpilogue,
+    out: TileOut,
 ) {
     let mut lo = [_mm256_setzero_ps(); R];
     let mut hi = [_mm256_setzero_ps(); R];
@@ -55,11 +62,27 @@ unsafe fn tile_n<const R: usize>(
             }
         }
     }
+    if let Some(bias) = epi.bias {
+        for r in 0..R {
+            let bv = _mm256_set1_ps(bias[r]);
+            lo[r] = _mm256_add_ps(lo[r], bv);
+            hi[r] = _mm256_add_ps(hi[r], bv);
+        }
+    }
+    if let Some((min, max)) = epi.clamp {
+        // maxps/minps return the second operand for NaN and equal zeros, as max_of/min_of do.
+        let (minv, maxv) = (_mm256_set1_ps(min), _mm256_set1_ps(max));
+        for r in 0..R {
+            lo[r] = _mm256_min_ps(_mm256_max_ps(lo[r], minv), maxv);
+            hi[r] = _mm256_min_ps(_mm256_max_ps(hi[r], minv), maxv);
+        }
+    }
     for r in 0..R {
-        // SAFETY: each output row holds NR = 16 floats.
+        // SAFETY: each output row holds NR = 16 floats (see `tile`).
         unsafe {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), lo[r]);
-            _mm256_storeu_ps(out[r].as_mut_ptr().add(8), hi[r]);
+            let dst = out.ptr.add(r * out.ld);
+            _mm256_storeu_ps(dst, lo[r]);
+            _mm256_storeu_ps(dst.add(8), hi[r]);
         }
     }
 }

@@ -1,19 +1,26 @@
 //! Portable microkernel: `acc += a * b` in k order (unfused, so it vectorises on any target).
 
-use super::{MR, NR};
+use frugal_core::ops::activation::{max_of, min_of};
+
+use super::{TileEpilogue, TileOut, NR};
 
 /// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`.
-pub(super) fn tile(
+///
+/// # Safety
+/// `out` must point at memory holding `rows` rows of `NR` floats, `out.ld` apart.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile(
     rows: usize,
     k: usize,
     a: &[f32],
     rs: usize,
     cs: usize,
     panel: &[f32],
-    out: &mut [[f32; NR]; MR],
+    epi: TileEpilogue,
+    out: TileOut,
 ) {
-    for (r, acc) in out.iter_mut().enumerate().take(rows) {
-        *acc = [0.0; NR];
+    for r in 0..rows {
+        let mut acc = [0.0f32; NR];
         let arow = &a[r * rs..];
         for (kk, b) in panel.chunks_exact(NR).take(k).enumerate() {
             let av = arow[kk * cs];
@@ -21,5 +28,13 @@ pub(super) fn tile(
                 acc[c] += av * b[c];
             }
         }
+        if let Some(bias) = epi.bias {
+            acc.iter_mut().for_each(|v| *v += bias[r]);
+        }
+        if let Some((lo, hi)) = epi.clamp {
+            acc.iter_mut().for_each(|v| *v = min_of(max_of(*v, lo), hi));
+        }
+        // SAFETY: the drivers build `out` over memory holding `rows` rows of NR floats.
+        unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), out.ptr.add(r * out.ld), NR) };
     }
 }

@@ -72,6 +72,13 @@ pub fn pack_b(src: &[f32], rs: usize, cs: usize, depth: usize, n: usize, dst: &m
     }
 }
 
+/// [`Epilogue`] for one tile of at most [`MR`] rows.
+#[derive(Clone, Copy, Debug)]
+struct TileEpilogue {
+    bias: Option<[f32; MR]>,
+    clamp: Option<(f32, f32)>,
+}
+
 /// The A operand: element `(i, k)` at `data[i * rs + k * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatA<'a> {
@@ -83,8 +90,20 @@ pub struct MatA<'a> {
     pub cs: usize,
 }
 
-/// Computes `C = A * B` for `m x n` with depth `k` and hands each tile row to `store(i, j,
-/// values)`, where `values` holds `C[i][j..j + values.len()]`.
+/// What the microkernel applies to a finished tile, in registers: `min_of(max_of(acc + bias[i],
+/// lo), hi)` with each step optional. The same operations in the same order as the scalar
+/// bias-then-[`Activation`](frugal_core::ops::Activation) path, so the bits do not change.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// One value per row of C.
+    pub bias: Option<&'a [f32]>,
+    /// Clamp bounds (Relu, Clip).
+    pub clamp: Option<(f32, f32)>,
+}
+
+/// Computes `C = A * B` for `m x n` with depth `k`, applies `epi`, and hands each tile row to
+/// `store(i, j, values)`, where `values` holds `C[i][j..j + values.len()]`.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm(
     isa: Isa,
     m: usize,
@@ -92,14 +111,97 @@ pub fn gemm(
     k: usize,
     a: MatA<'_>,
     b_packed: &[f32],
+    epi: Epilogue<'_>,
     mut store: impl FnMut(usize, usize, &[f32]),
+) {
+    let mut tile = [[0.0f32; NR]; MR];
+    tiles(isa, m, n, k, a, b_packed, epi, |i, j, rows, cols, kernel| {
+        kernel(tile.as_mut_ptr().cast(), NR);
+        for (r, vals) in tile.iter().take(rows).enumerate() {
+            store(i + r, j, &vals[..cols]);
+        }
+    });
+}
+
+/// Computes `C = A * B` for `m x n` with depth `k`, applies `epi`, and writes `C[i][j]` to
+/// `c[i * ldc + j]`: full tiles go from the microkernel's registers straight to `c`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatA<'_>,
+    b_packed: &[f32],
+    epi: Epilogue<'_>,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && (m - 1) * ldc + n <= c.len(), "C too small");
+    // SAFETY: `c` holds every element written (asserted above) and is borrowed mutably.
+    unsafe { gemm_into_raw(isa, m, n, k, a, b_packed, epi, c.as_mut_ptr(), ldc) }
+}
+
+/// [`gemm_into`] through a raw pointer, for threads writing disjoint columns of the same rows.
+///
+/// # Safety
+/// `c.add(i * ldc + j)` for `i < m`, `j < n` must be valid for writes, and no other reference
+/// may touch those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_into_raw(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatA<'_>,
+    b_packed: &[f32],
+    epi: Epilogue<'_>,
+    c: *mut f32,
+    ldc: usize,
+) {
+    assert!(ldc >= n, "C rows overlap");
+    let mut tile = [[0.0f32; NR]; MR];
+    tiles(isa, m, n, k, a, b_packed, epi, |i, j, rows, cols, kernel| {
+        // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
+        if cols == NR {
+            kernel(unsafe { c.add(i * ldc + j) }, ldc);
+        } else {
+            kernel(tile.as_mut_ptr().cast(), NR);
+            for (r, vals) in tile.iter().take(rows).enumerate() {
+                unsafe {
+                    std::ptr::copy_nonoverlapping(vals.as_ptr(), c.add((i + r) * ldc + j), cols)
+                };
+            }
+        }
+    });
+}
+
+/// Walks the `MR x NR` tiles of C (panel by panel, rows inside a panel) and hands each to
+/// `visit(i, j, rows, cols, kernel)`, where `kernel(dst, ld)` computes the tile and stores its
+/// `rows x NR` values at `dst + r * ld + c`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tiles(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatA<'_>,
+    b_packed: &[f32],
+    epi: Epilogue<'_>,
+    mut visit: impl FnMut(usize, usize, usize, usize, &mut dyn FnMut(*mut f32, usize)),
 ) {
     assert!(b_packed.len() >= packed_len(k, n), "packed B too small");
     if m > 0 {
         let last = (m - 1) * a.rs + k.saturating_sub(1) * a.cs;
         assert!(k == 0 || last < a.data.len(), "A too small");
     }
-    let mut tile = [[0.0f32; NR]; MR];
+    if let Some(b) = epi.bias {
+        assert!(b.len() >= m, "bias shorter than the rows of C");
+    }
     for p in 0..n.div_ceil(NR) {
         let j = p * NR;
         let cols = NR.min(n - j);
@@ -108,17 +210,34 @@ pub fn gemm(
         while i < m {
             let rows = MR.min(m - i);
             let a_tile = &a.data[i * a.rs..];
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2Fma => avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, &mut tile),
-                _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, &mut tile),
+            let mut bias = [0.0f32; MR];
+            if let Some(b) = epi.bias {
+                bias[..rows].copy_from_slice(&b[i..i + rows]);
             }
-            for (r, vals) in tile.iter().take(rows).enumerate() {
-                store(i + r, j, &vals[..cols]);
-            }
+            let ep = TileEpilogue { bias: epi.bias.map(|_| bias), clamp: epi.clamp };
+            let mut kernel = |dst: *mut f32, ld: usize| {
+                let out = TileOut { ptr: dst, ld };
+                // SAFETY: `visit` passes memory holding the tile (see `gemm` and `gemm_into`).
+                unsafe {
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2Fma => avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, ep, out),
+                        _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, ep, out),
+                    }
+                }
+            };
+            visit(i, j, rows, cols, &mut kernel);
             i += rows;
         }
     }
+}
+
+/// Where a microkernel stores its `rows x NR` tile: row `r` at `ptr + r * ld`. The drivers
+/// above only build it over memory that holds the whole tile.
+#[derive(Clone, Copy)]
+struct TileOut {
+    ptr: *mut f32,
+    ld: usize,
 }
 
 #[cfg(test)]
@@ -147,7 +266,8 @@ mod tests {
         let mut packed = vec![f32::NAN; packed_len(k, n)];
         pack_b(b, n, 1, k, n, &mut packed);
         let mut c = vec![f32::NAN; m * n];
-        gemm(isa, m, n, k, MatA { data: a, rs: k, cs: 1 }, &packed, |i, j, v| {
+        let a = MatA { data: a, rs: k, cs: 1 };
+        gemm(isa, m, n, k, a, &packed, Epilogue::default(), |i, j, v| {
             c[i * n + j..i * n + j + v.len()].copy_from_slice(v)
         });
         c

@@ -119,7 +119,7 @@ pub(crate) fn gemm(
         } else {
             ring_run(src, a, 0, r, r1, k)
         };
-        gemm::gemm(isa, len, n, k, amat, packed, |i, j, vals| {
+        gemm::gemm(isa, len, n, k, amat, packed, Default::default(), |i, j, vals| {
             let row = r + i;
             let dst = &mut out[y.row_start(0, row) - out_base + j..][..vals.len()];
             match cv {
@@ -297,7 +297,7 @@ pub(crate) fn matmul(
                     (r1 - r, MatA { data: &data[(pa * g.m + r) * g.k..], rs: g.k, cs: 1 })
                 }
             };
-            gemm::gemm(isa, len, g.n, g.k, amat, packed, |i, j, vals| {
+            gemm::gemm(isa, len, g.n, g.k, amat, packed, Default::default(), |i, j, vals| {
                 // The row-major index of (bi, i, j) is the same in the output (promoted axes are 1).
                 let (at, _) = fy.at((bi * g.m + r + i) * g.n + j);
                 let dst = &mut out[at - out_base..][..vals.len()];

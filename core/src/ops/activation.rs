@@ -58,8 +58,8 @@ impl Activation {
     #[inline(always)]
     pub fn apply(&self, x: f32) -> f32 {
         match *self {
-            Activation::Relu => x.max(0.0),
-            Activation::Clip { min, max } => x.max(min).min(max),
+            Activation::Relu => max_of(x, 0.0),
+            Activation::Clip { min, max } => min_of(max_of(x, min), max),
             Activation::LeakyRelu { alpha } => {
                 if x >= 0.0 {
                     x
@@ -75,13 +75,47 @@ impl Activation {
         }
     }
 
+    /// `(lo, hi)` where the activation is `min_of(max_of(x, lo), hi)`, which SIMD kernels apply
+    /// in registers (Relu is the clamp to `[0, inf]`: the same bits for every input).
+    pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
+        match *self {
+            Activation::Relu => Some((0.0, f32::INFINITY)),
+            Activation::Clip { min, max } => Some((min, max)),
+            _ => None,
+        }
+    }
+
     /// Applies the activation in place over a slice.
     pub fn apply_slice(&self, xs: &mut [f32]) {
         match *self {
-            Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Activation::Clip { min, max } => xs.iter_mut().for_each(|x| *x = x.max(min).min(max)),
+            Activation::Relu => xs.iter_mut().for_each(|x| *x = max_of(*x, 0.0)),
+            Activation::Clip { min, max } => {
+                xs.iter_mut().for_each(|x| *x = min_of(max_of(*x, min), max))
+            }
             _ => xs.iter_mut().for_each(|x| *x = self.apply(*x)),
         }
+    }
+}
+
+/// `x` if it is greater than `y`, else `y` (so `y` for NaN and for equal zeros): exactly the
+/// x86 `maxps` and the NEON/GPU select, which SIMD epilogues can use and still match this bit for
+/// bit. `f32::max` leaves the sign of an equal zero unspecified.
+#[inline(always)]
+pub fn max_of(x: f32, y: f32) -> f32 {
+    if x > y {
+        x
+    } else {
+        y
+    }
+}
+
+/// `x` if it is less than `y`, else `y`: exactly the x86 `minps`.
+#[inline(always)]
+pub fn min_of(x: f32, y: f32) -> f32 {
+    if x < y {
+        x
+    } else {
+        y
     }
 }
 

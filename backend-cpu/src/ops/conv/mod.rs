@@ -2,30 +2,32 @@
 //! matrix product of the weights with an im2col of a band of output rows, packed straight into
 //! the gemm panel layout in scratch. Bias and activation are applied as the tile is stored.
 
+mod depthwise;
+
 use frugal_core::backend::{Dims, RowWindow};
-use frugal_core::ops::Conv;
+use frugal_core::ops::{Activation, Conv};
 use frugal_core::Result;
 
-use crate::arena::Io;
+use crate::arena::{Io, Src};
 use crate::fail;
-use crate::gemm::{self, packed_index, MatA};
-use crate::par::Par;
+use crate::gemm::{self, MatA};
+use crate::par::{Par, SharedMut};
 use crate::Ctx;
 
 /// Upper bound of one band's packed im2col, in floats (keeps it in L2).
 const BAND_FLOATS: usize = 128 * 1024;
 
 /// Geometry shared by the helpers.
-struct Geo {
-    n: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    m: usize,
-    wout: usize,
-    cg: usize,
-    mg: usize,
-    k: usize,
+pub(super) struct Geo {
+    pub(super) n: usize,
+    pub(super) cin: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) m: usize,
+    pub(super) wout: usize,
+    pub(super) cg: usize,
+    pub(super) mg: usize,
+    pub(super) k: usize,
 }
 
 fn geo(op: &Conv, x: &RowWindow, wd: &Dims, y: &RowWindow) -> Geo {
@@ -87,50 +89,141 @@ pub(crate) fn conv(
         return Err(fail("conv", "weight or bias size does not match the convolution"));
     }
     check_rows(op, x, y, g.h)?;
+    if y.row_stride != g.wout {
+        // The gemm writes a band of rows as one run per channel.
+        return Err(fail("conv", "output rows must be unpadded (row stride = width)"));
+    }
     if is_depthwise(op, &g) {
-        depthwise(op, x, weight, bias, y, io, &g, par);
+        depthwise::depthwise(op, x, weight, bias, y, io, &g, isa, par);
         return Ok(());
     }
     let band = band_rows(&g);
     let (r_end, mut r0) = (y.first_row + y.rows, y.first_row);
     while r0 < r_end {
-        let r1 = (r0 + band).min(r_end);
-        let ncols = (r1 - r0) * g.wout;
-        let plane_len = y.capacity * y.row_stride;
+        // A band never wraps the output ring, so each channel's band is one contiguous run.
+        let r1 = (r0 + band).min(r_end).min(r0 - r0 % y.capacity + y.capacity);
         for b in 0..g.n {
             for grp in 0..op.groups {
-                let packed = &mut io.scratch[..gemm::packed_len(g.k, ncols)];
-                im2col(op, x, &io.src, packed, b * g.cin + grp * g.cg, r0, r1, &g);
-                let packed = &*packed;
-                // Output channels of this image and group, split into tiles across threads.
+                let bd = Band { op, x, y, g: &g, weight, bias, isa, rows: (r0, r1), b, grp };
+                let packed = &mut io.scratch[..gemm::packed_len(g.k, bd.cols())];
                 let p0 = b * g.m + grp * g.mg;
-                let planes = &mut io.out[p0 * plane_len..(p0 + g.mg) * plane_len];
-                let tile = par.split(g.mg, gemm::MR);
-                par.chunks(planes, tile * plane_len, |t, out| {
-                    let i0 = t * tile;
-                    let rows = out.len() / plane_len;
-                    let w0 = (grp * g.mg + i0) * g.k;
-                    let a = MatA { data: &weight[w0..w0 + rows * g.k], rs: g.k, cs: 1 };
-                    gemm::gemm(isa, rows, ncols, g.k, a, packed, |i, j, vals| {
-                        let ch = grp * g.mg + i0 + i;
-                        let bv = bias.map_or(0.0, |bb| bb[ch]);
-                        store_cols(
-                            y,
-                            &mut out[i * plane_len..(i + 1) * plane_len],
-                            r0,
-                            g.wout,
-                            j,
-                            vals,
-                            bv,
-                            op,
-                        );
-                    });
-                });
+                let planes = &mut io.out[p0 * bd.plane_len()..(p0 + g.mg) * bd.plane_len()];
+                // Threads take column panels when there are more of them than channel tiles
+                // (each packs its own columns), channel tiles otherwise (sharing one packing).
+                if bd.cols().div_ceil(gemm::NR) >= g.mg.div_ceil(gemm::MR) {
+                    bd.split_columns(&io.src, packed, planes, par);
+                } else {
+                    bd.split_channels(&io.src, packed, planes, par);
+                }
             }
         }
         r0 = r1;
     }
     Ok(())
+}
+
+/// One band of output rows of one image and group: an im2col and a matrix product.
+struct Band<'a> {
+    op: &'a Conv,
+    x: &'a RowWindow,
+    y: &'a RowWindow,
+    g: &'a Geo,
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    isa: gemm::Isa,
+    /// Output rows `[r0, r1)`, inside one pass of the ring.
+    rows: (usize, usize),
+    b: usize,
+    grp: usize,
+}
+
+impl Band<'_> {
+    fn cols(&self) -> usize {
+        (self.rows.1 - self.rows.0) * self.g.wout
+    }
+
+    fn plane_len(&self) -> usize {
+        self.y.capacity * self.y.row_stride
+    }
+
+    /// Offset of the band inside each output plane.
+    fn at(&self) -> usize {
+        (self.rows.0 % self.y.capacity) * self.y.row_stride
+    }
+
+    /// First input plane of the group.
+    fn c0(&self) -> usize {
+        self.b * self.g.cin + self.grp * self.g.cg
+    }
+
+    /// Weights, bias and epilogue of output channels `i0 .. i0 + rows` of the group.
+    fn channels(&self, i0: usize, rows: usize) -> (MatA<'_>, gemm::Epilogue<'_>) {
+        let (k, ch) = (self.g.k, self.grp * self.g.mg + i0);
+        let a = MatA { data: &self.weight[ch * k..(ch + rows) * k], rs: k, cs: 1 };
+        let epi = gemm::Epilogue {
+            bias: self.bias.map(|bb| &bb[ch..ch + rows]),
+            clamp: self.op.act.and_then(|act| act.clamp_bounds()),
+        };
+        (a, epi)
+    }
+
+    /// Activations that are not a clamp, applied after the product is stored.
+    fn post(&self) -> Option<&Activation> {
+        self.op.act.as_ref().filter(|act| act.clamp_bounds().is_none())
+    }
+
+    /// Threads split the output channels; the im2col is shared, packed in parallel by panels.
+    fn split_channels(&self, src: &Src<'_>, packed: &mut [f32], planes: &mut [f32], par: Par<'_>) {
+        let (k, ncols, plane_len, at) = (self.g.k, self.cols(), self.plane_len(), self.at());
+        let panels = par.split(ncols.div_ceil(gemm::NR), 1);
+        par.chunks(packed, panels * gemm::NR * k, |t, part| {
+            let j0 = t * panels * gemm::NR;
+            let j1 = (j0 + panels * gemm::NR).min(ncols);
+            im2col(self.op, self.x, src, part, self.c0(), self.rows, j0..j1, self.g);
+        });
+        let packed = &*packed;
+        let tile = par.split(self.g.mg, gemm::MR);
+        par.chunks(planes, tile * plane_len, |t, out| {
+            let rows = out.len() / plane_len;
+            let (a, epi) = self.channels(t * tile, rows);
+            let c = &mut out[at..];
+            gemm::gemm_into(self.isa, rows, ncols, k, a, packed, epi, c, plane_len);
+            if let Some(act) = self.post() {
+                for plane in out.chunks_mut(plane_len) {
+                    act.apply_slice(&mut plane[at..at + ncols]);
+                }
+            }
+        });
+    }
+
+    /// Threads split the band's columns: each packs its own panels and multiplies every output
+    /// channel by them, writing its columns of each channel's plane.
+    fn split_columns(&self, src: &Src<'_>, packed: &mut [f32], planes: &mut [f32], par: Par<'_>) {
+        let (k, ncols, plane_len, at, mg) =
+            (self.g.k, self.cols(), self.plane_len(), self.at(), self.g.mg);
+        let panels = par.split(ncols.div_ceil(gemm::NR), 1);
+        let (a, epi) = self.channels(0, mg);
+        assert!(planes.len() >= mg * plane_len && at + ncols <= plane_len);
+        let out = SharedMut::new(planes);
+        par.chunks(packed, panels * gemm::NR * k, |t, part| {
+            let j0 = t * panels * gemm::NR;
+            let j1 = (j0 + panels * gemm::NR).min(ncols);
+            im2col(self.op, self.x, src, part, self.c0(), self.rows, j0..j1, self.g);
+            let c = out.ptr().wrapping_add(at + j0);
+            // SAFETY: this task writes columns at + j0 .. at + j1 of each of the mg planes (in
+            // bounds, asserted above), disjoint from every other task's columns; `planes` is
+            // borrowed mutably for the whole call and nothing else touches it.
+            unsafe { gemm::gemm_into_raw(self.isa, mg, j1 - j0, k, a, part, epi, c, plane_len) };
+            if let Some(act) = self.post() {
+                for i in 0..mg {
+                    // SAFETY: as above, this task's own columns of plane i.
+                    let run =
+                        unsafe { std::slice::from_raw_parts_mut(c.add(i * plane_len), j1 - j0) };
+                    act.apply_slice(run);
+                }
+            }
+        });
+    }
 }
 
 /// Checks that the input window holds every row the requested output rows read.
@@ -157,75 +250,41 @@ fn check_rows(op: &Conv, x: &RowWindow, y: &RowWindow, h: usize) -> Result<()> {
     Ok(())
 }
 
-/// Writes `vals = C[i][j..]` (columns of the band starting at output row `r0`) into `plane`,
-/// the output buffer's memory for one output channel (all its ring slots).
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn store_cols(
-    y: &RowWindow,
-    plane: &mut [f32],
-    r0: usize,
-    wout: usize,
-    j: usize,
-    vals: &[f32],
-    bias: f32,
-    op: &Conv,
-) {
-    let mut c = 0;
-    while c < vals.len() {
-        let jj = j + c;
-        let (oy, ox) = (r0 + jj / wout, jj % wout);
-        let len = (wout - ox).min(vals.len() - c);
-        let start = (oy % y.capacity) * y.row_stride + ox;
-        let dst = &mut plane[start..start + len];
-        for (d, &v) in dst.iter_mut().zip(&vals[c..c + len]) {
-            *d = v + bias;
-        }
-        if let Some(act) = &op.act {
-            act.apply_slice(dst);
-        }
-        c += len;
-    }
-}
-
 /// im2col of output rows `[r0, r1)` for the channels `c0 .. c0 + cg` of one image/group,
-/// written in packed-panel layout.
+/// written in packed-panel layout: the band columns `cols` (a whole number of panels from the
+/// start) into `part`, which holds those panels.
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     op: &Conv,
     x: &RowWindow,
     src: &crate::arena::Src<'_>,
-    packed: &mut [f32],
+    part: &mut [f32],
     c0: usize,
-    r0: usize,
-    r1: usize,
+    (r0, r1): (usize, usize),
+    cols: std::ops::Range<usize>,
     g: &Geo,
 ) {
     let [kh, kw] = op.kernel;
-    let [sh, sw] = op.strides;
-    let [dh, dw] = op.dilations;
-    let (pt, pl) = (op.pads[0], op.pads[1]);
-    let depth = g.k;
+    let (sh, dh, pt) = (op.strides[0], op.dilations[0], op.pads[0]);
+    let taps = ColumnTaps::new(op, g);
+    // Output rows of the band these columns touch.
+    let (oy0, oy1) = (r0 + cols.start / g.wout, (r0 + cols.end.div_ceil(g.wout)).min(r1));
     for ci in 0..g.cg {
         for ky in 0..kh {
             for kx in 0..kw {
                 let kidx = (ci * kh + ky) * kw + kx;
-                for oy in r0..r1 {
+                let (lo, hi, st) = taps.get(op, g, kx);
+                for oy in oy0..oy1 {
                     let iy = (oy * sh + ky * dh) as isize - pt as isize;
                     let jrow = (oy - r0) * g.wout;
-                    if iy < 0 || iy >= g.h as isize {
-                        for ox in 0..g.wout {
-                            packed[packed_index(depth, kidx, jrow + ox)] = 0.0;
-                        }
-                        continue;
-                    }
-                    let start = x.row_start(c0 + ci, iy as usize);
-                    let row = src.slice(start, g.w);
-                    for ox in 0..g.wout {
-                        let ix = (ox * sw + kx * dw) as isize - pl as isize;
-                        let v = if ix >= 0 && (ix as usize) < g.w { row[ix as usize] } else { 0.0 };
-                        packed[packed_index(depth, kidx, jrow + ox)] = v;
-                    }
+                    let row = if iy < 0 || iy >= g.h as isize {
+                        None
+                    } else {
+                        Some(src.slice(x.row_start(c0 + ci, iy as usize), g.w))
+                    };
+                    let oxs = cols.start.saturating_sub(jrow)..(cols.end - jrow).min(g.wout);
+                    let at = PackAt { depth: g.k, kidx, jrow, base: cols.start };
+                    pack_row(part, at, oxs, row, (lo, hi, st), op.strides[1]);
                 }
             }
         }
@@ -233,55 +292,65 @@ fn im2col(
     // Padding columns of the last panel stay as they are: their products are never stored.
 }
 
-/// Depthwise convolution (one input channel per group), computed directly. Each output sums
-/// its in-bounds taps in (ky, kx) order, then adds the bias.
-#[allow(clippy::too_many_arguments)]
-fn depthwise(
-    op: &Conv,
-    x: &RowWindow,
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    y: &RowWindow,
-    io: Io<'_>,
-    g: &Geo,
-    par: Par<'_>,
+/// Where [`pack_row`] writes: row `kidx` of a packed B of depth `depth` whose first column is
+/// band column `base`; output column `ox` of the row is band column `jrow + ox`.
+#[derive(Clone, Copy)]
+struct PackAt {
+    depth: usize,
+    kidx: usize,
+    jrow: usize,
+    base: usize,
+}
+
+/// Writes the output columns `oxs` of one output row into row `at.kidx` of the packed B:
+/// `row[st + (ox - lo) * sw]` for `ox` in `[lo, hi)`, zero elsewhere or when the input row is
+/// padding. Runs that stay inside one panel are contiguous in the packed layout.
+#[inline]
+fn pack_row(
+    packed: &mut [f32],
+    PackAt { depth, kidx, jrow, base }: PackAt,
+    oxs: std::ops::Range<usize>,
+    row: Option<&[f32]>,
+    (lo, hi, st): (usize, usize, usize),
+    sw: usize,
 ) {
-    let [kh, kw] = op.kernel;
-    let mult = g.m / g.cin;
-    let plane_len = y.capacity * y.row_stride;
-    let src = io.src;
-    let taps = ColumnTaps::new(op, g);
-    // Every output plane (image, channel) on its own; planes split across threads.
-    let planes = &mut io.out[..g.n * g.m * plane_len];
-    let tile = par.split(g.n * g.m, 1);
-    par.chunks(planes, tile * plane_len, |t, chunk| {
-        for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
-            let p = t * tile + i;
-            let (b, m) = (p / g.m, p % g.m);
-            let wk = &weight[m * kh * kw..(m + 1) * kh * kw];
-            let bv = bias.map_or(0.0, |bb| bb[m]);
-            let input = b * g.cin + m / mult;
-            for oy in y.first_row..y.first_row + y.rows {
-                let start = (oy % y.capacity) * y.row_stride;
-                let out = &mut plane[start..start + g.wout];
-                depthwise_row(op, x, &src, input, wk, bv, oy, out, g, &taps);
+    let nr = gemm::NR;
+    let mut ox = oxs.start;
+    while ox < oxs.end {
+        let j = jrow + ox - base;
+        let (p, c) = (j / nr, j % nr);
+        let n = (nr - c).min(oxs.end - ox);
+        let base = p * nr * depth + kidx * nr + c;
+        let dst = &mut packed[base..base + n];
+        match row {
+            Some(row) if sw == 1 && ox >= lo && ox + n <= hi => {
+                let s = st + (ox - lo);
+                dst.copy_from_slice(&row[s..s + n]);
             }
+            Some(row) => {
+                for (t, d) in dst.iter_mut().enumerate() {
+                    let o = ox + t;
+                    *d = if o >= lo && o < hi { row[st + (o - lo) * sw] } else { 0.0 };
+                }
+            }
+            None => dst.fill(0.0),
         }
-    });
+        ox += n;
+    }
 }
 
 /// Most kernel columns handled with precomputed ranges (wider kernels compute them per row).
-const MAX_KW: usize = 16;
+pub(super) const MAX_KW: usize = 16;
 
 /// For each kernel column: the output columns whose tap lands inside the input row, and the
 /// input column the first of them reads. The same for every row and channel of a call.
-struct ColumnTaps {
+pub(super) struct ColumnTaps {
     /// `(first output column, end, first input column)` per kernel column.
-    cols: [(usize, usize, usize); MAX_KW],
+    pub(super) cols: [(usize, usize, usize); MAX_KW],
 }
 
 impl ColumnTaps {
-    fn new(op: &Conv, g: &Geo) -> ColumnTaps {
+    pub(super) fn new(op: &Conv, g: &Geo) -> ColumnTaps {
         let mut cols = [(0, 0, 0); MAX_KW];
         for (kx, c) in cols.iter_mut().enumerate().take(op.kernel[1].min(MAX_KW)) {
             *c = column_range(op, g, kx);
@@ -290,7 +359,7 @@ impl ColumnTaps {
     }
 
     #[inline]
-    fn get(&self, op: &Conv, g: &Geo, kx: usize) -> (usize, usize, usize) {
+    pub(super) fn get(&self, op: &Conv, g: &Geo, kx: usize) -> (usize, usize, usize) {
         if kx < MAX_KW {
             self.cols[kx]
         } else {
@@ -309,54 +378,6 @@ fn column_range(op: &Conv, g: &Geo, kx: usize) -> (usize, usize, usize) {
         (0, 0, 0)
     } else {
         (lo, hi, lo * sw + off - pl)
-    }
-}
-
-/// One output row of one depthwise channel: in-bounds taps in (ky, kx) order, then the bias.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn depthwise_row(
-    op: &Conv,
-    x: &RowWindow,
-    src: &crate::arena::Src<'_>,
-    input: usize,
-    wk: &[f32],
-    bias: f32,
-    oy: usize,
-    out: &mut [f32],
-    g: &Geo,
-    taps: &ColumnTaps,
-) {
-    let [kh, kw] = op.kernel;
-    let (sh, sw, dh, pt) = (op.strides[0], op.strides[1], op.dilations[0], op.pads[0]);
-    out.fill(0.0);
-    for ky in 0..kh {
-        let iy = (oy * sh + ky * dh) as isize - pt as isize;
-        if iy < 0 || iy >= g.h as isize {
-            continue;
-        }
-        let row = src.slice(x.row_start(input, iy as usize), g.w);
-        for kx in 0..kw {
-            let (lo, hi, st) = taps.get(op, g, kx);
-            let wv = wk[ky * kw + kx];
-            let dst = &mut out[lo..hi];
-            if sw == 1 {
-                // Contiguous taps: a plain zip the compiler vectorises.
-                for (o, &xv) in dst.iter_mut().zip(&row[st..st + (hi - lo)]) {
-                    *o += wv * xv;
-                }
-            } else {
-                for (i, o) in dst.iter_mut().enumerate() {
-                    *o += wv * row[st + i * sw];
-                }
-            }
-        }
-    }
-    for v in out.iter_mut() {
-        *v += bias;
-    }
-    if let Some(act) = &op.act {
-        act.apply_slice(out);
     }
 }
 
