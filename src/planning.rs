@@ -57,10 +57,9 @@ pub fn profile_for(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Profile> {
     let path = profile_path(&backend.capabilities().device);
-    let mut profile = Profile::load(&path)
-        .ok()
-        .filter(|p| p.revision == frugal_core::planner::profile::REVISION)
-        .unwrap_or_default();
+    let revision = frugal_core::planner::profile::revision_of(backend);
+    let mut profile =
+        Profile::load(&path).ok().filter(|p| p.revision == revision).unwrap_or_default();
     if !profile.missing(graph).is_empty() || profile.step_overhead == 0.0 {
         profile.measure(graph, backend, progress)?;
         // A cache that cannot be written only costs a re-measurement next time.

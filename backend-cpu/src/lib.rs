@@ -13,6 +13,7 @@ mod arena;
 pub mod gemm;
 mod ops;
 mod par;
+mod simd;
 mod staging;
 
 use std::ops::Range;
@@ -194,6 +195,7 @@ impl Backend for CpuBackend {
             max_buffer_bytes: isize::MAX as u64,
             max_binding_bytes: isize::MAX as u64,
             device: format!("CPU ({}, {} threads)", self.isa.name(), self.threads()),
+            kernels: env!("FRUGAL_CPU_KERNELS").to_string(),
         }
     }
 
@@ -215,7 +217,7 @@ impl Backend for CpuBackend {
     }
 
     fn workspace_bytes(&self, kernel: &Kernel<'_>) -> usize {
-        ops::workspace_floats(kernel) * 4 + staging::bytes(kernel)
+        ops::workspace_floats(kernel, self.threads()) * 4 + staging::bytes(kernel)
     }
 
     fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()> {

@@ -339,26 +339,3 @@ mod tests {
         assert!(v.iter().all(|&x| x == 101));
     }
 }
-#[cfg(test)]
-mod latency {
-    #[test]
-    #[ignore]
-    fn back_to_back_runs() {
-        let pool = super::Pool::new(2).unwrap();
-        let v = std::sync::atomic::AtomicUsize::new(0);
-        for pairs in [1, 2] {
-            let t = std::time::Instant::now();
-            for _ in 0..10000 {
-                for _ in 0..pairs {
-                    pool.run(4, &|i| {
-                        v.fetch_add(i, std::sync::atomic::Ordering::Relaxed);
-                    });
-                }
-            }
-            println!(
-                "{pairs} runs per step: {:.2} us per step",
-                t.elapsed().as_secs_f64() * 1e6 / 10000.0
-            );
-        }
-    }
-}

@@ -422,6 +422,9 @@ pub struct Capabilities {
     pub max_binding_bytes: u64,
     /// Human-readable device description.
     pub device: String,
+    /// Identity of the kernels' code (the CPU backend hashes its sources at build time):
+    /// profiles measured with other kernels are measured again. Empty when unknown.
+    pub kernels: String,
 }
 
 /// A device that runs kernels. Object safe: no generic methods, no `Self` returns.

@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{TileEpilogue, TileOut, NR};
+use crate::simd::act8;
 
 /// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`.
 ///
@@ -69,12 +70,13 @@ unsafe fn tile_n<const R: usize>(
             hi[r] = _mm256_add_ps(hi[r], bv);
         }
     }
-    if let Some((min, max)) = epi.clamp {
-        // maxps/minps return the second operand for NaN and equal zeros, as max_of/min_of do.
-        let (minv, maxv) = (_mm256_set1_ps(min), _mm256_set1_ps(max));
+    if let Some(act) = epi.act {
         for r in 0..R {
-            lo[r] = _mm256_min_ps(_mm256_max_ps(lo[r], minv), maxv);
-            hi[r] = _mm256_min_ps(_mm256_max_ps(hi[r], minv), maxv);
+            // SAFETY: AVX is available (`tile_n` is only called with it).
+            unsafe {
+                lo[r] = act8(act, lo[r]);
+                hi[r] = act8(act, hi[r]);
+            }
         }
     }
     for r in 0..R {

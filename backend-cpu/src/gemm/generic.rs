@@ -1,7 +1,5 @@
 //! Portable microkernel: `acc += a * b` in k order (unfused, so it vectorises on any target).
 
-use frugal_core::ops::activation::{max_of, min_of};
-
 use super::{TileEpilogue, TileOut, NR};
 
 /// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`.
@@ -31,8 +29,8 @@ pub(super) unsafe fn tile(
         if let Some(bias) = epi.bias {
             acc.iter_mut().for_each(|v| *v += bias[r]);
         }
-        if let Some((lo, hi)) = epi.clamp {
-            acc.iter_mut().for_each(|v| *v = min_of(max_of(*v, lo), hi));
+        if let Some(act) = epi.act {
+            acc.iter_mut().for_each(|v| *v = act.apply(*v));
         }
         // SAFETY: the drivers build `out` over memory holding `rows` rows of NR floats.
         unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), out.ptr.add(r * out.ld), NR) };

@@ -8,6 +8,8 @@
 //! column stride); B is packed in panels of [`NR`] columns by the caller (im2col writes this
 //! layout directly) into memory it owns, so the engine allocates nothing.
 
+use frugal_core::ops::Activation;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod generic;
@@ -76,7 +78,7 @@ pub fn pack_b(src: &[f32], rs: usize, cs: usize, depth: usize, n: usize, dst: &m
 #[derive(Clone, Copy, Debug)]
 struct TileEpilogue {
     bias: Option<[f32; MR]>,
-    clamp: Option<(f32, f32)>,
+    act: Option<Activation>,
 }
 
 /// The A operand: element `(i, k)` at `data[i * rs + k * cs]`.
@@ -90,15 +92,15 @@ pub struct MatA<'a> {
     pub cs: usize,
 }
 
-/// What the microkernel applies to a finished tile, in registers: `min_of(max_of(acc + bias[i],
-/// lo), hi)` with each step optional. The same operations in the same order as the scalar
-/// bias-then-[`Activation`](frugal_core::ops::Activation) path, so the bits do not change.
+/// What the microkernel applies to a finished tile, in registers: `act(acc + bias[i])`, each
+/// step optional. The same operations in the same order as the scalar bias-then-
+/// [`Activation::apply`] path, so the bits do not change.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// One value per row of C.
     pub bias: Option<&'a [f32]>,
-    /// Clamp bounds (Relu, Clip).
-    pub clamp: Option<(f32, f32)>,
+    /// A piecewise-linear activation ([`Activation::is_piecewise_linear`]).
+    pub act: Option<Activation>,
 }
 
 /// Computes `C = A * B` for `m x n` with depth `k`, applies `epi`, and hands each tile row to
@@ -202,6 +204,7 @@ fn tiles(
     if let Some(b) = epi.bias {
         assert!(b.len() >= m, "bias shorter than the rows of C");
     }
+    assert!(epi.act.is_none_or(|a| a.is_piecewise_linear()), "activation not for registers");
     for p in 0..n.div_ceil(NR) {
         let j = p * NR;
         let cols = NR.min(n - j);
@@ -214,7 +217,7 @@ fn tiles(
             if let Some(b) = epi.bias {
                 bias[..rows].copy_from_slice(&b[i..i + rows]);
             }
-            let ep = TileEpilogue { bias: epi.bias.map(|_| bias), clamp: epi.clamp };
+            let ep = TileEpilogue { bias: epi.bias.map(|_| bias), act: epi.act };
             let mut kernel = |dst: *mut f32, ld: usize| {
                 let out = TileOut { ptr: dst, ld };
                 // SAFETY: `visit` passes memory holding the tile (see `gemm` and `gemm_into`).

@@ -68,29 +68,36 @@ impl Activation {
                 }
             }
             Activation::Sigmoid => sigmoid(x),
-            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
-            Activation::HardSwish => x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
+            Activation::HardSigmoid { alpha, beta } => unit_clamp(alpha * x + beta),
+            Activation::HardSwish => x * unit_clamp(x * (1.0 / 6.0) + 0.5),
             Activation::Tanh => x.tanh(),
             Activation::Erf => libm_erff(x),
         }
     }
 
-    /// `(lo, hi)` where the activation is `min_of(max_of(x, lo), hi)`, which SIMD kernels apply
-    /// in registers (Relu is the clamp to `[0, inf]`: the same bits for every input).
-    pub fn clamp_bounds(&self) -> Option<(f32, f32)> {
-        match *self {
-            Activation::Relu => Some((0.0, f32::INFINITY)),
-            Activation::Clip { min, max } => Some((min, max)),
-            _ => None,
-        }
+    /// Whether the activation is made of multiplies, adds, compares and selects only (Relu,
+    /// Clip, LeakyRelu, HardSigmoid, HardSwish), which SIMD kernels can apply in registers with
+    /// the bits of [`Activation::apply`].
+    pub fn is_piecewise_linear(&self) -> bool {
+        !matches!(self, Activation::Sigmoid | Activation::Tanh | Activation::Erf)
     }
 
-    /// Applies the activation in place over a slice.
+    /// Applies the activation in place over a slice (the variant chosen once, so the loop
+    /// vectorises).
     pub fn apply_slice(&self, xs: &mut [f32]) {
         match *self {
             Activation::Relu => xs.iter_mut().for_each(|x| *x = max_of(*x, 0.0)),
             Activation::Clip { min, max } => {
                 xs.iter_mut().for_each(|x| *x = min_of(max_of(*x, min), max))
+            }
+            Activation::LeakyRelu { alpha } => {
+                xs.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { alpha * *x })
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                xs.iter_mut().for_each(|x| *x = unit_clamp(alpha * *x + beta))
+            }
+            Activation::HardSwish => {
+                xs.iter_mut().for_each(|x| *x = *x * unit_clamp(*x * (1.0 / 6.0) + 0.5))
             }
             _ => xs.iter_mut().for_each(|x| *x = self.apply(*x)),
         }
@@ -107,6 +114,12 @@ pub fn max_of(x: f32, y: f32) -> f32 {
     } else {
         y
     }
+}
+
+/// `min_of(max_of(x, 0), 1)`.
+#[inline(always)]
+pub fn unit_clamp(x: f32) -> f32 {
+    min_of(max_of(x, 0.0), 1.0)
 }
 
 /// `x` if it is less than `y`, else `y`: exactly the x86 `minps`.

@@ -18,13 +18,26 @@ use crate::graph::{Graph, GraphBuilder, NodeId, ValueId};
 use crate::ops::Activation;
 use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, Strategy};
 
-/// Bumped whenever kernels or the executor change enough to make cached timings stale.
-pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k3");
+/// Bumped whenever the executor or the profile format changes; the backend's
+/// `Capabilities::kernels` covers kernel changes.
+pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k4");
+
+/// The revision a profile measured on `backend` now carries: frugal's [`REVISION`] and the
+/// backend's kernel identity.
+pub fn revision_of(backend: &dyn Backend) -> String {
+    let kernels = backend.capabilities().kernels;
+    if kernels.is_empty() {
+        REVISION.to_string()
+    } else {
+        format!("{REVISION}+{kernels}")
+    }
+}
 
 /// Measured timings of one backend on one machine.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
-    /// frugal's [`REVISION`] when measured; profiles of another revision are measured again.
+    /// [`revision_of`] the backend when measured; profiles of another revision are measured
+    /// again.
     #[serde(default)]
     pub revision: String,
     /// The backend and device the timings come from (`Capabilities::device`).
@@ -113,7 +126,7 @@ impl Profile {
         if self.device.is_empty() {
             self.device = device;
         }
-        self.revision = REVISION.to_string();
+        self.revision = revision_of(backend);
         if self.step_overhead == 0.0 {
             self.step_overhead = measure_step_overhead(backend)?;
         }

@@ -1,22 +1,62 @@
 //! Depthwise convolution (one input channel per group), computed directly rather than as a
 //! matrix product: with one input channel there is nothing for a gemm to share.
 //!
-//! Every output sums its in-bounds taps in (ky, kx) order starting from zero, then adds the
-//! bias; the blocked interior, the edge columns and the fallback for very large kernels all keep
-//! that order, so any split of a row or of the rows gives the same bits. Products and sums are
-//! separate (never fused), so the AVX2 build of the row kernel gives the bits of the portable one.
+//! Each input row a channel needs is copied once into a small per-task ring, zero-padded left
+//! and right and split into `stride` phases (phase `r` holds padded columns `r, r + s, ...`), so
+//! every tap of every output column is a contiguous load and the row kernel has no edge cases.
+//! An output is the sum, in (ky, kx) order from zero, of `w * x` over the kernel rows inside
+//! the image (padding columns contribute `w * 0`), then the bias and the activation. That
+//! depends only on the output's position, so any split of rows or columns gives the same bits;
+//! products and sums are separate (never fused), so the AVX2 build matches the portable one.
 
 use frugal_core::backend::RowWindow;
-use frugal_core::ops::activation::{max_of, min_of};
-use frugal_core::ops::Conv;
+use frugal_core::ops::{Activation, Conv};
 
-use super::{ColumnTaps, Geo, MAX_KW};
-use crate::arena::{Io, Src};
+use super::Geo;
+use crate::arena::Io;
 use crate::gemm::Isa;
-use crate::par::Par;
+use crate::par::{Par, SharedMut};
+use crate::simd;
 
-/// Kernel heights the blocked row kernel handles (taller kernels take the per-tap path).
-const MAX_KH: usize = 16;
+/// Largest kernel height and width the kernel takes (bigger ones fall back to `by_taps`).
+const MAX_K: usize = 16;
+/// Most input rows one output row spans (`(kh - 1) * dilation + 1`) for the ring.
+const MAX_SPAN: usize = 64;
+
+/// Row geometry of the padded ring, the same for every channel of a call.
+#[derive(Clone, Copy, Debug)]
+struct Ring {
+    /// Input rows one output row spans.
+    span: usize,
+    /// Floats per phase (padded columns / stride, rounded up).
+    phase_len: usize,
+    /// Floats per ring slot (`stride` phases).
+    slot_len: usize,
+}
+
+impl Ring {
+    fn new(op: &Conv, g: &Geo) -> Option<Ring> {
+        let [kh, kw] = op.kernel;
+        let span = (kh - 1) * op.dilations[0] + 1;
+        if kh > MAX_K || kw > MAX_K || span > MAX_SPAN {
+            return None;
+        }
+        let sw = op.strides[1];
+        let padded = (g.wout.max(1) - 1) * sw + (kw - 1) * op.dilations[1] + 1;
+        let phase_len = padded.div_ceil(sw);
+        Some(Ring { span, phase_len, slot_len: sw * phase_len })
+    }
+
+    fn floats(&self) -> usize {
+        self.span * self.slot_len
+    }
+}
+
+/// Scratch floats for one call on `threads` threads (a ring per task).
+pub(super) fn workspace(op: &Conv, g: &Geo, threads: usize) -> usize {
+    let tasks = if threads > 1 { 2 * threads } else { 1 };
+    Ring::new(op, g).map_or(0, |r| r.floats() * tasks)
+}
 
 /// Runs output rows `y.first_row .. y.first_row + y.rows` of a depthwise convolution.
 #[allow(clippy::too_many_arguments)]
@@ -35,221 +75,322 @@ pub(super) fn depthwise(
     let mult = g.m / g.cin;
     let plane_len = y.capacity * y.row_stride;
     let src = io.src;
-    let taps = ColumnTaps::new(op, g);
-    // Clamp activations are applied in the row kernel's registers, others after it.
-    let clamp = op.act.and_then(|act| act.clamp_bounds());
-    let post = op.act.as_ref().filter(|_| clamp.is_none());
-    // Every output plane (image, channel) on its own; planes split across threads.
+    let ring = Ring::new(op, g);
+    // Piecewise-linear activations are applied in the row kernel's registers, others after it.
+    let act = simd::in_registers(op.act);
+    let shape = Shape { op, g, x, y, act, isa };
+    // Every output plane (image, channel) on its own; planes split across threads, each task
+    // with its own ring in scratch.
     let planes = &mut io.out[..g.n * g.m * plane_len];
     let tile = par.split(g.n * g.m, 1);
+    let ring_floats = ring.map_or(0, |r| r.floats());
+    let tasks = (g.n * g.m).div_ceil(tile);
+    assert!(io.scratch.len() >= ring_floats * tasks, "depthwise scratch too small");
+    let scratch = SharedMut::new(io.scratch);
     par.chunks(planes, tile * plane_len, |t, chunk| {
+        // SAFETY: task t uses scratch floats t * ring_floats .. (t + 1) * ring_floats only (in
+        // bounds, asserted above), and the scratch stays mutably borrowed while tasks run.
+        let rbuf = unsafe {
+            std::slice::from_raw_parts_mut(scratch.ptr().add(t * ring_floats), ring_floats)
+        };
         for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
             let p = t * tile + i;
             let (b, m) = (p / g.m, p % g.m);
-            let wk = &weight[m * kh * kw..(m + 1) * kh * kw];
-            let bv = bias.map_or(0.0, |bb| bb[m]);
-            let input = b * g.cin + m / mult;
-            for oy in y.first_row..y.first_row + y.rows {
-                let start = (oy % y.capacity) * y.row_stride;
-                let out = &mut plane[start..start + g.wout];
-                let row = RowCtx { op, x, src: &src, input, wk, bias: bv, oy, g, taps: &taps };
-                if kh <= MAX_KH && kw <= MAX_KW {
-                    blocked_row(isa, &row, clamp, out);
-                    if let Some(act) = post {
-                        act.apply_slice(out);
+            let ch = Channel {
+                // The input plane's whole ring: rows are found by slot.
+                input: src.slice(x.row_start(b * g.cin + m / mult, 0), x.capacity * x.row_stride),
+                wk: &weight[m * kh * kw..(m + 1) * kh * kw],
+                bias: bias.map_or(0.0, |bb| bb[m]),
+            };
+            match ring {
+                Some(ring) => {
+                    #[cfg(target_arch = "x86_64")]
+                    if isa == Isa::Avx2Fma {
+                        // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of
+                        // AVX2 and FMA.
+                        unsafe { padded_avx2(&shape, ring, &ch, rbuf, plane) };
+                        continue;
                     }
-                } else {
-                    tap_row(&row, out);
-                    if let Some(act) = &op.act {
-                        act.apply_slice(out);
-                    }
+                    shape.padded(ring, &ch, rbuf, plane);
                 }
+                None => shape.by_taps(&ch, plane),
             }
         }
     });
+    let _ = isa;
 }
 
-/// What one output row of one channel reads.
-struct RowCtx<'a> {
+/// What every channel of a call shares.
+struct Shape<'a> {
     op: &'a Conv,
+    g: &'a Geo,
     x: &'a RowWindow,
-    src: &'a Src<'a>,
-    /// Input plane (image * channels + channel).
-    input: usize,
-    /// The channel's kh x kw weights.
+    y: &'a RowWindow,
+    /// The activation applied in registers.
+    act: Option<Activation>,
+    isa: Isa,
+}
+
+/// One channel: its input plane (the whole ring), weights and bias.
+struct Channel<'a> {
+    input: &'a [f32],
     wk: &'a [f32],
     bias: f32,
-    oy: usize,
-    g: &'a Geo,
-    taps: &'a ColumnTaps,
-}
-
-impl<'a> RowCtx<'a> {
-    /// The input row kernel row `ky` reads, or `None` where it falls in the padding.
-    #[inline]
-    fn input_row(&self, ky: usize) -> Option<&'a [f32]> {
-        let iy = (self.oy * self.op.strides[0] + ky * self.op.dilations[0]) as isize
-            - self.op.pads[0] as isize;
-        if iy < 0 || iy >= self.g.h as isize {
-            return None;
-        }
-        Some(self.src.slice(self.x.row_start(self.input, iy as usize), self.g.w))
-    }
-}
-
-/// The row kernel for kernels up to `MAX_KH x MAX_KW`, compiled for the widest vectors the CPU has.
-fn blocked_row(isa: Isa, row: &RowCtx<'_>, clamp: Option<(f32, f32)>, out: &mut [f32]) {
-    let kw = row.op.kernel[1];
-    let mut rows: [(usize, &[f32]); MAX_KH] = [(0, &[]); MAX_KH];
-    let mut nrows = 0;
-    for ky in 0..row.op.kernel[0] {
-        if let Some(r) = row.input_row(ky) {
-            rows[nrows] = (ky, r);
-            nrows += 1;
-        }
-    }
-    let block = Block {
-        rows: &rows[..nrows],
-        kw,
-        wk: row.wk,
-        bias: row.bias,
-        taps: &row.taps.cols[..kw],
-        sw: row.op.strides[1],
-        clamp,
-    };
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2Fma {
-        // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of AVX2 and FMA.
-        unsafe { block_avx2(&block, out) };
-        return;
-    }
-    let _ = isa;
-    block.run(out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2(block: &Block<'_>, out: &mut [f32]) {
-    block.run(out);
+unsafe fn padded_avx2(
+    shape: &Shape<'_>,
+    ring: Ring,
+    ch: &Channel<'_>,
+    rbuf: &mut [f32],
+    plane: &mut [f32],
+) {
+    shape.padded(ring, ch, rbuf, plane);
 }
 
-/// One output row with every in-bounds input row at hand.
+impl Shape<'_> {
+    /// Input row `iy` of the channel (`iy` inside the image).
+    #[inline(always)]
+    fn input_row<'c>(&self, ch: &Channel<'c>, iy: usize) -> &'c [f32] {
+        let start = (iy % self.x.capacity) * self.x.row_stride;
+        &ch.input[start..start + self.g.w]
+    }
+
+    /// The input row kernel row `ky` of output row `oy` reads, or `None` in the padding.
+    #[inline(always)]
+    fn tap_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        let iy = (oy * self.op.strides[0] + ky * self.op.dilations[0]) as isize
+            - self.op.pads[0] as isize;
+        (iy >= 0 && iy < self.g.h as isize).then_some(iy as usize)
+    }
+
+    /// Copies input row `iy` into `slot`: zero-padded, split into stride phases.
+    #[inline(always)]
+    fn pad_row(&self, ring: Ring, ch: &Channel<'_>, iy: usize, slot: &mut [f32]) {
+        let (sw, pl) = (self.op.strides[1], self.op.pads[1]);
+        let row = self.input_row(ch, iy);
+        for r in 0..sw {
+            let phase = &mut slot[r * ring.phase_len..(r + 1) * ring.phase_len];
+            if sw == 1 {
+                // Padded column c holds input column c - pl.
+                let body = pl.min(phase.len());
+                phase[..body].fill(0.0);
+                let n = row.len().min(phase.len() - body);
+                phase[body..body + n].copy_from_slice(&row[..n]);
+                phase[body + n..].fill(0.0);
+            } else {
+                for (i, v) in phase.iter_mut().enumerate() {
+                    let c = (i * sw + r) as isize - pl as isize;
+                    *v = if c >= 0 && (c as usize) < row.len() { row[c as usize] } else { 0.0 };
+                }
+            }
+        }
+    }
+
+    /// The output rows of one channel through the padded ring.
+    #[inline(always)]
+    fn padded(&self, ring: Ring, ch: &Channel<'_>, rbuf: &mut [f32], plane: &mut [f32]) {
+        let (y, [kh, kw]) = (self.y, self.op.kernel);
+        let (sw, dw) = (self.op.strides[1], self.op.dilations[1]);
+        // Where tap kx starts inside a slot: its phase, then its offset in the phase.
+        let mut taps = [0usize; MAX_K];
+        for (kx, t) in taps.iter_mut().enumerate().take(kw) {
+            let c = kx * dw;
+            *t = (c % sw) * ring.phase_len + c / sw;
+        }
+        let post = simd::after_store(&self.op.act);
+        // Which input row each slot holds (none yet for this channel).
+        let mut held = [usize::MAX; MAX_SPAN];
+        for oy in y.first_row..y.first_row + y.rows {
+            let mut rows: [(usize, usize); MAX_K] = [(0, 0); MAX_K];
+            let mut nrows = 0;
+            for ky in 0..kh {
+                let Some(iy) = self.tap_row(oy, ky) else { continue };
+                let s = iy % ring.span;
+                if held[s] != iy {
+                    let slot = &mut rbuf[s * ring.slot_len..(s + 1) * ring.slot_len];
+                    self.pad_row(ring, ch, iy, slot);
+                    held[s] = iy;
+                }
+                rows[nrows] = (ky, s * ring.slot_len);
+                nrows += 1;
+            }
+            let block = Block {
+                rbuf,
+                rows: &rows[..nrows],
+                kw,
+                wk: ch.wk,
+                taps: &taps[..kw],
+                bias: ch.bias,
+                act: self.act,
+            };
+            let start = (oy % y.capacity) * y.row_stride;
+            let out = &mut plane[start..start + self.g.wout];
+            block.run(self.isa, out);
+            if let Some(act) = post {
+                act.apply_slice(out);
+            }
+        }
+    }
+
+    /// Any kernel size: one pass over each output row per tap, in (ky, kx) order, with padding
+    /// columns contributing `w * 0` as in the ring kernel.
+    fn by_taps(&self, ch: &Channel<'_>, plane: &mut [f32]) {
+        let (y, [kh, kw]) = (self.y, self.op.kernel);
+        let (sw, dw, pl) = (self.op.strides[1], self.op.dilations[1], self.op.pads[1]);
+        for oy in y.first_row..y.first_row + y.rows {
+            let start = (oy % y.capacity) * y.row_stride;
+            let out = &mut plane[start..start + self.g.wout];
+            out.fill(0.0);
+            for ky in 0..kh {
+                let Some(iy) = self.tap_row(oy, ky) else { continue };
+                let row = self.input_row(ch, iy);
+                for kx in 0..kw {
+                    let wv = ch.wk[ky * kw + kx];
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let c = (ox * sw + kx * dw) as isize - pl as isize;
+                        let xv =
+                            if c >= 0 && (c as usize) < row.len() { row[c as usize] } else { 0.0 };
+                        *o += wv * xv;
+                    }
+                }
+            }
+            for v in out.iter_mut() {
+                *v = finish_value(*v, ch.bias, self.act);
+            }
+            if let Some(act) = simd::after_store(&self.op.act) {
+                act.apply_slice(out);
+            }
+        }
+    }
+}
+
+/// Bias, then the activation when it runs in registers.
+#[inline(always)]
+fn finish_value(acc: f32, bias: f32, act: Option<Activation>) -> f32 {
+    let v = acc + bias;
+    match act {
+        Some(act) => act.apply(v),
+        None => v,
+    }
+}
+
+/// One output row: the padded input rows it reads are ready in the ring.
 struct Block<'a> {
-    /// `(ky, input row)` for the kernel rows inside the image, in ky order.
-    rows: &'a [(usize, &'a [f32])],
+    rbuf: &'a [f32],
+    /// `(ky, slot offset in rbuf)` for the kernel rows inside the image, in ky order.
+    rows: &'a [(usize, usize)],
     kw: usize,
     wk: &'a [f32],
+    /// Offset of tap kx inside a slot.
+    taps: &'a [usize],
     bias: f32,
-    /// `(first output column, end, first input column)` per kernel column.
-    taps: &'a [(usize, usize, usize)],
-    sw: usize,
-    /// Clamp bounds (Relu, Clip).
-    clamp: Option<(f32, f32)>,
+    act: Option<Activation>,
 }
 
 impl Block<'_> {
     #[inline(always)]
-    fn run(&self, out: &mut [f32]) {
-        // Columns where every kernel column is inside the row run in vector blocks.
-        let (mut a, mut b) =
-            self.taps.iter().fold((0, out.len()), |(a, b), &(lo, hi, _)| (a.max(lo), b.min(hi)));
-        if b >= a + 4 && self.sw <= 2 {
-            if self.sw == 1 {
-                let ox = self.interior::<32, 1>(out, a, b);
-                self.finish::<1>(out, ox, b);
-            } else {
-                self.finish::<2>(out, a, b);
+    fn run(&self, isa: Isa, out: &mut [f32]) {
+        let n = out.len();
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2Fma && n >= 8 {
+            // Every load of the blocks below stays inside `rbuf`.
+            let last = self.taps.iter().max().copied().unwrap_or(0) + n;
+            assert!(self.rows.iter().all(|&(_, s)| s + last <= self.rbuf.len()));
+            // SAFETY: AVX2 was detected at run time (`Isa::Avx2Fma`); bounds asserted above.
+            unsafe {
+                let ox = self.blocks_avx2::<4>(out, 0, n);
+                let ox = self.blocks_avx2::<1>(out, ox, n);
+                if ox < n {
+                    self.blocks_avx2::<1>(out, n - 8, n);
+                }
             }
+            return;
+        }
+        let _ = isa;
+        if n >= 8 {
+            let ox = self.blocks::<32>(out, 0, n);
+            let ox = self.blocks::<8>(out, ox, n);
+            if ox < n {
+                // The last block moved back to end at n: recomputing a column gives the same
+                // bits, so the overlap is harmless.
+                self.blocks::<8>(out, n - 8, n);
+            }
+        } else if n >= 4 {
+            self.blocks::<4>(out, 0, n);
+            self.blocks::<4>(out, n - 4, n);
         } else {
-            (a, b) = (0, 0);
-        }
-        for c in (0..a.min(out.len())).chain(b.max(a)..out.len()) {
-            out[c] = self.column(c);
+            self.blocks::<1>(out, 0, n);
         }
     }
 
-    /// Interior columns `[ox, end)` (at least 4 of them) in blocks of 8 and 4, the last block
-    /// moved back to end at `end`: recomputing a column gives the same bits, so the overlap is
-    /// harmless.
-    #[inline(always)]
-    fn finish<const S: usize>(&self, out: &mut [f32], ox: usize, end: usize) {
-        let ox = self.interior::<8, S>(out, ox, end);
-        let ox = self.interior::<4, S>(out, ox, end);
-        if ox < end {
-            self.interior::<4, S>(out, end - 4, end);
-        }
-    }
-
-    /// Blocks of `W` interior columns from `ox` while they fit before `end`; returns where it
-    /// stopped.
-    #[inline(always)]
-    fn interior<const W: usize, const S: usize>(
+    /// [`Block::blocks`] of `8 * V` columns in AVX registers: the same operations (separate
+    /// multiply and add, then bias and the activation as [`simd::act8`]) in the same order.
+    ///
+    /// # Safety
+    /// AVX2 must be available, and `slot + tap + end <= rbuf.len()` for every row and tap.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn blocks_avx2<const V: usize>(
         &self,
         out: &mut [f32],
         mut ox: usize,
         end: usize,
     ) -> usize {
-        while ox + W <= end {
-            let mut acc = [0.0f32; W];
-            for &(ky, row) in self.rows {
+        use std::arch::x86_64::*;
+        assert!(end <= out.len());
+        let base = self.rbuf.as_ptr();
+        while ox + 8 * V <= end {
+            let mut acc = [_mm256_setzero_ps(); V];
+            for &(ky, slot) in self.rows {
                 let wr = &self.wk[ky * self.kw..(ky + 1) * self.kw];
-                for (&wv, &(lo, _, st)) in wr.iter().zip(self.taps) {
-                    let s = st + (ox - lo) * S;
-                    let xs = &row[s..s + (W - 1) * S + 1];
-                    for (l, a) in acc.iter_mut().enumerate() {
-                        *a += wv * xs[l * S];
+                for (&wv, &t) in wr.iter().zip(self.taps) {
+                    let w8 = _mm256_set1_ps(wv);
+                    // SAFETY: slot + t + ox + 8V <= slot + t + end <= rbuf.len() (caller).
+                    let p = unsafe { base.add(slot + t + ox) };
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        let xv = unsafe { _mm256_loadu_ps(p.add(8 * v)) };
+                        *a = _mm256_add_ps(*a, _mm256_mul_ps(w8, xv));
                     }
                 }
             }
-            for (o, a) in out[ox..ox + W].iter_mut().zip(acc) {
-                *o = self.finish_value(a);
+            let b8 = _mm256_set1_ps(self.bias);
+            for (v, a) in acc.iter_mut().enumerate() {
+                let mut r = _mm256_add_ps(*a, b8);
+                if let Some(act) = self.act {
+                    // SAFETY: AVX is available (caller).
+                    r = unsafe { simd::act8(act, r) };
+                }
+                // SAFETY: ox + 8V <= end <= out.len() (asserted above).
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(ox + 8 * v), r) };
             }
-            ox += W;
+            ox += 8 * V;
         }
         ox
     }
 
-    /// One column with its bounds checked per tap (edges and leftovers).
+    /// Blocks of `W` columns from `ox` while they fit before `end`; returns where it stopped.
     #[inline(always)]
-    fn column(&self, ox: usize) -> f32 {
-        let mut acc = 0.0f32;
-        for &(ky, row) in self.rows {
-            for (kx, &(lo, hi, st)) in self.taps.iter().enumerate() {
-                if ox >= lo && ox < hi {
-                    acc += self.wk[ky * self.kw + kx] * row[st + (ox - lo) * self.sw];
+    fn blocks<const W: usize>(&self, out: &mut [f32], mut ox: usize, end: usize) -> usize {
+        while ox + W <= end {
+            let mut acc = [0.0f32; W];
+            for &(ky, slot) in self.rows {
+                let wr = &self.wk[ky * self.kw..(ky + 1) * self.kw];
+                for (&wv, &t) in wr.iter().zip(self.taps) {
+                    let s = slot + t + ox;
+                    let xs: &[f32; W] = self.rbuf[s..s + W].try_into().expect("W floats");
+                    for (a, &xv) in acc.iter_mut().zip(xs) {
+                        *a += wv * xv;
+                    }
                 }
             }
-        }
-        self.finish_value(acc)
-    }
-
-    /// Bias, then the clamp.
-    #[inline(always)]
-    fn finish_value(&self, acc: f32) -> f32 {
-        let v = acc + self.bias;
-        match self.clamp {
-            Some((lo, hi)) => min_of(max_of(v, lo), hi),
-            None => v,
-        }
-    }
-}
-
-/// Any kernel size: one pass over the row per tap, in (ky, kx) order.
-fn tap_row(row: &RowCtx<'_>, out: &mut [f32]) {
-    let [kh, kw] = row.op.kernel;
-    let sw = row.op.strides[1];
-    out.fill(0.0);
-    for ky in 0..kh {
-        let Some(input) = row.input_row(ky) else { continue };
-        for kx in 0..kw {
-            let (lo, hi, st) = row.taps.get(row.op, row.g, kx);
-            let wv = row.wk[ky * kw + kx];
-            for (i, o) in out[lo..hi].iter_mut().enumerate() {
-                *o += wv * input[st + i * sw];
+            for (o, a) in out[ox..ox + W].iter_mut().zip(acc) {
+                *o = finish_value(a, self.bias, self.act);
             }
+            ox += W;
         }
-    }
-    for v in out.iter_mut() {
-        *v += row.bias;
+        ox
     }
 }

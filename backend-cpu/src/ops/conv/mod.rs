@@ -12,7 +12,7 @@ use crate::arena::{Io, Src};
 use crate::fail;
 use crate::gemm::{self, MatA};
 use crate::par::{Par, SharedMut};
-use crate::Ctx;
+use crate::{simd, Ctx};
 
 /// Upper bound of one band's packed im2col, in floats (keeps it in L2).
 const BAND_FLOATS: usize = 128 * 1024;
@@ -55,16 +55,17 @@ fn band_rows(g: &Geo) -> usize {
     (BAND_FLOATS / (g.k.max(1) * g.wout.max(1))).max(1)
 }
 
-/// Scratch floats for producing `y.rows` rows.
+/// Scratch floats for producing `y.rows` rows on `threads` threads.
 pub(crate) fn workspace(
     op: &Conv,
     x: &RowWindow,
     w: &frugal_core::WeightRef,
     y: &RowWindow,
+    threads: usize,
 ) -> usize {
     let g = geo(op, x, &w.dims, y);
     if is_depthwise(op, &g) {
-        return 0;
+        return depthwise::workspace(op, &g, threads);
     }
     let rows = band_rows(&g).min(y.rows.max(1));
     gemm::packed_len(g.k, rows * g.wout)
@@ -162,14 +163,14 @@ impl Band<'_> {
         let a = MatA { data: &self.weight[ch * k..(ch + rows) * k], rs: k, cs: 1 };
         let epi = gemm::Epilogue {
             bias: self.bias.map(|bb| &bb[ch..ch + rows]),
-            clamp: self.op.act.and_then(|act| act.clamp_bounds()),
+            act: simd::in_registers(self.op.act),
         };
         (a, epi)
     }
 
-    /// Activations that are not a clamp, applied after the product is stored.
+    /// Activations that cannot run in registers, applied after the product is stored.
     fn post(&self) -> Option<&Activation> {
-        self.op.act.as_ref().filter(|act| act.clamp_bounds().is_none())
+        simd::after_store(&self.op.act)
     }
 
     /// Threads split the output channels; the im2col is shared, packed in parallel by panels.

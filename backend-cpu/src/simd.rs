@@ -1,0 +1,86 @@
+//! Activations applied in AVX registers with the bits of [`Activation::apply`]: the same
+//! multiplies, adds and selects in the same order (`maxps`/`minps` are `max_of`/`min_of`), never
+//! fused. Only the piecewise-linear activations come here; the others run after the store.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use frugal_core::ops::Activation;
+
+/// The activation a kernel may apply in registers, if `act` is one.
+pub(crate) fn in_registers(act: Option<Activation>) -> Option<Activation> {
+    act.filter(Activation::is_piecewise_linear)
+}
+
+/// The activation left to apply after the store, if `act` cannot run in registers.
+pub(crate) fn after_store(act: &Option<Activation>) -> Option<&Activation> {
+    act.as_ref().filter(|a| !a.is_piecewise_linear())
+}
+
+/// [`Activation::apply`] on eight lanes.
+///
+/// # Safety
+/// AVX must be available; `act` must be piecewise linear (others come back unchanged).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn act8(act: Activation, x: __m256) -> __m256 {
+    // SAFETY: AVX is available (caller).
+    unsafe {
+        let unit =
+            |v: __m256| _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(1.0));
+        match act {
+            Activation::Relu => _mm256_max_ps(x, _mm256_setzero_ps()),
+            Activation::Clip { min, max } => {
+                _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(min)), _mm256_set1_ps(max))
+            }
+            Activation::LeakyRelu { alpha } => {
+                // x >= 0 ? x : alpha * x (NaN takes the second arm, as in `apply`).
+                let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_setzero_ps());
+                _mm256_blendv_ps(_mm256_mul_ps(_mm256_set1_ps(alpha), x), x, ge)
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                unit(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(alpha), x), _mm256_set1_ps(beta)))
+            }
+            Activation::HardSwish => {
+                let t =
+                    _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.0 / 6.0)), _mm256_set1_ps(0.5));
+                _mm256_mul_ps(x, unit(t))
+            }
+            Activation::Sigmoid | Activation::Tanh | Activation::Erf => x,
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_match_apply_bit_for_bit() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let acts = [
+            Activation::Relu,
+            Activation::Clip { min: 0.0, max: 6.0 },
+            Activation::LeakyRelu { alpha: 0.1 },
+            Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Activation::HardSwish,
+        ];
+        let xs = [-7.5f32, -3.0, -0.0, 0.0, 1e-40, 2.9999, 3.0, 6.5, f32::NAN, f32::INFINITY];
+        for act in acts {
+            for chunk in xs.chunks(8) {
+                let mut lanes = [0.0f32; 8];
+                lanes[..chunk.len()].copy_from_slice(chunk);
+                let mut out = [0.0f32; 8];
+                // SAFETY: AVX2 detected above.
+                unsafe {
+                    _mm256_storeu_ps(out.as_mut_ptr(), act8(act, _mm256_loadu_ps(lanes.as_ptr())))
+                };
+                for (x, y) in lanes.iter().zip(out) {
+                    assert_eq!(act.apply(*x).to_bits(), y.to_bits(), "{act:?} at {x}");
+                }
+            }
+        }
+    }
+}
