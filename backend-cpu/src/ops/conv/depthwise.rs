@@ -1,9 +1,11 @@
 //! Depthwise convolution (one input channel per group), computed directly rather than as a
 //! matrix product: with one input channel there is nothing for a gemm to share.
 //!
-//! Each input row a channel needs is copied once into a small per-task ring, zero-padded left
-//! and right and split into `stride` phases (phase `r` holds padded columns `r, r + s, ...`), so
-//! every tap of every output column is a contiguous load and the row kernel has no edge cases.
+//! With stride 1 the row kernel reads the input rows in place: the interior columns (all taps
+//! inside the row) in vector blocks, the few edge columns one by one. Otherwise each input row a
+//! channel needs is copied once into a small per-task ring, zero-padded left and right and split
+//! into `stride` phases (phase `r` holds padded columns `r, r + s, ...`), so every tap of every
+//! output column is a contiguous load and the row kernel has no edge cases.
 //! An output is the sum, in (ky, kx) order from zero, of `w * x` over the kernel rows inside
 //! the image (padding columns contribute `w * 0`), then the bias and the activation. That
 //! depends only on the output's position, so any split of rows or columns gives the same bits;
@@ -84,6 +86,14 @@ pub(super) fn depthwise(
     let planes = &mut io.out[..g.n * g.m * plane_len];
     let tile = par.split(g.n * g.m, 1);
     let ring_floats = ring.map_or(0, |r| r.floats());
+    // Stride 1 with a wide enough interior reads the input rows in place, unless the scalar
+    // edge columns would cost more than padding each row once (whole planes of narrow rows).
+    // Both paths give the same bits.
+    let direct = op.strides[1] == 1 && {
+        let (a, b) = shape.interior();
+        let edges = g.wout - (b - a);
+        b >= a + 8 && (y.rows < 4 || edges * 8 <= g.wout)
+    };
     let tasks = (g.n * g.m).div_ceil(tile);
     assert!(io.scratch.len() >= ring_floats * tasks, "depthwise scratch too small");
     let scratch = SharedMut::new(io.scratch);
@@ -103,6 +113,16 @@ pub(super) fn depthwise(
                 bias: bias.map_or(0.0, |bb| bb[m]),
             };
             match ring {
+                Some(_) if direct => {
+                    #[cfg(target_arch = "x86_64")]
+                    if isa == Isa::Avx2Fma {
+                        // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of
+                        // AVX2 and FMA.
+                        unsafe { direct_avx2(&shape, &ch, plane) };
+                        continue;
+                    }
+                    shape.direct(&ch, plane);
+                }
                 Some(ring) => {
                     #[cfg(target_arch = "x86_64")]
                     if isa == Isa::Avx2Fma {
@@ -148,6 +168,12 @@ unsafe fn padded_avx2(
     plane: &mut [f32],
 ) {
     shape.padded(ring, ch, rbuf, plane);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn direct_avx2(shape: &Shape<'_>, ch: &Channel<'_>, plane: &mut [f32]) {
+    shape.direct(ch, plane);
 }
 
 impl Shape<'_> {
@@ -204,7 +230,7 @@ impl Shape<'_> {
         // Which input row each slot holds (none yet for this channel).
         let mut held = [usize::MAX; MAX_SPAN];
         for oy in y.first_row..y.first_row + y.rows {
-            let mut rows: [(usize, usize); MAX_K] = [(0, 0); MAX_K];
+            let mut slots = [0usize; MAX_K];
             let mut nrows = 0;
             for ky in 0..kh {
                 let Some(iy) = self.tap_row(oy, ky) else { continue };
@@ -214,21 +240,80 @@ impl Shape<'_> {
                     self.pad_row(ring, ch, iy, slot);
                     held[s] = iy;
                 }
-                rows[nrows] = (ky, s * ring.slot_len);
+                slots[nrows] = s;
                 nrows += 1;
             }
+            let mut rows: [(usize, &[f32]); MAX_K] = [(0, &[]); MAX_K];
+            let mut r = 0;
+            for ky in 0..kh {
+                if self.tap_row(oy, ky).is_some() {
+                    let s = slots[r];
+                    rows[r] = (ky, &rbuf[s * ring.slot_len..(s + 1) * ring.slot_len]);
+                    r += 1;
+                }
+            }
             let block = Block {
-                rbuf,
                 rows: &rows[..nrows],
                 kw,
                 wk: ch.wk,
                 taps: &taps[..kw],
+                shift: 0,
                 bias: ch.bias,
                 act: self.act,
             };
             let start = (oy % y.capacity) * y.row_stride;
             let out = &mut plane[start..start + self.g.wout];
-            block.run(self.isa, out);
+            block.run(self.isa, out, 0, self.g.wout);
+            if let Some(act) = post {
+                act.apply_slice(out);
+            }
+        }
+    }
+
+    /// Output columns `[a, b)` whose taps are all inside the input row (stride 1).
+    fn interior(&self) -> (usize, usize) {
+        let (kw, dw, pl) = (self.op.kernel[1], self.op.dilations[1], self.op.pads[1]);
+        let a = pl.min(self.g.wout);
+        let b = (self.g.w + pl).saturating_sub((kw - 1) * dw).min(self.g.wout);
+        (a, b.max(a))
+    }
+
+    /// The output rows of one channel read straight from the input rows (stride 1 with at least
+    /// 8 interior columns): the interior in vector blocks, the few edge columns one by one, the
+    /// same values as the padded ring without copying a row.
+    #[inline(always)]
+    fn direct(&self, ch: &Channel<'_>, plane: &mut [f32]) {
+        let (y, [kh, kw]) = (self.y, self.op.kernel);
+        let mut taps = [0usize; MAX_K];
+        for (kx, t) in taps.iter_mut().enumerate().take(kw) {
+            *t = kx * self.op.dilations[1];
+        }
+        let (a, b) = self.interior();
+        let post = simd::after_store(&self.op.act);
+        for oy in y.first_row..y.first_row + y.rows {
+            let mut rows: [(usize, &[f32]); MAX_K] = [(0, &[]); MAX_K];
+            let mut nrows = 0;
+            for ky in 0..kh {
+                if let Some(iy) = self.tap_row(oy, ky) {
+                    rows[nrows] = (ky, self.input_row(ch, iy));
+                    nrows += 1;
+                }
+            }
+            let block = Block {
+                rows: &rows[..nrows],
+                kw,
+                wk: ch.wk,
+                taps: &taps[..kw],
+                shift: self.op.pads[1],
+                bias: ch.bias,
+                act: self.act,
+            };
+            let start = (oy % y.capacity) * y.row_stride;
+            let out = &mut plane[start..start + self.g.wout];
+            block.run(self.isa, out, a, b);
+            for ox in (0..a).chain(b..self.g.wout) {
+                out[ox] = block.edge(ox);
+            }
             if let Some(act) = post {
                 act.apply_slice(out);
             }
@@ -277,52 +362,54 @@ fn finish_value(acc: f32, bias: f32, act: Option<Activation>) -> f32 {
     }
 }
 
-/// One output row: the padded input rows it reads are ready in the ring.
+/// One output row over input rows at hand: output column `ox` of tap `kx` reads
+/// `row[taps[kx] + ox - shift]` (padded ring slots: `shift` 0; raw input rows: the left pad).
 struct Block<'a> {
-    rbuf: &'a [f32],
-    /// `(ky, slot offset in rbuf)` for the kernel rows inside the image, in ky order.
-    rows: &'a [(usize, usize)],
+    /// `(ky, row)` for the kernel rows inside the image, in ky order.
+    rows: &'a [(usize, &'a [f32])],
     kw: usize,
     wk: &'a [f32],
-    /// Offset of tap kx inside a slot.
     taps: &'a [usize],
+    shift: usize,
     bias: f32,
     act: Option<Activation>,
 }
 
 impl Block<'_> {
+    /// Computes `out[lo..hi]`, every column of which has all its taps inside the rows.
     #[inline(always)]
-    fn run(&self, isa: Isa, out: &mut [f32]) {
-        let n = out.len();
+    fn run(&self, isa: Isa, out: &mut [f32], lo: usize, hi: usize) {
+        let n = hi - lo;
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx2Fma && n >= 8 {
-            // Every load of the blocks below stays inside `rbuf`.
-            let last = self.taps.iter().max().copied().unwrap_or(0) + n;
-            assert!(self.rows.iter().all(|&(_, s)| s + last <= self.rbuf.len()));
+            // Every load of the blocks below stays inside its row.
+            let last = self.taps.iter().max().copied().unwrap_or(0) + hi;
+            assert!(hi <= out.len() && lo >= self.shift);
+            assert!(self.rows.iter().all(|&(_, r)| last <= r.len() + self.shift));
             // SAFETY: AVX2 was detected at run time (`Isa::Avx2Fma`); bounds asserted above.
             unsafe {
-                let ox = self.blocks_avx2::<4>(out, 0, n);
-                let ox = self.blocks_avx2::<1>(out, ox, n);
-                if ox < n {
-                    self.blocks_avx2::<1>(out, n - 8, n);
+                let ox = self.blocks_avx2::<4>(out, lo, hi);
+                let ox = self.blocks_avx2::<1>(out, ox, hi);
+                if ox < hi {
+                    // The last block moved back to end at hi: recomputing a column gives the
+                    // same bits, so the overlap is harmless.
+                    self.blocks_avx2::<1>(out, hi - 8, hi);
                 }
             }
             return;
         }
         let _ = isa;
         if n >= 8 {
-            let ox = self.blocks::<32>(out, 0, n);
-            let ox = self.blocks::<8>(out, ox, n);
-            if ox < n {
-                // The last block moved back to end at n: recomputing a column gives the same
-                // bits, so the overlap is harmless.
-                self.blocks::<8>(out, n - 8, n);
+            let ox = self.blocks::<32>(out, lo, hi);
+            let ox = self.blocks::<8>(out, ox, hi);
+            if ox < hi {
+                self.blocks::<8>(out, hi - 8, hi);
             }
         } else if n >= 4 {
-            self.blocks::<4>(out, 0, n);
-            self.blocks::<4>(out, n - 4, n);
+            self.blocks::<4>(out, lo, hi);
+            self.blocks::<4>(out, hi - 4, hi);
         } else {
-            self.blocks::<1>(out, 0, n);
+            self.blocks::<1>(out, lo, hi);
         }
     }
 
@@ -330,7 +417,8 @@ impl Block<'_> {
     /// multiply and add, then bias and the activation as [`simd::act8`]) in the same order.
     ///
     /// # Safety
-    /// AVX2 must be available, and `slot + tap + end <= rbuf.len()` for every row and tap.
+    /// AVX2 must be available, `end <= out.len()`, `ox >= shift`, and
+    /// `tap + end <= row.len() + shift` for every row and tap.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn blocks_avx2<const V: usize>(
@@ -340,16 +428,14 @@ impl Block<'_> {
         end: usize,
     ) -> usize {
         use std::arch::x86_64::*;
-        assert!(end <= out.len());
-        let base = self.rbuf.as_ptr();
         while ox + 8 * V <= end {
             let mut acc = [_mm256_setzero_ps(); V];
-            for &(ky, slot) in self.rows {
+            for &(ky, row) in self.rows {
                 let wr = &self.wk[ky * self.kw..(ky + 1) * self.kw];
                 for (&wv, &t) in wr.iter().zip(self.taps) {
                     let w8 = _mm256_set1_ps(wv);
-                    // SAFETY: slot + t + ox + 8V <= slot + t + end <= rbuf.len() (caller).
-                    let p = unsafe { base.add(slot + t + ox) };
+                    // SAFETY: t + ox - shift + 8V <= t + end - shift <= row.len() (caller).
+                    let p = unsafe { row.as_ptr().add(t + ox - self.shift) };
                     for (v, a) in acc.iter_mut().enumerate() {
                         let xv = unsafe { _mm256_loadu_ps(p.add(8 * v)) };
                         *a = _mm256_add_ps(*a, _mm256_mul_ps(w8, xv));
@@ -363,7 +449,7 @@ impl Block<'_> {
                     // SAFETY: AVX is available (caller).
                     r = unsafe { simd::act8(act, r) };
                 }
-                // SAFETY: ox + 8V <= end <= out.len() (asserted above).
+                // SAFETY: ox + 8V <= end <= out.len() (caller).
                 unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(ox + 8 * v), r) };
             }
             ox += 8 * V;
@@ -376,11 +462,11 @@ impl Block<'_> {
     fn blocks<const W: usize>(&self, out: &mut [f32], mut ox: usize, end: usize) -> usize {
         while ox + W <= end {
             let mut acc = [0.0f32; W];
-            for &(ky, slot) in self.rows {
+            for &(ky, row) in self.rows {
                 let wr = &self.wk[ky * self.kw..(ky + 1) * self.kw];
                 for (&wv, &t) in wr.iter().zip(self.taps) {
-                    let s = slot + t + ox;
-                    let xs: &[f32; W] = self.rbuf[s..s + W].try_into().expect("W floats");
+                    let s = t + ox - self.shift;
+                    let xs: &[f32; W] = row[s..s + W].try_into().expect("W floats");
                     for (a, &xv) in acc.iter_mut().zip(xs) {
                         *a += wv * xv;
                     }
@@ -392,5 +478,20 @@ impl Block<'_> {
             ox += W;
         }
         ox
+    }
+
+    /// Output column `ox` of raw input rows (`shift` = left pad) with taps outside the row
+    /// reading zero: the value the padded ring gives.
+    #[inline(always)]
+    fn edge(&self, ox: usize) -> f32 {
+        let mut acc = 0.0f32;
+        for &(ky, row) in self.rows {
+            for (kx, &t) in self.taps.iter().enumerate() {
+                let c = (t + ox) as isize - self.shift as isize;
+                let xv = if c >= 0 && (c as usize) < row.len() { row[c as usize] } else { 0.0 };
+                acc += self.wk[ky * self.kw + kx] * xv;
+            }
+        }
+        finish_value(acc, self.bias, self.act)
     }
 }
