@@ -95,3 +95,56 @@ fn profiles_round_trip_and_predict_every_plan_of_the_front() {
     }
     assert!(Profile::default().predict(&graph, &front[0].plan(&graph).unwrap()).is_err());
 }
+
+#[test]
+fn kernel_choices_are_measured_recorded_and_change_no_bits() {
+    let dir = std::env::temp_dir().join(format!("frugal-variants-test-{}", std::process::id()));
+    std::env::set_var("FRUGAL_CACHE_DIR", &dir);
+    let graph = zoo::mobilenet_v2(64, 10, 0).unwrap();
+    let opts = BackendOptions { threads: 2 };
+    let mut backend = backend_with("cpu", &opts).unwrap();
+    let mut profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
+    let plan = frugal::Plan::build(&graph, &PlanOptions::new(frugal::Strategy::ByParts)).unwrap();
+    // Every convolution was timed with each of its variants (2 threads: channel or column
+    // splits; depthwise: ring or in place).
+    let with_variants: Vec<usize> = (0..graph.nodes.len())
+        .filter(|&i| !profile.variants_of(&graph, frugal::NodeId(i)).is_empty())
+        .collect();
+    assert!(with_variants.len() > 10, "only {} nodes have variants", with_variants.len());
+
+    // The choice follows the timings: make one variant 100x faster, then every variant slower.
+    let node = frugal::NodeId(with_variants[0]);
+    let name = profile.variants_of(&graph, node)[0].clone();
+    let key = format!("{}#{name}", planner::profile::kernel_key(&graph, node));
+    for (_, t) in profile.kernels.get_mut(&key).unwrap() {
+        *t /= 100.0;
+    }
+    assert_eq!(profile.choose_kernels(&graph, &plan).unwrap()[node.0], Some(name));
+    for (k, pts) in profile.kernels.iter_mut() {
+        if k.contains('#') {
+            pts.iter_mut().for_each(|(_, t)| *t *= 1e3);
+        }
+    }
+    assert!(profile.choose_kernels(&graph, &plan).unwrap().iter().all(Option::is_none));
+
+    // Forcing any variant on every node gives the bits of the backend's own choice, and the
+    // choices survive a JSON round trip of the plan.
+    let x: Vec<f32> = (0..3 * 64 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let run = |plan: &frugal::Plan| {
+        let be = backend_with("cpu", &opts).unwrap();
+        let mut s = Session::new(&graph, plan, be).unwrap();
+        s.run(&[&x]).unwrap()[0].as_f32().unwrap().to_vec()
+    };
+    let want = run(&plan);
+    for pick in 0..2 {
+        let mut forced = plan.clone();
+        forced.kernels = (0..graph.nodes.len())
+            .map(|i| profile.variants_of(&graph, frugal::NodeId(i)).get(pick).cloned())
+            .collect();
+        let json = serde_json::to_string(&forced).unwrap();
+        let back: frugal::Plan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.kernels, forced.kernels);
+        let got = run(&back);
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "variant {pick}");
+    }
+}

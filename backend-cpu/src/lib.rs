@@ -30,6 +30,8 @@ pub use par::Par;
 pub(crate) struct Ctx<'a> {
     pub(crate) isa: Isa,
     pub(crate) par: Par<'a>,
+    /// Kernel variant (index into [`ops::variants`]), `None`: the kernel's own choice.
+    pub(crate) variant: Option<usize>,
 }
 
 /// A weight as stored by the CPU backend: the f32 data (zero-copy when the model file held f32)
@@ -221,7 +223,20 @@ impl Backend for CpuBackend {
     }
 
     fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()> {
-        let ctx = Ctx { isa: self.isa, par: Par::new(self.pool.as_ref()) };
+        self.execute_variant(kernel, None, scratch)
+    }
+
+    fn variants(&self, kernel: &Kernel<'_>) -> Vec<&'static str> {
+        ops::variants(kernel, self.threads()).to_vec()
+    }
+
+    fn execute_variant(
+        &mut self,
+        kernel: &Kernel<'_>,
+        variant: Option<usize>,
+        scratch: Scratch,
+    ) -> Result<()> {
+        let ctx = Ctx { isa: self.isa, par: Par::new(self.pool.as_ref()), variant };
         let weights = &self.weights;
         let mut run =
             |arena: &mut Arena, k: &Kernel<'_>, s: Scratch| execute_f32(arena, k, s, weights, ctx);

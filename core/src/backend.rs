@@ -465,6 +465,27 @@ pub trait Backend: Send + fmt::Debug {
     /// Runs one kernel: reads its input windows, writes its output window.
     fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()>;
 
+    /// Names of the interchangeable implementations this backend has for `kernel` (how work is
+    /// split across threads, which loop nest runs): they give the same bits and differ only in
+    /// speed, so a plan may pick one per node by measurement. Empty: one implementation.
+    /// [`Backend::workspace_bytes`] covers every variant.
+    fn variants(&self, kernel: &Kernel<'_>) -> Vec<&'static str> {
+        let _ = kernel;
+        Vec::new()
+    }
+
+    /// Runs `kernel` with implementation `variant` (an index into [`Backend::variants`]; `None`:
+    /// the backend's own choice).
+    fn execute_variant(
+        &mut self,
+        kernel: &Kernel<'_>,
+        variant: Option<usize>,
+        scratch: Scratch,
+    ) -> Result<()> {
+        let _ = variant;
+        self.execute(kernel, scratch)
+    }
+
     /// Copies host rows into a window. `src` holds tensor rows `src_rows` of every plane,
     /// plane after plane (`0..height` for a whole host tensor); the window's rows must lie
     /// among them.

@@ -127,6 +127,8 @@ pub(crate) struct NodeExec {
     pub fold: Option<Fold>,
     /// Buffer index of the output.
     pub output: usize,
+    /// Kernel variant (index into the backend's `variants`), `None`: the backend's choice.
+    pub variant: Option<usize>,
 }
 
 impl NodeExec {
@@ -154,6 +156,7 @@ impl NodeExec {
             op: node.op.clone(),
             inputs,
             output: buffer_of(node.output())?,
+            variant: None,
         })
     }
 }
@@ -207,6 +210,7 @@ impl Program {
         // Per-node preparation (weight repacking, pipeline compilation) on each node's first
         // firing, and scratch: the most any single firing asks for, placed after the buffers.
         let mut prepared = vec![false; p.nodes.len()];
+        let mut variants = vec![None; p.nodes.len()];
         let mut workspace = 0;
         for i in 0..p.steps.len() {
             let Step { kind: StepKind::Fire(n), rows } = p.steps[i] else { continue };
@@ -214,8 +218,15 @@ impl Program {
             if !prepared[n.0] {
                 backend.prepare(&k)?;
                 prepared[n.0] = true;
+                // The plan names variants; a name this backend does not have leaves its choice.
+                if let Some(Some(name)) = plan.kernels.get(n.0) {
+                    variants[n.0] = backend.variants(&k).iter().position(|v| v == name);
+                }
             }
             workspace = workspace.max(backend.workspace_bytes(&k));
+        }
+        for (node, v) in p.nodes.iter_mut().zip(variants) {
+            node.variant = v;
         }
         let base = align_up(plan.arena_bytes, 64);
         p.scratch = Scratch { offset: base, bytes: workspace };
@@ -258,14 +269,16 @@ impl Program {
                 StepKind::Fire(n) => {
                     let node = &self.nodes[n.0];
                     let k = kernel_for(node, rows, &self.buffers, &mut self.concat_inputs)?;
-                    backend.execute(&k, self.scratch).map_err(|e| match e {
-                        Error::Backend { backend, op, reason } => Error::Backend {
-                            backend,
-                            op: format!("{op} (node '{}')", node.name),
-                            reason,
+                    backend.execute_variant(&k, node.variant, self.scratch).map_err(
+                        |e| match e {
+                            Error::Backend { backend, op, reason } => Error::Backend {
+                                backend,
+                                op: format!("{op} (node '{}')", node.name),
+                                reason,
+                            },
+                            other => other,
                         },
-                        other => other,
-                    })?;
+                    )?;
                 }
             }
         }

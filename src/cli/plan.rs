@@ -40,6 +40,9 @@ struct PlanReport<'p> {
     cuts: &'p [frugal::plan::Cut],
     stages: &'p [frugal::plan::Stage],
     buffers: Vec<BufferReport<'p>>,
+    /// Kernel variant chosen per node by measurement (`null`: the backend's own choice).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    kernels: &'p [Option<String>],
 }
 
 #[derive(Serialize)]
@@ -66,6 +69,7 @@ impl<'p> PlanReport<'p> {
             steps: p.steps.len(),
             cuts: &p.cuts,
             stages: &p.stages,
+            kernels: &p.kernels,
             buffers: p
                 .buffers
                 .iter()
@@ -164,17 +168,23 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         graph.nodes.len(),
         format::bytes(graph.weight_bytes())
     );
+    // The chosen plan's measured kernel variants, where it has any.
+    let kernels: &[Option<String>] = chosen.as_ref().map_or(&[], |(p, _)| &p.kernels);
+    let show_kernels = kernels.iter().any(Option::is_some);
     println!();
-    println!("{:<40} {:<28} {:<20} {:>10}", "node", "op", "output shape", "size");
-    for n in &graph.nodes {
+    print!("{:<40} {:<28} {:<20} {:>10}", "node", "op", "output shape", "size");
+    println!("{}", if show_kernels { "  kernel" } else { "" });
+    for (i, n) in graph.nodes.iter().enumerate() {
         let v = graph.value(n.output());
-        println!(
+        print!(
             "{:<40} {:<28} {:<20} {:>10}",
             clip(&n.name, 40),
             n.op.describe(),
             format!("{:?}", v.shape),
             format::bytes(v.nbytes())
         );
+        let kernel = kernels.get(i).cloned().flatten().unwrap_or_else(|| "-".into());
+        println!("{}", if show_kernels { format!("  {kernel}") } else { String::new() });
     }
     println!();
     println!(

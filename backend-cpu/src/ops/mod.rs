@@ -61,6 +61,14 @@ pub(crate) fn workspace_floats(k: &Kernel<'_>, threads: usize) -> usize {
     }
 }
 
+/// The interchangeable implementations of a kernel on `threads` threads (same bits).
+pub(crate) fn variants(k: &Kernel<'_>, threads: usize) -> &'static [&'static str] {
+    match k {
+        Kernel::Conv { op, x, w, y, .. } => conv::variants(op, x, w, y, threads),
+        _ => &[],
+    }
+}
+
 /// Runs one kernel.
 pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'_>) -> Result<()> {
     let isa = ctx.isa;

@@ -153,12 +153,18 @@ impl Rig {
 
     /// Prepares and runs `k` with NaN-filled scratch; a successful call must not allocate.
     pub(crate) fn run(&mut self, k: &Kernel<'_>) -> Result<()> {
+        self.run_variant(k, None)
+    }
+
+    /// [`Rig::run`] with a kernel variant.
+    pub(crate) fn run_variant(&mut self, k: &Kernel<'_>, variant: Option<usize>) -> Result<()> {
         self.be.prepare(k)?;
         let bytes = self.be.workspace_bytes(k);
         let offset = self.top;
         assert!(offset + bytes <= self.size, "test arena too small for scratch");
         self.be.arena.f32_mut()[offset / 4..(offset + bytes) / 4].fill(f32::NAN);
-        let (res, allocs) = count_allocs(|| self.be.execute(k, Scratch { offset, bytes }));
+        let (res, allocs) =
+            count_allocs(|| self.be.execute_variant(k, variant, Scratch { offset, bytes }));
         if res.is_ok() {
             assert_eq!(allocs, 0, "{} allocated while running", k.family());
         }

@@ -256,6 +256,12 @@ pub struct Plan {
     pub cuts: Vec<Cut>,
     /// Stages: parts of the graph between cuts.
     pub stages: Vec<Stage>,
+    /// Kernel variant per node ([`Backend::variants`](crate::Backend::variants) name, indexed
+    /// by node of the graph the plan runs, recomputed copies included), chosen by measurement
+    /// when the planner had a profile; `None` (or an empty list): the backend's own choice.
+    /// Variants give the same bits, so this changes speed only.
+    #[serde(default)]
+    pub kernels: Vec<Option<String>>,
 }
 
 impl Plan {
@@ -454,6 +460,7 @@ pub(super) fn finish(
         live_peak_bytes: arena::live_peak(&mids),
         cuts: Vec::new(),
         stages: Vec::new(),
+        kernels: Vec::new(),
     }
 }
 

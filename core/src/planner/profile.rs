@@ -133,10 +133,12 @@ impl Profile {
         let todo = self.missing(graph);
         let mut uploads = Uploads::new(graph);
         for (k, &(node, rows)) in todo.iter().enumerate() {
-            let t = time_kernel(graph, node, rows, backend, &mut uploads)?;
-            let entry = self.kernels.entry(kernel_key(graph, node)).or_default();
-            entry.push((rows, t));
-            entry.sort_by_key(|&(r, _)| r);
+            for (variant, t) in time_kernel(graph, node, rows, backend, &mut uploads)? {
+                let key = variant_key(&kernel_key(graph, node), variant);
+                let entry = self.kernels.entry(key).or_default();
+                entry.push((rows, t));
+                entry.sort_by_key(|&(r, _)| r);
+            }
             progress(k + 1, todo.len());
         }
         Ok(())
@@ -144,8 +146,60 @@ impl Profile {
 
     /// Seconds for one firing of `node` on `rows` rows, interpolated between measured sizes.
     pub fn node_time(&self, graph: &Graph, node: NodeId, rows: usize) -> Option<f64> {
-        let pts = self.kernels.get(&kernel_key(graph, node))?;
+        self.variant_time(graph, node, None, rows)
+    }
+
+    /// [`Profile::node_time`] of one kernel variant (`None`: the backend's own choice).
+    pub fn variant_time(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        variant: Option<&str>,
+        rows: usize,
+    ) -> Option<f64> {
+        let pts = self.kernels.get(&variant_key(&kernel_key(graph, node), variant))?;
         interpolate(pts, rows)
+    }
+
+    /// The measured variants of `node` (names), if the backend had any.
+    pub fn variants_of(&self, graph: &Graph, node: NodeId) -> Vec<String> {
+        let prefix = format!("{}#", kernel_key(graph, node));
+        self.kernels
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k[prefix.len()..].to_string())
+            .collect()
+    }
+
+    /// The fastest measured kernel for each node at the part sizes `plan` fires it on (`None`
+    /// where the backend's own choice is as fast or nothing else was measured): what
+    /// [`Plan::kernels`] records.
+    pub fn choose_kernels(&self, graph: &Graph, plan: &Plan) -> Result<Vec<Option<String>>> {
+        let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
+        let mut fired: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+        for s in &plan.steps {
+            if let StepKind::Fire(n) = s.kind {
+                *fired.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
+            }
+        }
+        let mut out = vec![None; graph.nodes.len()];
+        for (i, choice) in out.iter_mut().enumerate() {
+            let cost = |variant: Option<&str>| -> Option<f64> {
+                fired
+                    .range((i, 0)..(i + 1, 0))
+                    .map(|(&(_, rows), &count)| {
+                        self.variant_time(graph, NodeId(i), variant, rows).map(|t| t * count as f64)
+                    })
+                    .sum()
+            };
+            let Some(mut best) = cost(None) else { continue };
+            for name in self.variants_of(graph, NodeId(i)) {
+                if let Some(t) = cost(Some(&name)).filter(|&t| t < best) {
+                    (best, *choice) = (t, Some(name));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Predicted seconds for one run of `plan`.
@@ -161,15 +215,25 @@ impl Profile {
             }
         }
         for ((n, rows), count) in counts {
-            let t = self.node_time(graph, NodeId(n), rows).ok_or_else(|| {
-                Error::Plan(format!(
-                    "the profile has no timing for node '{}'; run `frugal profile` first",
-                    graph.nodes[n].name
-                ))
-            })?;
+            let variant = plan.kernels.get(n).cloned().flatten();
+            let t =
+                self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {
+                    Error::Plan(format!(
+                        "the profile has no timing for node '{}'; run `frugal profile` first",
+                        graph.nodes[n].name
+                    ))
+                })?;
             total += t * count as f64;
         }
         Ok(total)
+    }
+}
+
+/// Profile key of a kernel variant: the kernel's key, then `#name`.
+fn variant_key(kernel: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(v) => format!("{kernel}#{v}"),
+        None => kernel.to_string(),
     }
 }
 
@@ -190,14 +254,15 @@ fn interpolate(pts: &[(usize, f64)], rows: usize) -> Option<f64> {
     Some(prev.1 * rows as f64 / prev.0 as f64)
 }
 
-/// Times one firing of `node` on `rows` rows with windows laid out as a ring plan would.
+/// Seconds of one firing of `node` on `rows` rows with windows laid out as a ring plan would:
+/// with the backend's own choice of kernel (`None`), then with each of its variants.
 fn time_kernel(
     graph: &Graph,
     node: NodeId,
     rows: usize,
     backend: &mut dyn Backend,
     uploads: &mut Uploads,
-) -> Result<f64> {
+) -> Result<Vec<(Option<&'static str>, f64)>> {
     let n = graph.node(node);
     let limit = firing_rows(graph, node);
     let a = (limit - rows.min(limit)) / 2;
@@ -257,15 +322,29 @@ fn time_kernel(
             .collect();
         backend.write(&buffers.window(i, lo..hi), &data, lo..hi)?;
     }
-    // Warm up, then time batches of at least 2 ms; keep the fastest batch's mean (the figure
-    // that repeats on a shared machine).
-    backend.execute(&k, scratch)?;
+    // The backend's own choice, then every variant it has.
+    let mut times = vec![(None, time_calls(backend, &k, None, scratch)?)];
+    for (i, name) in backend.variants(&k).into_iter().enumerate() {
+        times.push((Some(name), time_calls(backend, &k, Some(i), scratch)?));
+    }
+    Ok(times)
+}
+
+/// Warms up, then times batches of at least 2 ms and keeps the fastest batch's mean (the
+/// figure that repeats on a shared machine).
+fn time_calls(
+    backend: &mut dyn Backend,
+    k: &crate::backend::Kernel<'_>,
+    variant: Option<usize>,
+    scratch: Scratch,
+) -> Result<f64> {
+    backend.execute_variant(k, variant, scratch)?;
     backend.sync()?;
     let mut best = f64::INFINITY;
     for _ in 0..5 {
         let (mut reps, start) = (0u32, Instant::now());
         while reps < 3 || start.elapsed().as_secs_f64() < 0.002 {
-            backend.execute(&k, scratch)?;
+            backend.execute_variant(k, variant, scratch)?;
             reps += 1;
         }
         backend.sync()?;

@@ -30,6 +30,9 @@ pub struct Candidate {
     pub arena_bytes: usize,
     /// Predicted seconds per run.
     pub seconds: f64,
+    /// Kernel variant per node, the fastest measured ([`Plan::kernels`]).
+    #[serde(skip)]
+    pub kernels: Vec<Option<String>>,
 }
 
 impl Candidate {
@@ -38,9 +41,11 @@ impl Candidate {
         1.0 / self.seconds.max(1e-12)
     }
 
-    /// The plan.
+    /// The plan, with its measured kernel choices.
     pub fn plan(&self, graph: &Graph) -> Result<Plan> {
-        Plan::build(graph, &self.options)
+        let mut plan = Plan::build(graph, &self.options)?;
+        plan.kernels = self.kernels.clone();
+        Ok(plan)
     }
 }
 
@@ -52,13 +57,15 @@ pub fn evaluate(
     backend: &dyn Backend,
     label: &str,
 ) -> Result<Candidate> {
-    let plan = Plan::build(graph, options)?;
+    let mut plan = Plan::build(graph, options)?;
+    plan.kernels = profile.choose_kernels(graph, &plan)?;
     Ok(Candidate {
         label: label.to_string(),
         options: plan.options.clone(),
         peak_bytes: plan.peak_bytes,
         arena_bytes: session_bytes(graph, &plan, backend)?,
         seconds: profile.predict(graph, &plan)?,
+        kernels: plan.kernels,
     })
 }
 

@@ -60,6 +60,28 @@ pub(super) fn workspace(op: &Conv, g: &Geo, threads: usize) -> usize {
     Ring::new(op, g).map_or(0, |r| r.floats() * tasks)
 }
 
+/// Output columns `[a, b)` whose taps are all inside the input row (for stride 1).
+fn interior(op: &Conv, g: &Geo) -> (usize, usize) {
+    let (kw, dw, pl) = (op.kernel[1], op.dilations[1], op.pads[1]);
+    let a = pl.min(g.wout);
+    let b = (g.w + pl).saturating_sub((kw - 1) * dw).min(g.wout);
+    (a, b.max(a))
+}
+
+/// Whether the in-place loop nest applies: stride 1, a kernel the ring takes, and at least 8
+/// interior columns.
+pub(super) fn can_direct(op: &Conv, g: &Geo) -> bool {
+    let (a, b) = interior(op, g);
+    op.strides[1] == 1 && Ring::new(op, g).is_some() && b >= a + 8
+}
+
+/// The default loop nest: in place unless the scalar edge columns would cost more than padding
+/// each row once (whole planes of narrow rows). Both give the same bits.
+pub(super) fn prefers_direct(op: &Conv, g: &Geo, rows: usize) -> bool {
+    let (a, b) = interior(op, g);
+    can_direct(op, g) && (rows < 4 || (g.wout - (b - a)) * 8 <= g.wout)
+}
+
 /// Runs output rows `y.first_row .. y.first_row + y.rows` of a depthwise convolution.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn depthwise(
@@ -72,6 +94,7 @@ pub(super) fn depthwise(
     g: &Geo,
     isa: Isa,
     par: Par<'_>,
+    direct: bool,
 ) {
     let [kh, kw] = op.kernel;
     let mult = g.m / g.cin;
@@ -86,14 +109,7 @@ pub(super) fn depthwise(
     let planes = &mut io.out[..g.n * g.m * plane_len];
     let tile = par.split(g.n * g.m, 1);
     let ring_floats = ring.map_or(0, |r| r.floats());
-    // Stride 1 with a wide enough interior reads the input rows in place, unless the scalar
-    // edge columns would cost more than padding each row once (whole planes of narrow rows).
-    // Both paths give the same bits.
-    let direct = op.strides[1] == 1 && {
-        let (a, b) = shape.interior();
-        let edges = g.wout - (b - a);
-        b >= a + 8 && (y.rows < 4 || edges * 8 <= g.wout)
-    };
+    let direct = direct && can_direct(op, g);
     let tasks = (g.n * g.m).div_ceil(tile);
     assert!(io.scratch.len() >= ring_floats * tasks, "depthwise scratch too small");
     let scratch = SharedMut::new(io.scratch);
@@ -270,14 +286,6 @@ impl Shape<'_> {
         }
     }
 
-    /// Output columns `[a, b)` whose taps are all inside the input row (stride 1).
-    fn interior(&self) -> (usize, usize) {
-        let (kw, dw, pl) = (self.op.kernel[1], self.op.dilations[1], self.op.pads[1]);
-        let a = pl.min(self.g.wout);
-        let b = (self.g.w + pl).saturating_sub((kw - 1) * dw).min(self.g.wout);
-        (a, b.max(a))
-    }
-
     /// The output rows of one channel read straight from the input rows (stride 1 with at least
     /// 8 interior columns): the interior in vector blocks, the few edge columns one by one, the
     /// same values as the padded ring without copying a row.
@@ -288,7 +296,7 @@ impl Shape<'_> {
         for (kx, t) in taps.iter_mut().enumerate().take(kw) {
             *t = kx * self.op.dilations[1];
         }
-        let (a, b) = self.interior();
+        let (a, b) = interior(self.op, self.g);
         let post = simd::after_store(&self.op.act);
         for oy in y.first_row..y.first_row + y.rows {
             let mut rows: [(usize, &[f32]); MAX_K] = [(0, &[]); MAX_K];

@@ -55,6 +55,37 @@ fn band_rows(g: &Geo) -> usize {
     (BAND_FLOATS / (g.k.max(1) * g.wout.max(1))).max(1)
 }
 
+/// Ways to split a matrix-product convolution across threads.
+const SPLITS: &[&str] = &["channels", "columns"];
+/// Depthwise loop nests.
+const DEPTHWISE: &[&str] = &["ring", "direct"];
+
+/// The variants of a convolution call: the thread split where there are threads, the
+/// depthwise loop nest where both apply.
+pub(crate) fn variants(
+    op: &Conv,
+    x: &RowWindow,
+    w: &frugal_core::WeightRef,
+    y: &RowWindow,
+    threads: usize,
+) -> &'static [&'static str] {
+    variant_names(op, &geo(op, x, &w.dims, y), threads)
+}
+
+fn variant_names(op: &Conv, g: &Geo, threads: usize) -> &'static [&'static str] {
+    if is_depthwise(op, g) {
+        if depthwise::can_direct(op, g) {
+            DEPTHWISE
+        } else {
+            &[]
+        }
+    } else if threads > 1 {
+        SPLITS
+    } else {
+        &[]
+    }
+}
+
 /// Scratch floats for producing `y.rows` rows on `threads` threads.
 pub(crate) fn workspace(
     op: &Conv,
@@ -83,8 +114,15 @@ pub(crate) fn conv(
     io: Io<'_>,
     ctx: Ctx<'_>,
 ) -> Result<()> {
-    let Ctx { isa, par } = ctx;
+    let Ctx { isa, par, variant } = ctx;
     let g = geo(op, x, wd, y);
+    let names = variant_names(op, &g, par.threads());
+    let variant = match variant {
+        Some(v) if v >= names.len() => {
+            return Err(fail("conv", format!("no kernel variant {v} (it has {names:?})")));
+        }
+        v => v.map(|v| names[v]),
+    };
     let par = par.for_work(2 * g.n * g.m * g.k * y.rows * g.wout);
     if weight.len() != g.m * g.k || bias.is_some_and(|b| b.len() != g.m) {
         return Err(fail("conv", "weight or bias size does not match the convolution"));
@@ -95,7 +133,11 @@ pub(crate) fn conv(
         return Err(fail("conv", "output rows must be unpadded (row stride = width)"));
     }
     if is_depthwise(op, &g) {
-        depthwise::depthwise(op, x, weight, bias, y, io, &g, isa, par);
+        let direct = match variant {
+            Some(v) => v == "direct",
+            None => depthwise::prefers_direct(op, &g, y.rows),
+        };
+        depthwise::depthwise(op, x, weight, bias, y, io, &g, isa, par, direct);
         return Ok(());
     }
     let band = band_rows(&g);
@@ -111,7 +153,11 @@ pub(crate) fn conv(
                 let planes = &mut io.out[p0 * bd.plane_len()..(p0 + g.mg) * bd.plane_len()];
                 // Threads take column panels when there are more of them than channel tiles
                 // (each packs its own columns), channel tiles otherwise (sharing one packing).
-                if bd.cols().div_ceil(gemm::NR) >= g.mg.div_ceil(gemm::MR) {
+                let columns = match variant {
+                    Some(v) => v == "columns",
+                    None => bd.cols().div_ceil(gemm::NR) >= g.mg.div_ceil(gemm::MR),
+                };
+                if columns {
                     bd.split_columns(&io.src, packed, planes, par);
                 } else {
                     bd.split_channels(&io.src, packed, planes, par);
@@ -386,6 +432,7 @@ fn column_range(op: &Conv, g: &Geo, kx: usize) -> (usize, usize, usize) {
 mod tests {
     use frugal_core::backend::{Kernel, RowWindow};
     use frugal_core::ops::{Activation, Conv};
+    use frugal_core::Backend;
 
     use crate::ops::testutil::*;
     use crate::{CpuBackend, Isa};
@@ -567,6 +614,58 @@ mod tests {
                 1e-5,
                 &format!("k{k} s{s} p{p} d{d} g{g}"),
             );
+        }
+    }
+
+    #[test]
+    fn every_variant_gives_the_same_bits_whole_and_by_rows() {
+        let mut all = cases();
+        // Depthwise convolutions wide enough for the in-place loop nest.
+        for (k, act) in [(3, None), (5, Some(Activation::HardSwish)), (3, Some(Activation::Relu))] {
+            let mut op = conv([k, k], [1, 1], [1, 1], [k / 2; 4], 5);
+            op.act = act;
+            all.push((op, [1, 5, 9, 21], 5));
+        }
+        for (i, (op, xd, m)) in all.into_iter().enumerate() {
+            let wd = [m, xd[1] / op.groups, op.kernel[0], op.kernel[1]];
+            let yd = op.infer(&xd, &wd).unwrap();
+            let (x, w, b) = (
+                rand_vec(70 + i as u64, xd.iter().product()),
+                rand_vec(80 + i as u64, wd.iter().product()),
+                rand_vec(90 + i as u64, m),
+            );
+            let mut rig = Rig::with(CpuBackend::with_threads(2).unwrap());
+            let (xw, ww, bw) = (rig.input(&xd, &x), rig.weight(&wd, &w), rig.weight(&[m], &b));
+            let y = rig.whole(&yd);
+            let k = Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y };
+            rig.run(&k).unwrap();
+            let want = rig.read(&y);
+            let names = rig.be.variants(&k);
+            if op.groups == 1 {
+                assert_eq!(names, ["channels", "columns"], "case {i}");
+            }
+            for (v, name) in names.iter().enumerate() {
+                // Whole, then one row per call.
+                let y2 = rig.whole(&yd);
+                rig.run_variant(
+                    &Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y: y2 },
+                    Some(v),
+                )
+                .unwrap();
+                let bits = |xs: &[f32]| xs.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&rig.read(&y2)), bits(&want), "case {i} {name}");
+                for r in 0..yd[2] {
+                    let row = RowWindow { first_row: r, rows: 1, ..y2 };
+                    rig.run_variant(
+                        &Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y: row },
+                        Some(v),
+                    )
+                    .unwrap();
+                }
+                assert_eq!(bits(&rig.read(&y2)), bits(&want), "case {i} {name} by rows");
+            }
+            let bad = Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y };
+            assert!(rig.run_variant(&bad, Some(names.len())).is_err());
         }
     }
 
