@@ -194,6 +194,48 @@ fn batch_norm_and_relu_fold_into_the_conv() {
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
 }
 
+/// conv (no bias) -> Add(skip) -> Relu: the add and the activation fuse into the convolution's
+/// epilogue (a zero bias is supplied), with the bits of the unfused graph, by parts too, and
+/// the fused graph exports back to Conv -> Add -> Relu.
+#[test]
+fn residual_adds_fuse_into_the_convolution() {
+    let (w, w2) = (seeded(&[3, 3, 3, 3], 1), seeded(&[3, 3, 1, 1], 2));
+    let bytes = model(
+        13,
+        vec![
+            node("Conv", &["x", "w2"], &["skip"], vec![]),
+            node("Conv", &["skip", "w"], &["c"], vec![ints("pads", &[1, 1, 1, 1])]),
+            node("Add", &["skip", "c"], &["s"], vec![]),
+            node("Relu", &["s"], &["y"], vec![]),
+        ],
+        vec![init("w", &w), init("w2", &w2)],
+        vec![vi("x", &[1, 3, 7, 5])],
+        vec![vi("y", &[1, 3, 7, 5])],
+    );
+    let g = load(bytes.clone(), None).unwrap();
+    assert_eq!(g.nodes.len(), 2, "{}", g.summary());
+    assert!(matches!(&g.nodes[1].op,
+        Op::Conv(c) if c.residual && c.act == Some(frugal::Activation::Relu)));
+    assert_eq!(g.nodes[1].inputs.len(), 4);
+    let unfused =
+        onnx::load_bytes(bytes.into(), &ImportOptions { keep_unfused: true, ..Default::default() })
+            .unwrap();
+    assert_eq!(unfused.nodes.len(), 4);
+    let x = seeded(&[1, 3, 7, 5], 9);
+    let x = x.as_f32().unwrap();
+    let want = common::run(&unfused, Strategy::LayerByLayer, &[x]);
+    let want = want[0].as_f32().unwrap();
+    for strategy in [Strategy::LayerByLayer, Strategy::ByParts] {
+        let got = common::run(&g, strategy, &[x]);
+        common::check(got[0].as_f32().unwrap(), want, common::Tolerance::Exact).unwrap();
+    }
+    let exported = onnx::export::to_bytes(&g).unwrap();
+    let back = load(exported, None).unwrap();
+    assert_eq!(back.nodes.len(), 2, "{}", back.summary());
+    let got = common::run(&back, Strategy::ByParts, &[x]);
+    common::check(got[0].as_f32().unwrap(), want, common::Tolerance::Exact).unwrap();
+}
+
 /// A Shape -> Gather -> Unsqueeze -> Concat -> Reshape chain folds to a static Reshape.
 #[test]
 fn shape_subgraphs_are_evaluated_at_import() {

@@ -160,8 +160,8 @@ pub(crate) fn fail(op: &str, reason: impl Into<String>) -> Error {
 /// Every activation window a kernel reads.
 fn inputs_of<'k>(k: &'k Kernel<'_>) -> impl Iterator<Item = &'k RowWindow> {
     let (one, two): (Option<&RowWindow>, Option<&RowWindow>) = match k {
-        Kernel::Conv { x, .. }
-        | Kernel::ConvTranspose { x, .. }
+        Kernel::Conv { x, r, .. } => (Some(x), r.as_ref()),
+        Kernel::ConvTranspose { x, .. }
         | Kernel::Pool { x, .. }
         | Kernel::GlobalAvgPool { x, .. }
         | Kernel::Affine { x, .. }

@@ -172,7 +172,7 @@ pub struct Scratch {
 /// output window `y` says which rows to produce; input windows say which rows are present.
 #[derive(Clone, Copy, Debug)]
 pub enum Kernel<'a> {
-    /// Convolution with optional bias and fused activation.
+    /// Convolution with optional bias, fused residual add and fused activation.
     Conv {
         /// Parameters.
         op: &'a Conv,
@@ -182,6 +182,8 @@ pub enum Kernel<'a> {
         w: WeightRef,
         /// Bias `[M]`.
         b: Option<WeightRef>,
+        /// Residual rows (the output's shape), added before the activation (`Conv::residual`).
+        r: Option<RowWindow>,
         /// Output rows to produce.
         y: RowWindow,
     },
@@ -363,7 +365,9 @@ impl<'a> Kernel<'a> {
             w => *w,
         };
         match *self {
-            Kernel::Conv { op, x, w, b, .. } => Kernel::Conv { op, x: f(&x), w, b, y },
+            Kernel::Conv { op, x, w, b, r, .. } => {
+                Kernel::Conv { op, x: f(&x), w, b, r: r.as_ref().map(&mut *f), y }
+            }
             Kernel::ConvTranspose { op, x, w, b, .. } => {
                 Kernel::ConvTranspose { op, x: f(&x), w, b, y }
             }

@@ -375,7 +375,10 @@ pub(crate) fn kernel_for<'a>(
         None => buffers.window(out, a..b),
     };
     Ok(match &node.op {
-        Op::Conv(op) => Kernel::Conv { op, x: arena(0)?, w: weight(1)?, b: opt_weight(2)?, y },
+        Op::Conv(op) => {
+            let r = if op.residual { Some(arena(3)?) } else { None };
+            Kernel::Conv { op, x: arena(0)?, w: weight(1)?, b: opt_weight(2)?, r, y }
+        }
         Op::ConvTranspose(op) => {
             Kernel::ConvTranspose { op, x: arena(0)?, w: weight(1)?, b: opt_weight(2)?, y }
         }

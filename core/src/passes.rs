@@ -10,6 +10,7 @@ use crate::tensor::{DType, Tensor};
 pub fn normalize(g: &mut Graph) {
     while fold_affine_into_conv(g) {}
     while fuse_activation(g) {}
+    while fuse_residual(g) {}
     g.prune();
 }
 
@@ -141,6 +142,57 @@ fn fold_affine_into_conv(g: &mut Graph) -> bool {
         node.inputs.push(bid);
         splice(g, ci, ni);
         return true;
+    }
+    false
+}
+
+/// Fuses one residual add into the convolution producing one of its operands:
+/// `act(conv(x) + r)` becomes one convolution whose epilogue adds `r`, so the convolution's
+/// output is never stored on its own. The add's activation moves into the convolution.
+fn fuse_residual(g: &mut Graph) -> bool {
+    for ai in 0..g.nodes.len() {
+        let Op::Binary(add) = &g.nodes[ai].op else { continue };
+        if add.kind != BinaryKind::Add || g.nodes[ai].inputs.len() != 2 {
+            continue;
+        }
+        let out_shape = g.value(g.nodes[ai].output()).shape.clone();
+        let act = add.act;
+        for (k, &v) in g.nodes[ai].inputs.iter().enumerate() {
+            let r = g.nodes[ai].inputs[1 - k];
+            let Some(ci) = g.nodes.iter().position(|n| n.outputs.contains(&v)) else { continue };
+            let Op::Conv(c) = &g.nodes[ci].op else { continue };
+            if c.act.is_some()
+                || c.residual
+                || sole_consumer(g, v) != Some(NodeId(ai))
+                || g.value(v).shape != out_shape
+                || g.value(r).shape != out_shape
+                || g.value(r).is_constant()
+                || r == v
+            {
+                continue;
+            }
+            let mut node = g.nodes[ci].clone();
+            if node.inputs.len() < 3 {
+                // The residual is input 3: give the convolution a zero bias.
+                let m = out_shape[1];
+                let bias = add_constant(
+                    g,
+                    format!("{}.bias", node.name),
+                    Tensor::from_f32(vec![m], vec![0.0; m]),
+                );
+                node.inputs.push(bias);
+            }
+            node.inputs.push(r);
+            if let Op::Conv(c) = &mut node.op {
+                c.residual = true;
+                c.act = act;
+            }
+            node.outputs = vec![g.nodes[ai].output()];
+            // The fused node takes the add's place: both its operands exist by then.
+            g.nodes[ai] = node;
+            g.nodes.remove(ci);
+            return true;
+        }
     }
     false
 }

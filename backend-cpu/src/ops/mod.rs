@@ -110,12 +110,12 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
         })
     };
     match k {
-        Kernel::Conv { op, x, w, b, y } => {
+        Kernel::Conv { op, x, w, b, r, y } => {
             let bias = match b {
                 Some(b) => Some(get(b.id)?.f32()),
                 None => None,
             };
-            conv::conv(op, x, get(w.id)?.f32(), &w.dims, bias, y, io, ctx)
+            conv::conv(op, x, get(w.id)?.f32(), &w.dims, bias, r.as_ref(), y, io, ctx)
         }
         Kernel::ConvTranspose { op, x, w, b, y } => {
             let bias = match b {

@@ -142,7 +142,7 @@ impl GraphBuilder {
         let fan_in = cin / groups * kernel[0] * kernel[1];
         let w = self.weight("conv.w", &[out_channels, cin / groups, kernel[0], kernel[1]], fan_in);
         let b = self.small("conv.b", &[out_channels], 0.1);
-        let op = Op::Conv(Conv { kernel, strides, dilations, pads, groups, act });
+        let op = Op::Conv(Conv { kernel, strides, dilations, pads, groups, act, residual: false });
         self.node("conv", op, &[x, w, b])
     }
 

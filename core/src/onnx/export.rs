@@ -124,7 +124,10 @@ pub fn to_model(g: &Graph) -> Result<ModelProto> {
             }
         }
         let out = g.value(n.output()).name.clone();
-        let main_out = if e.act.is_some() { fresh(&out) } else { out.clone() };
+        // A fused residual add comes back as an Add node between the op and its activation.
+        let residual = if e.residual { inputs.pop() } else { None };
+        let act_in = if e.act.is_some() { fresh(&out) } else { out.clone() };
+        let main_out = if residual.is_some() { fresh(&out) } else { act_in.clone() };
         gp.node.push(NodeProto {
             name: Some(n.name.clone()),
             op_type: Some(e.op_type.into()),
@@ -133,6 +136,16 @@ pub fn to_model(g: &Graph) -> Result<ModelProto> {
             attribute: e.attrs,
             ..Default::default()
         });
+        if let Some(r) = residual {
+            gp.node.push(NodeProto {
+                name: Some(format!("{}.add", n.name)),
+                op_type: Some("Add".into()),
+                input: vec![main_out, r],
+                output: vec![act_in.clone()],
+                ..Default::default()
+            });
+        }
+        let main_out = act_in;
         if let Some(act) = e.act {
             let a = export_activation(&act);
             let mut ins = vec![main_out];

@@ -22,6 +22,10 @@ pub struct Conv {
     pub groups: usize,
     /// Activation applied to each output element (fused at import).
     pub act: Option<Activation>,
+    /// A residual add fused at import: inputs are then `[x, w, bias, r]` and the output is
+    /// `act(conv(x) + bias + r)`, `r` having the output's shape (ONNX: Conv, Add, activation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub residual: bool,
 }
 
 /// 2-D transposed convolution. Inputs: `x [N, C, H, W]`, weight `[C, M/groups, kh, kw]`, bias `[M]`.
@@ -134,7 +138,15 @@ impl Conv {
         if groups < 1 {
             return Err(n.shape_error(format!("group must be positive, got {groups}")));
         }
-        let conv = Conv { kernel, strides, dilations, pads, groups: groups as usize, act: None };
+        let conv = Conv {
+            kernel,
+            strides,
+            dilations,
+            pads,
+            groups: groups as usize,
+            act: None,
+            residual: false,
+        };
         let mut args = vec![Arg::Input(0), Arg::Input(1)];
         if n.has_input(2) {
             args.push(Arg::Input(2));
@@ -149,6 +161,7 @@ impl Conv {
             .attr(attr_ints("dilations", &self.dilations))
             .attr(attr_ints("pads", &self.pads))
             .attr(attr_int("group", self.groups as i64))
+            .residual(self.residual)
             .act(self.act)
     }
 }
@@ -374,6 +387,7 @@ mod tests {
             pads: [1, 1, 1, 1],
             groups: 32,
             act: None,
+            residual: false,
         };
         assert_eq!(c.infer(&[1, 32, 112, 112], &[32, 1, 3, 3]).unwrap(), vec![1, 32, 56, 56]);
         assert!(c.infer(&[1, 16, 112, 112], &[32, 1, 3, 3]).is_err());

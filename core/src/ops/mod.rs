@@ -106,12 +106,13 @@ impl Op {
     pub fn describe(&self) -> String {
         let base = match self {
             Op::Conv(c) => format!(
-                "Conv {}x{}/{}{}{}",
+                "Conv {}x{}/{}{}{}{}",
                 c.kernel[0],
                 c.kernel[1],
                 c.strides[0],
                 if c.groups > 1 { format!(" g{}", c.groups) } else { String::new() },
                 if c.dilations != [1, 1] { format!(" d{}", c.dilations[0]) } else { String::new() },
+                if c.residual { "+Add" } else { "" },
             ),
             Op::ConvTranspose(c) => {
                 format!("ConvTranspose {}x{}/{}", c.kernel[0], c.kernel[1], c.strides[0])
@@ -156,6 +157,7 @@ impl Op {
     /// What input `slot` may be bound to.
     pub fn input_role(&self, slot: usize) -> InputRole {
         match self {
+            Op::Conv(c) if c.residual && slot == 3 => InputRole::Activation,
             Op::Conv(_) | Op::ConvTranspose(_) | Op::BatchNorm(_) | Op::Gemm(_) if slot > 0 => {
                 InputRole::Weight
             }
@@ -173,6 +175,7 @@ impl Op {
         // Inputs aligned with the output's last two axes (rank >= 2 on both sides).
         let aligned = input.len() >= 2 && output.len() >= 2;
         match self {
+            Op::Conv(c) if c.residual && slot == 3 => RowMap::Same,
             Op::Conv(c) => RowMap::Window {
                 kernel: c.kernel[0],
                 stride: c.strides[0],
@@ -250,6 +253,12 @@ impl Op {
                             format!("bias {b:?} for {} channels", y[1]),
                         ));
                     }
+                }
+                if c.residual && x.get(3) != Some(&y.as_slice()) {
+                    return Err(Error::shape(
+                        "Conv",
+                        format!("residual {:?} for output {y:?}", x.get(3)),
+                    ));
                 }
                 Ok(y)
             }
@@ -332,11 +341,18 @@ pub(crate) struct Export {
     pub attrs: Vec<AttributeProto>,
     pub extra_inputs: Vec<ExtraInput>,
     pub act: Option<Activation>,
+    /// The node's last input is added to the op's result (an Add node) before the activation.
+    pub residual: bool,
 }
 
 impl Export {
     pub fn new(op_type: &'static str) -> Self {
-        Export { op_type, attrs: Vec::new(), extra_inputs: Vec::new(), act: None }
+        Export { op_type, attrs: Vec::new(), extra_inputs: Vec::new(), act: None, residual: false }
+    }
+
+    pub fn residual(mut self, residual: bool) -> Self {
+        self.residual = residual;
+        self
     }
 
     pub fn attr(mut self, a: AttributeProto) -> Self {

@@ -1,6 +1,8 @@
 //! Standard networks built in code with seeded weights, at any input size: ask "how much memory
 //! does ResNet-50 need at 512x512?" without a file, and test on architectures everyone knows.
-//! Batch norms are folded (as in deployed models); architectures follow torchvision.
+//! Batch norms are folded (as in deployed models); architectures follow torchvision. The
+//! standard networks come normalised as an import would leave them (residual adds fused into
+//! the convolution before them), so they plan exactly like their exported ONNX files.
 
 pub mod arch;
 
@@ -10,6 +12,14 @@ use crate::ops::{Activation, PoolKind};
 
 const RELU: Option<Activation> = Some(Activation::Relu);
 const RELU6: Option<Activation> = Some(Activation::Clip { min: 0.0, max: 6.0 });
+
+/// The builder's graph after the import passes (`passes::normalize`).
+fn deployed(b: GraphBuilder) -> Result<Graph> {
+    let mut g = b.finish()?;
+    crate::passes::normalize(&mut g);
+    g.check_shapes()?;
+    Ok(g)
+}
 
 /// Names accepted by [`by_name`]: standard networks, then the architecture test networks.
 pub const NAMES: [&str; 8] =
@@ -76,7 +86,7 @@ pub fn mobilenet_v2_hw(height: usize, width: usize, classes: usize, seed: u64) -
     let x = b.flatten(x)?;
     let y = b.dense(x, classes, None)?;
     b.output(y);
-    b.finish()
+    deployed(b)
 }
 
 fn inverted_residual(
@@ -153,7 +163,7 @@ pub fn resnet(
     let x = b.flatten(x)?;
     let y = b.dense(x, classes, None)?;
     b.output(y);
-    b.finish()
+    deployed(b)
 }
 
 /// VGG-16 (configuration D) at `height x width`; the classifier reads the whole final map.
@@ -175,7 +185,7 @@ pub fn vgg16(height: usize, width: usize, classes: usize, seed: u64) -> Result<G
     let x = b.dense(x, 4096, RELU)?;
     let y = b.dense(x, classes, None)?;
     b.output(y);
-    b.finish()
+    deployed(b)
 }
 
 #[cfg(test)]

@@ -110,6 +110,80 @@ pub(crate) fn conv(
     weight: &[f32],
     wd: &Dims,
     bias: Option<&[f32]>,
+    residual: Option<&RowWindow>,
+    y: &RowWindow,
+    io: Io<'_>,
+    ctx: Ctx<'_>,
+) -> Result<()> {
+    let Some(r) = residual else {
+        if op.residual {
+            return Err(fail("conv", "a residual convolution was called without its residual"));
+        }
+        return product(op, x, weight, wd, bias, y, io, ctx);
+    };
+    if !op.residual || r.dims != y.dims {
+        return Err(fail("conv", format!("residual {:?} for output {:?}", r.dims, y.dims)));
+    }
+    if y.rows > 0 && (r.first_row > y.first_row || r.first_row + r.rows < y.first_row + y.rows) {
+        return Err(fail(
+            "conv",
+            format!(
+                "output rows {}..{} need residual rows the window ({}..{}) does not hold",
+                y.first_row,
+                y.first_row + y.rows,
+                r.first_row,
+                r.first_row + r.rows
+            ),
+        ));
+    }
+    // The product with its bias first, then `act(y + r)` over the rows it wrote: the order of
+    // the unfused Conv and Add, so the bits are theirs.
+    let bare = Conv { act: None, ..op.clone() };
+    let Io { src, out, out_base, scratch } = io;
+    let par = ctx.par;
+    product(&bare, x, weight, wd, bias, y, Io { src, out: &mut *out, out_base, scratch }, ctx)?;
+    add_residual(y, r, &src, out, op.act.as_ref(), par);
+    Ok(())
+}
+
+/// `out = act(out + r)` over rows `y.first_row .. y.first_row + y.rows` of every plane.
+fn add_residual(
+    y: &RowWindow,
+    r: &RowWindow,
+    src: &Src<'_>,
+    out: &mut [f32],
+    act: Option<&Activation>,
+    par: Par<'_>,
+) {
+    let (planes, _, w) = y.geometry();
+    let plane_len = y.capacity * y.row_stride;
+    let par = par.for_work(planes * y.rows * w);
+    let tile = par.split(planes, 1);
+    par.chunks(&mut out[..planes * plane_len], tile * plane_len, |t, chunk| {
+        for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
+            let p = t * tile + i;
+            for oy in y.first_row..y.first_row + y.rows {
+                let start = (oy % y.capacity) * y.row_stride;
+                let o = &mut plane[start..start + w];
+                for (v, &rv) in o.iter_mut().zip(src.slice(r.row_start(p, oy), w)) {
+                    *v += rv;
+                }
+                if let Some(act) = act {
+                    act.apply_slice(o);
+                }
+            }
+        }
+    });
+}
+
+/// The convolution itself (bias and `op.act` included), rows `y.first_row ..`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    op: &Conv,
+    x: &RowWindow,
+    weight: &[f32],
+    wd: &Dims,
+    bias: Option<&[f32]>,
     y: &RowWindow,
     io: Io<'_>,
     ctx: Ctx<'_>,
@@ -438,7 +512,7 @@ mod tests {
     use crate::{CpuBackend, Isa};
 
     fn conv(k: [usize; 2], s: [usize; 2], d: [usize; 2], pads: [usize; 4], groups: usize) -> Conv {
-        Conv { kernel: k, strides: s, dilations: d, pads, groups, act: None }
+        Conv { kernel: k, strides: s, dilations: d, pads, groups, act: None, residual: false }
     }
 
     /// Naive ONNX convolution in f64.
@@ -547,7 +621,7 @@ mod tests {
                 &[Input { dims: &xd, data: &x, need: &need }],
                 &[(&wd, &w), (&[m], &b)],
                 &yd,
-                |xs, ws, y| Kernel::Conv { op, x: xs[0], w: ws[0], b: Some(ws[1]), y },
+                |xs, ws, y| Kernel::Conv { op, x: xs[0], w: ws[0], b: Some(ws[1]), r: None, y },
             );
             assert_close(
                 &got,
@@ -555,6 +629,56 @@ mod tests {
                 1e-5,
                 &format!("case {i}: {op:?}"),
             );
+        }
+    }
+
+    /// The residual epilogue: `act(conv(x) + b + r)`, whole, by bands and through rings,
+    /// against the naive convolution followed by the add and the activation.
+    #[test]
+    fn residual_adds_in_the_epilogue() {
+        let cases = [
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 6, 7, 9], 6, Some(Activation::Relu)),
+            (conv([1, 1], [2, 2], [1, 1], [0; 4], 1), [1, 4, 9, 8], 20, None),
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 5), [1, 5, 6, 11], 5, Some(Activation::Relu)),
+        ];
+        for (i, (mut op, xd, m, act)) in cases.into_iter().enumerate() {
+            op.residual = true;
+            op.act = act;
+            let op = leak(op);
+            let wd = [m, xd[1] / op.groups, op.kernel[0], op.kernel[1]];
+            let yd = op.infer(&xd, &wd).unwrap();
+            let s = 300 + 10 * i as u64;
+            let (x, w, b, r) = (
+                rand_vec(s, xd.iter().product()),
+                rand_vec(s + 1, wd.iter().product()),
+                rand_vec(s + 2, m),
+                rand_vec(s + 3, yd.iter().product()),
+            );
+            let need = needed(op, xd[2]);
+            let same = |lo, hi| (lo, hi);
+            let got = check_bands(
+                &[
+                    Input { dims: &xd, data: &x, need: &need },
+                    Input { dims: &yd, data: &r, need: &same },
+                ],
+                &[(&wd, &w), (&[m], &b)],
+                &yd,
+                |xs, ws, y| Kernel::Conv {
+                    op,
+                    x: xs[0],
+                    w: ws[0],
+                    b: Some(ws[1]),
+                    r: Some(xs[1]),
+                    y,
+                },
+            );
+            let plain = Conv { act: None, residual: false, ..*op };
+            let want: Vec<f32> = reference(&plain, &xd, &x, &wd, &w, &b, &yd)
+                .iter()
+                .zip(&r)
+                .map(|(c, r)| act.map_or(c + r, |a| a.apply(c + r)))
+                .collect();
+            assert_close(&got, &want, 1e-5, &format!("residual case {i}"));
         }
     }
 
@@ -571,7 +695,7 @@ mod tests {
             let mut rig = Rig::with(CpuBackend::with_isa(Isa::Generic));
             let (xw, ww, bw) = (rig.input(&xd, &x), rig.weight(&wd, &w), rig.weight(&[m], &b));
             let y = rig.whole(&yd);
-            rig.run(&Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y }).unwrap();
+            rig.run(&Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y }).unwrap();
             assert_close(
                 &rig.read(&y),
                 &reference(&op, &xd, &x, &wd, &w, &b, &yd),
@@ -605,7 +729,7 @@ mod tests {
             let mut rig = Rig::new();
             let (xw, ww) = (rig.input(&xd, &x), rig.weight(&wd, &w));
             let y = rig.whole(&yd);
-            rig.run(&Kernel::Conv { op: &op, x: xw, w: ww, b: None, y }).unwrap();
+            rig.run(&Kernel::Conv { op: &op, x: xw, w: ww, b: None, r: None, y }).unwrap();
             let theirs = candle(&xd, &x).conv2d(&candle(&wd, &w), p, s, d, g).unwrap();
             assert_eq!(theirs.dims(), yd.as_slice());
             assert_close(
@@ -637,7 +761,7 @@ mod tests {
             let mut rig = Rig::with(CpuBackend::with_threads(2).unwrap());
             let (xw, ww, bw) = (rig.input(&xd, &x), rig.weight(&wd, &w), rig.weight(&[m], &b));
             let y = rig.whole(&yd);
-            let k = Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y };
+            let k = Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y };
             rig.run(&k).unwrap();
             let want = rig.read(&y);
             let names = rig.be.variants(&k);
@@ -648,7 +772,7 @@ mod tests {
                 // Whole, then one row per call.
                 let y2 = rig.whole(&yd);
                 rig.run_variant(
-                    &Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y: y2 },
+                    &Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y: y2 },
                     Some(v),
                 )
                 .unwrap();
@@ -657,14 +781,14 @@ mod tests {
                 for r in 0..yd[2] {
                     let row = RowWindow { first_row: r, rows: 1, ..y2 };
                     rig.run_variant(
-                        &Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y: row },
+                        &Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y: row },
                         Some(v),
                     )
                     .unwrap();
                 }
                 assert_eq!(bits(&rig.read(&y2)), bits(&want), "case {i} {name} by rows");
             }
-            let bad = Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), y };
+            let bad = Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y };
             assert!(rig.run_variant(&bad, Some(names.len())).is_err());
         }
     }
@@ -681,13 +805,13 @@ mod tests {
         let ring = rig.ring(&xd, 4);
         let band = RowWindow { first_row: 2, rows: 1, ..y };
         let held = rig.put_rows(&ring, &x, 3, 6);
-        assert!(rig.run(&Kernel::Conv { op: &op, x: held, w, b: None, y: band }).is_ok());
+        assert!(rig.run(&Kernel::Conv { op: &op, x: held, w, b: None, r: None, y: band }).is_ok());
         let held = rig.put_rows(&ring, &x, 4, 7);
-        assert!(rig.run(&Kernel::Conv { op: &op, x: held, w, b: None, y: band }).is_err());
+        assert!(rig.run(&Kernel::Conv { op: &op, x: held, w, b: None, r: None, y: band }).is_err());
         let xw = rig.input(&xd, &x);
         let bad_w = rig.weight(&[3, 2, 2, 2], &[0.0; 24]);
-        assert!(rig.run(&Kernel::Conv { op: &op, x: xw, w: bad_w, b: None, y }).is_err());
+        assert!(rig.run(&Kernel::Conv { op: &op, x: xw, w: bad_w, b: None, r: None, y }).is_err());
         let bad_b = rig.weight(&[2], &[0.0; 2]);
-        assert!(rig.run(&Kernel::Conv { op: &op, x: xw, w, b: Some(bad_b), y }).is_err());
+        assert!(rig.run(&Kernel::Conv { op: &op, x: xw, w, b: Some(bad_b), r: None, y }).is_err());
     }
 }
