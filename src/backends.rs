@@ -1,7 +1,7 @@
 //! Backend selection by name. The CPU backend is always present; GPU backends and plugins are
 //! features, and asking for one that was not compiled in is a clear error.
 
-use frugal_core::{Backend, Error, Result};
+use frugal_core::{Backend, Capabilities, Error, Result};
 
 /// Names accepted by [`backend_by_name`] (plus `plugin:PATH`).
 pub const BACKEND_NAMES: [&str; 4] = ["cpu", "wgpu", "cuda", "gpu-or-cpu"];
@@ -108,6 +108,29 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
     }
 }
 
+/// What `frugal backends` shows about one backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendReport {
+    /// The name to pass to `--backend`.
+    pub name: String,
+    /// The device and its limits, or why the backend cannot be used here.
+    pub status: std::result::Result<Capabilities, String>,
+}
+
+/// Every backend this build knows (and every plugin found), each with its device or the reason
+/// it is unavailable. Creating a backend is the check: what works here is what `--backend` gets.
+pub fn available(options: &BackendOptions) -> Vec<BackendReport> {
+    ["cpu", "wgpu", "cuda"]
+        .into_iter()
+        .map(|name| BackendReport {
+            name: name.to_string(),
+            status: backend_with(name, options)
+                .and_then(|b| b.check().map(|_| b.capabilities()))
+                .map_err(|e| e.to_string()),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +144,17 @@ mod tests {
         let e = backend_by_name("plugin:").unwrap_err().to_string();
         assert!(e.contains("unknown backend"), "{e}");
         assert!(backend_by_name("cuda").is_err());
+    }
+
+    #[test]
+    fn the_report_lists_every_backend_with_a_device_or_a_reason() {
+        let all = available(&BackendOptions { threads: 1 });
+        assert_eq!(all[0].name, "cpu");
+        assert!(all[0].status.as_ref().unwrap().device.contains("CPU"), "{:?}", all[0]);
+        for r in &all[1..] {
+            if let Err(why) = &r.status {
+                assert!(!why.is_empty());
+            }
+        }
     }
 }

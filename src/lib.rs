@@ -30,6 +30,9 @@ pub mod npy;
 pub mod planning;
 pub mod preprocess;
 
-pub use backends::{backend_by_name, backend_with, BackendKind, BackendOptions, BACKEND_NAMES};
+pub use backends::{
+    available, backend_by_name, backend_with, BackendKind, BackendOptions, BackendReport,
+    BACKEND_NAMES,
+};
 pub use frugal_core::*;
 pub use frugal_cpu::CpuBackend;

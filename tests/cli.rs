@@ -276,3 +276,19 @@ fn pareto_and_profile_report_measured_plans() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(!v["checks"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn backends_lists_the_cpu_and_explains_the_rest() {
+    let o = frugal(&["backends"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.lines().any(|l| l.starts_with("cpu") && l.contains("available")), "{out}");
+    for name in ["wgpu", "cuda"] {
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("available"), "{line}");
+    }
+    let o = frugal(&["backends", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["name"], "cpu");
+    assert_eq!(v[0]["available"], true);
+}

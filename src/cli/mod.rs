@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+mod backends;
 mod bench;
 mod export;
 mod pareto;
@@ -31,6 +32,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// The measured memory/throughput trade-off curve, as a table, SVG or JSON.
     Pareto(pareto::ParetoArgs),
+    /// The backends this build has, their devices and limits, and why any cannot run here.
+    Backends(backends::BackendsArgs),
 }
 
 /// Runs the chosen subcommand (`run` on the bundled model when none is given).
@@ -43,6 +46,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Profile(a)) => profile::run(a),
         Some(Command::Pareto(a)) => pareto::run(a),
+        Some(Command::Backends(a)) => backends::run(a),
     }
 }
 
