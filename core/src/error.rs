@@ -111,6 +111,32 @@ pub enum Error {
         reason: String,
     },
 
+    /// Something beyond frugal's limits (see [`crate::limits`]), refused before allocating.
+    #[error("{what} is too large: {reason}")]
+    TooLarge {
+        /// The tensor, node or plan.
+        what: String,
+        /// What limit it exceeds and what to do.
+        reason: String,
+    },
+
+    /// A plan whose weights plus arena exceed the user's `--max-memory`.
+    #[error(
+        "the plan needs {} (weights {} + activations and scratch {}), above the memory limit of {}; raise --max-memory, or lower the plan's memory with --strategy by-parts or --budget",
+        crate::format::bytes(*.weights + *.arena),
+        crate::format::bytes(*.weights),
+        crate::format::bytes(*.arena),
+        crate::format::bytes(*.limit)
+    )]
+    OverMemoryLimit {
+        /// Bytes of weights the backend holds.
+        weights: usize,
+        /// Bytes of the arena (activations and kernel scratch).
+        arena: usize,
+        /// The limit.
+        limit: usize,
+    },
+
     /// A plan that does not belong to the graph it is used with, or is inconsistent.
     #[error("invalid plan: {0}")]
     Plan(String),
