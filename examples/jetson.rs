@@ -10,15 +10,23 @@
 //! Pass an image path to classify your own page.
 
 use frugal::preprocess::ImagePrep;
-use frugal::{format, model, Backend, CudaBackend, CudaOptions, Plan, PlanOptions, Session, Strategy};
+use frugal::{
+    format, model, Backend, CudaBackend, CudaOptions, Plan, PlanOptions, Session, Strategy,
+};
 
 fn main() -> anyhow::Result<()> {
     let image = match std::env::args().nth(1) {
         Some(path) => std::fs::read(&path)?,
         None => model::PAGE_ROT90CCW.to_vec(),
     };
-    // Fails with a clear message (no driver, no device, no NVRTC) rather than panicking.
-    let backend = CudaBackend::with_options(CudaOptions { device: 0, host_mapped_io: true })?;
+    // A clear message (no driver, no device, no NVRTC) rather than a panic.
+    let backend = match CudaBackend::with_options(CudaOptions { device: 0, host_mapped_io: true }) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     println!("device  {}", backend.capabilities().device);
 
     let graph = model::load(None, None)?;

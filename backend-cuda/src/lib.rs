@@ -26,18 +26,18 @@
 //! the kernels have not yet run. See the README, "GPU: CUDA and Jetson", for the commands that
 //! check them on a GPU.
 
+mod device;
+#[cfg(feature = "emulator")]
+mod emulator;
 mod kernels;
 mod params;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
-use cudarc::driver::{
-    result as cu, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
-    LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::CudaContext;
+use device::{driver_err, Dev, DevBuf, Gpu, Mapped};
 use frugal_core::backend::{Capabilities, Kernel, Operand, RowWindow, Scratch, WeightId};
 use frugal_core::ops::{PoolKind, ReduceKind, ResizeMode};
 use frugal_core::{Backend, DType, Error, Result, Tensor};
@@ -87,10 +87,6 @@ fn unavailable(reason: impl Into<String>) -> Error {
     Error::BackendUnavailable { backend: "cuda".into(), reason: reason.into() }
 }
 
-fn driver_err(op: &str, e: impl std::fmt::Debug) -> Error {
-    fail(op, format!("CUDA error: {e:?}"))
-}
-
 /// Runs `f`, turning a panic inside cudarc (a missing symbol in an old driver, for instance)
 /// into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -104,81 +100,6 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
-/// A device buffer and its raw address.
-#[derive(Debug)]
-struct DevBuf {
-    buf: CudaSlice<f32>,
-    ptr: u64,
-}
-
-impl DevBuf {
-    fn new(stream: &Arc<CudaStream>, len: usize) -> Result<DevBuf> {
-        let buf = stream
-            .alloc_zeros::<f32>(len.max(1))
-            .map_err(|e| fail("alloc", format!("cannot allocate {} bytes: {e:?}", len * 4)))?;
-        let ptr = buf.device_ptr(stream).0;
-        Ok(DevBuf { buf, ptr })
-    }
-
-    fn upload(stream: &Arc<CudaStream>, data: &[f32]) -> Result<DevBuf> {
-        let buf =
-            if data.is_empty() { stream.alloc_zeros::<f32>(1) } else { stream.clone_htod(data) }
-                .map_err(|e| driver_err("upload", e))?;
-        let ptr = buf.device_ptr(stream).0;
-        Ok(DevBuf { buf, ptr })
-    }
-
-    fn len(&self) -> usize {
-        self.buf.len()
-    }
-}
-
-/// Pinned host memory mapped into the device (the `host_mapped_io` staging buffer).
-#[derive(Debug)]
-struct Mapped {
-    host: *mut f32,
-    dev: u64,
-    len: usize,
-    ctx: Arc<CudaContext>,
-}
-
-// SAFETY: the buffer is owned by the backend, which is used from one thread at a time.
-unsafe impl Send for Mapped {}
-
-impl Mapped {
-    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Mapped> {
-        ctx.bind_to_thread().map_err(|e| driver_err("host_mapped_io", e))?;
-        // SAFETY: allocates len floats of pinned, device-mapped host memory; the pointer is
-        // checked before use and freed in Drop.
-        unsafe {
-            let host = cu::malloc_host(len * 4, cudarc::driver::sys::CU_MEMHOSTALLOC_DEVICEMAP)
-                .map_err(|e| driver_err("host_mapped_io", e))? as *mut f32;
-            let mut dev = 0u64;
-            let r = cudarc::driver::sys::cuMemHostGetDevicePointer_v2(&mut dev, host.cast(), 0);
-            if let Err(e) = r.result() {
-                let _ = cu::free_host(host.cast());
-                return Err(driver_err("host_mapped_io", e));
-            }
-            Ok(Mapped { host, dev, len, ctx: ctx.clone() })
-        }
-    }
-
-    fn slice_mut(&mut self, n: usize) -> &mut [f32] {
-        // SAFETY: host points to len floats owned by self; n <= len is checked by the caller.
-        unsafe { std::slice::from_raw_parts_mut(self.host, n.min(self.len)) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        let _ = self.ctx.bind_to_thread();
-        // SAFETY: allocated by malloc_host, freed once.
-        unsafe {
-            let _ = cu::free_host(self.host.cast());
-        }
-    }
-}
-
 /// Where `write` and `read` stage rows.
 #[derive(Debug, Default)]
 enum Staging {
@@ -190,9 +111,7 @@ enum Staging {
 
 /// The CUDA backend.
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    funcs: HashMap<&'static str, CudaFunction>,
+    dev: Dev,
     arena: Option<DevBuf>,
     weights: Vec<DevBuf>,
     staging: Staging,
@@ -267,9 +186,7 @@ impl CudaBackend {
             if options.host_mapped_io { ", host-mapped I/O" } else { "" }
         );
         Ok(CudaBackend {
-            ctx,
-            stream,
-            funcs,
+            dev: Dev::Gpu(Gpu { ctx, stream, funcs }),
             arena: None,
             weights: Vec::new(),
             staging: Staging::None,
@@ -280,15 +197,25 @@ impl CudaBackend {
         })
     }
 
+    /// The kernels built for the host by a C++ compiler (`c++`, or `$CXX`) and run one thread
+    /// after another, through the same code as a GPU: for tests where no GPU is at hand.
+    #[cfg(feature = "emulator")]
+    pub fn emulated(options: CudaOptions) -> Result<Self> {
+        Ok(CudaBackend {
+            dev: Dev::Emu(emulator::Emu::new()?),
+            arena: None,
+            weights: Vec::new(),
+            staging: Staging::None,
+            resize_taps: HashMap::new(),
+            options,
+            device: "host emulation of the CUDA kernels (C++ build, one thread at a time)".into(),
+            total_mem: 1 << 40,
+        })
+    }
+
     /// The options this backend was created with.
     pub fn options(&self) -> &CudaOptions {
         &self.options
-    }
-
-    /// Makes the context current on the calling thread (the backend may move between
-    /// threads; raw driver calls need it).
-    fn bind(&self, op: &str) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(|e| driver_err(op, e))
     }
 
     fn arena_ptr(&self, op: &str) -> Result<(u64, i64)> {
@@ -308,23 +235,8 @@ impl CudaBackend {
         Ok(w)
     }
 
-    /// Launches `name` over `n` threads with `p` as its only (by value) argument.
-    fn launch<P: DeviceRepr>(&self, name: &str, n: u64, p: &P) -> Result<()> {
-        let Some(grid) = blocks(n) else {
-            if n == 0 {
-                return Ok(());
-            }
-            return Err(fail(name, format!("{n} threads are too many for one launch")));
-        };
-        let f = self.funcs.get(name).ok_or_else(|| fail(name, "kernel not loaded"))?;
-        let cfg =
-            LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-        let mut b = self.stream.launch_builder(f);
-        b.arg(p);
-        // SAFETY: the parameter struct mirrors the kernel's (checked by tests against the
-        // sources); every window was checked to lie inside the arena and every weight to
-        // hold the values the kernel reads.
-        unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| driver_err(name, e))
+    fn launch<P: cudarc::driver::DeviceRepr>(&self, name: &str, n: u64, p: &P) -> Result<()> {
+        self.dev.launch(name, n, p)
     }
 
     /// Staging memory for `n` floats: (device address, host slice when mapped).
@@ -338,11 +250,11 @@ impl CudaBackend {
         if !fits {
             if self.options.host_mapped_io {
                 // The old buffer may still be read by queued kernels.
-                self.sync()?;
+                self.dev.sync()?;
                 self.staging = Staging::None;
-                self.staging = Staging::Mapped(Mapped::new(&self.ctx, n)?);
+                self.staging = Staging::Mapped(self.dev.mapped(n)?);
             } else {
-                self.staging = Staging::Device(DevBuf::new(&self.stream, n)?);
+                self.staging = Staging::Device(self.dev.alloc(n)?);
             }
         }
         Ok(match &self.staging {
@@ -374,7 +286,7 @@ impl CudaBackend {
                 table.extend([f32::from_bits(i0 as u32), f32::from_bits(i1 as u32), wt]);
             }
         }
-        let buf = DevBuf::upload(&self.stream, &table)?;
+        let buf = self.dev.upload(&table)?;
         let ptr = buf.ptr;
         self.resize_taps.insert(key, buf);
         Ok(ptr)
@@ -492,7 +404,7 @@ impl Backend for CudaBackend {
 
     fn alloc_arena(&mut self, bytes: usize) -> Result<()> {
         self.arena = None;
-        self.arena = Some(DevBuf::new(&self.stream, bytes.div_ceil(4)).map_err(|_| {
+        self.arena = Some(self.dev.alloc(bytes.div_ceil(4)).map_err(|_| {
             fail(
                 "alloc_arena",
                 format!(
@@ -507,7 +419,7 @@ impl Backend for CudaBackend {
     fn upload(&mut self, weight: &Tensor) -> Result<WeightId> {
         let t = if weight.dtype() == DType::F32 { weight.clone() } else { weight.cast(DType::F32) };
         let data = t.as_f32()?;
-        self.weights.push(DevBuf::upload(&self.stream, data)?);
+        self.weights.push(self.dev.upload(data)?);
         Ok(WeightId(self.weights.len() - 1))
     }
 
@@ -517,7 +429,7 @@ impl Backend for CudaBackend {
         if y.dims.numel() == 0 {
             return Ok(());
         }
-        self.bind(op)?;
+        self.dev.bind(op)?;
         let (arena, len) = self.arena_ptr(op)?;
         let yv = check_win(op, y, len)?;
         let out = yv.extent();
@@ -1002,7 +914,7 @@ impl Backend for CudaBackend {
 
     fn write(&mut self, dst: &RowWindow, src: &[f32], src_rows: Range<usize>) -> Result<()> {
         let (planes, width) = host_layout("write", dst, src.len(), &src_rows)?;
-        self.bind("write")?;
+        self.dev.bind("write")?;
         let (arena, len) = self.arena_ptr("write")?;
         let v = check_win("write", dst, len)?;
         if v.threads() == 0 {
@@ -1011,16 +923,11 @@ impl Backend for CudaBackend {
         let n = planes * src_rows.len() * width;
         let host = self.staging(n)?;
         match &mut self.staging {
-            Staging::Device(_) => {
-                // SAFETY: the staging buffer holds at least n floats; the copy is ordered
-                // before the scatter on the one stream, and pageable sources are copied out
-                // before the call returns.
-                unsafe { cu::memcpy_htod_async(host, &src[..n], self.stream.cu_stream()) }
-                    .map_err(|e| driver_err("write", e))?;
-            }
+            // The copy is ordered before the scatter on the one stream.
+            Staging::Device(_) => self.dev.htod(host, &src[..n])?,
             Staging::Mapped(_) => {
                 // Kernels queued earlier may still read the mapped buffer.
-                self.stream.synchronize().map_err(|e| driver_err("write", e))?;
+                self.dev.sync()?;
                 if let Staging::Mapped(m) = &mut self.staging {
                     m.slice_mut(n).copy_from_slice(&src[..n]);
                 }
@@ -1039,7 +946,7 @@ impl Backend for CudaBackend {
 
     fn read(&mut self, src: &RowWindow, dst: &mut [f32], dst_rows: Range<usize>) -> Result<()> {
         let (planes, width) = host_layout("read", src, dst.len(), &dst_rows)?;
-        self.bind("read")?;
+        self.dev.bind("read")?;
         let (arena, len) = self.arena_ptr("read")?;
         let v = check_win("read", src, len)?;
         if v.threads() == 0 {
@@ -1062,21 +969,11 @@ impl Backend for CudaBackend {
             Staging::Device(_) => {
                 for p in 0..planes {
                     let (s, e) = (p * plane + r0 * width, p * plane + r1 * width);
-                    // SAFETY: the staging buffer holds n >= e floats; pageable copies return
-                    // once done.
-                    unsafe {
-                        cu::memcpy_dtoh_async(
-                            &mut dst[s..e],
-                            host + (s * 4) as u64,
-                            self.stream.cu_stream(),
-                        )
-                    }
-                    .map_err(|e| driver_err("read", e))?;
+                    self.dev.dtoh(&mut dst[s..e], host + (s * 4) as u64)?;
                 }
-                self.stream.synchronize().map_err(|e| driver_err("read", e))?;
             }
             Staging::Mapped(m) => {
-                self.stream.synchronize().map_err(|e| driver_err("read", e))?;
+                self.dev.sync()?;
                 let staged = m.slice_mut(n);
                 for p in 0..planes {
                     let (s, e) = (p * plane + r0 * width, p * plane + r1 * width);
@@ -1089,7 +986,7 @@ impl Backend for CudaBackend {
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| driver_err("sync", e))
+        self.dev.sync()
     }
 
     fn weight_bytes(&self) -> usize {

@@ -9,19 +9,35 @@ use frugal_core::backend::{Dims, Kernel, Operand, RowWindow, Scratch, WeightRef}
 use frugal_core::ops::*;
 use frugal_core::{Backend, DType, Tensor};
 use frugal_cpu::CpuBackend;
-use frugal_cuda::CudaBackend;
+use frugal_cuda::{CudaBackend, CudaOptions};
 
-/// The CUDA backend, or `None` after printing why the test is skipped (written straight to
-/// stderr, which the test harness does not capture).
-fn cuda() -> Option<CudaBackend> {
-    match CudaBackend::new() {
+/// The CUDA backend with `options`, or `None` after printing why the test is skipped (written
+/// straight to stderr, which the test harness does not capture). Built with the `emulator`
+/// feature and no GPU at hand, the kernels run in the host emulator instead (said as visibly).
+fn device(options: CudaOptions) -> Option<CudaBackend> {
+    let say = |line: String| {
+        let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+    };
+    match CudaBackend::with_options(options.clone()) {
         Ok(b) => Some(b),
         Err(e) => {
-            let line = format!("SKIPPED: no CUDA driver/device: {e}\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            None
+            #[cfg(feature = "emulator")]
+            {
+                say(format!("EMULATED (no GPU: {e}): CUDA kernels run on the host"));
+                Some(CudaBackend::emulated(options).expect("the host emulator builds"))
+            }
+            #[cfg(not(feature = "emulator"))]
+            {
+                let _ = options;
+                say(format!("SKIPPED: no CUDA driver/device: {e}"));
+                None
+            }
         }
     }
+}
+
+fn cuda() -> Option<CudaBackend> {
+    device(CudaOptions::default())
 }
 
 fn dims(s: &[usize]) -> Dims {
@@ -670,14 +686,7 @@ fn reductions_match_the_cpu_on(gpu: &mut dyn Backend) {
 #[test]
 fn host_mapped_io_gives_the_same_bits() {
     let Some(mut gpu) = cuda() else { return };
-    let mapped = frugal_cuda::CudaOptions { device: 0, host_mapped_io: true };
-    let mut gpu2 = match CudaBackend::with_options(mapped) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED: host-mapped I/O unavailable: {e}");
-            return;
-        }
-    };
+    let Some(mut gpu2) = device(CudaOptions { device: 0, host_mapped_io: true }) else { return };
     let op = leak(conv(3, 1, 1, 1, 1, Some(Activation::Relu)));
     let case = conv_case(op, [1, 4, 12, 10], 6, true);
     let make = move |xs: &[RowWindow], ws: &[WeightRef], y: RowWindow| Kernel::Conv {
