@@ -162,8 +162,25 @@ impl CudaBackend {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| driver_err("stream", e))?;
         let (major, minor) = ctx.compute_capability().map_err(|e| driver_err("device", e))?;
-        let arch = format!("compute_{major}{minor}");
-        let ptx = kernels::ptx(&arch).map_err(unavailable)?;
+        // The device's own architecture first; an NVRTC older than the device does not know
+        // it, and then PTX for an older architecture, which the driver compiles for the device.
+        let own = major * 10 + minor;
+        let mut archs = vec![own];
+        archs.extend([90, 80, 75, 52].into_iter().filter(|&a| a < own));
+        let mut first_error = None;
+        let mut ptx = None;
+        for a in archs {
+            match kernels::ptx(&format!("compute_{a}")) {
+                Ok(p) => {
+                    ptx = Some(p);
+                    break;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let ptx = ptx.ok_or_else(|| unavailable(first_error.unwrap_or_default()))?;
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
             .map_err(|e| unavailable(format!("cannot load the kernels: {e:?}")))?;
@@ -421,6 +438,29 @@ impl Backend for CudaBackend {
         let data = t.as_f32()?;
         self.weights.push(self.dev.upload(data)?);
         Ok(WeightId(self.weights.len() - 1))
+    }
+
+    /// Refuses f16 windows when the session is created (rather than at the first run), and
+    /// uploads resize tap tables.
+    fn prepare(&mut self, kernel: &Kernel<'_>) -> Result<()> {
+        let op = kernel.family();
+        for w in inputs_of(kernel).into_iter().chain(std::iter::once(kernel.output())) {
+            if w.dtype != DType::F32 {
+                return Err(fail(
+                    op,
+                    format!(
+                        "{:?} storage: the CUDA backend stores f32 only; plan with --storage f32",
+                        w.dtype
+                    ),
+                ));
+            }
+        }
+        if let Kernel::Resize { op: rs, x, .. } = kernel {
+            if x.dims.rank() == 4 {
+                self.resize_table(rs, x.dims[2], x.dims[3])?;
+            }
+        }
+        Ok(())
     }
 
     fn execute(&mut self, kernel: &Kernel<'_>, _scratch: Scratch) -> Result<()> {
