@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use frugal_core::{Backend, Graph, ImportOptions, Plan, PlanOptions, Session, Strategy};
 use frugal_cpu::CpuBackend;
-use frugal_cuda::{CudaBackend, CudaOptions};
+use frugal_cuda::CudaBackend;
 
 fn say(line: String) {
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
@@ -23,7 +23,10 @@ fn cuda() -> Option<CudaBackend> {
             #[cfg(feature = "emulator")]
             {
                 say(format!("EMULATED (no GPU: {e}): CUDA kernels run on the host"));
-                Some(CudaBackend::emulated(CudaOptions::default()).expect("the emulator builds"))
+                Some(
+                    CudaBackend::emulated(frugal_cuda::CudaOptions::default())
+                        .expect("the emulator builds"),
+                )
             }
             #[cfg(not(feature = "emulator"))]
             {
