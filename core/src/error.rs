@@ -27,7 +27,9 @@ pub enum Error {
     },
 
     /// A model construct that is structurally wrong (dangling value names, bad attributes, ...).
-    #[error("malformed model: {0}")]
+    #[error(
+        "malformed model: {0} (re-export the model; `python -m onnx.checker` names what is wrong)"
+    )]
     Malformed(String),
 
     /// An operator, or an operator with attributes, that frugal does not run.
@@ -57,7 +59,9 @@ pub enum Error {
     },
 
     /// Shapes that do not fit together (at import, or between a user input and the model).
-    #[error("shape error at {node}: {reason}")]
+    #[error(
+        "shape error at {node}: {reason} (check --input-shape against the shape the model expects)"
+    )]
     Shape {
         /// Node or input name.
         node: String,
