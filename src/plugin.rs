@@ -326,6 +326,8 @@ pub struct PluginBackend {
     plugin: &'static Plugin,
     handle: abi::FrugalBackend,
     label: String,
+    /// Storage types the plugin's kernels take (bit `1 << FRUGAL_DTYPE_*`).
+    storage_mask: u32,
     /// Reused storage for concat inputs.
     concat: Vec<abi::FrugalWindow>,
 }
@@ -371,7 +373,15 @@ impl PluginBackend {
         if handle.is_null() {
             return Err(refused(&plugin.path, "its `create` returned a null instance"));
         }
-        Ok(PluginBackend { plugin, handle, label, concat: Vec::new() })
+        let mut b = PluginBackend { plugin, handle, label, storage_mask: 0, concat: Vec::new() };
+        let mut caps = abi::FrugalCapabilities::default();
+        let f =
+            plugin.module.capabilities.ok_or_else(|| refused(&plugin.path, "no capabilities"))?;
+        // SAFETY: valid handle, out record and error record.
+        let st = unsafe { f(b.handle, &mut caps, &mut err) };
+        status(&b.label, "capabilities", st, &err)?;
+        b.storage_mask = caps.storage_mask;
+        Ok(b)
     }
 
     /// The loaded library.
@@ -383,10 +393,28 @@ impl PluginBackend {
         &self.plugin.module
     }
 
-    /// Refuses a kernel whose family the plugin leaves null.
+    /// Refuses a kernel whose family the plugin leaves null, or whose windows hold a storage
+    /// type the plugin does not take.
     fn supported(&self, k: &Kernel<'_>) -> Result<()> {
         if self.m().has_family(family_of(k)) {
-            return Ok(());
+            let mut xs = Vec::new();
+            let rec = record(k, &mut xs);
+            let bad =
+                rec.windows(&xs).into_iter().find(|w| self.storage_mask & (1 << w.dtype) == 0);
+            return match bad {
+                None => Ok(()),
+                Some(w) => Err(Error::Backend {
+                    backend: self.label.clone(),
+                    op: k.family().to_string(),
+                    reason: format!(
+                        "the plugin '{}' does not take storage type {} (its storage mask is \
+                         {:#b}); plan with --storage f32",
+                        self.plugin.name,
+                        abi_dtype_name(w.dtype),
+                        self.storage_mask
+                    ),
+                }),
+            };
         }
         Err(Error::Backend {
             backend: self.label.clone(),
@@ -401,19 +429,16 @@ impl PluginBackend {
             ),
         })
     }
+}
 
-    /// Converts `k` to its ABI record and hands it to `f` (concat inputs live in `self.concat`
-    /// for the duration).
-    fn with_record<R>(
-        &mut self,
-        k: &Kernel<'_>,
-        f: impl FnOnce(&abi::FrugalPluginModule, abi::FrugalBackend, &Record) -> R,
-    ) -> R {
-        let mut xs = std::mem::take(&mut self.concat);
-        let rec = record(k, &mut xs);
-        let r = f(&self.plugin.module, self.handle, &rec);
-        self.concat = xs;
-        r
+fn abi_dtype_name(d: u32) -> &'static str {
+    match d {
+        abi::FRUGAL_DTYPE_F32 => "f32",
+        abi::FRUGAL_DTYPE_F16 => "f16",
+        abi::FRUGAL_DTYPE_I64 => "i64",
+        abi::FRUGAL_DTYPE_I32 => "i32",
+        abi::FRUGAL_DTYPE_U8 => "u8",
+        _ => "unknown",
     }
 }
 
@@ -719,6 +744,35 @@ fn record(k: &Kernel<'_>, xs: &mut Vec<abi::FrugalWindow>) -> Record {
 }
 
 impl Record {
+    /// Every activation window the record reads or writes (`xs`: the concat inputs).
+    fn windows(&self, xs: &[abi::FrugalWindow]) -> Vec<abi::FrugalWindow> {
+        let opd =
+            |o: &abi::FrugalOperand| (o.kind == abi::FRUGAL_OPERAND_ARENA).then_some(o.window);
+        let mut v = match self {
+            Record::Conv(r) => vec![r.x, r.y],
+            Record::ConvTranspose(r) => vec![r.x, r.y],
+            Record::Pool(r) => vec![r.x, r.y],
+            Record::GlobalAvgPool(r) => vec![r.x, r.y],
+            Record::Affine(r) => vec![r.x, r.y],
+            Record::Unary(r) => vec![r.x, r.y],
+            Record::Binary(r) => [opd(&r.a), opd(&r.b), Some(r.y)].into_iter().flatten().collect(),
+            Record::Concat(r) => xs.iter().copied().chain([r.y]).collect(),
+            Record::Resize(r) => vec![r.x, r.y],
+            Record::Gemm(r) => vec![r.a, r.y],
+            Record::MatMul(r) => [opd(&r.a), opd(&r.b), Some(r.y)].into_iter().flatten().collect(),
+            Record::Reduce(r) => vec![r.x, r.y],
+            Record::Softmax(r) => vec![r.x, r.y],
+            Record::Transpose(r) => vec![r.x, r.y],
+            Record::Copy(r) => [opd(&r.x), Some(r.y)].into_iter().flatten().collect(),
+        };
+        if let Record::Conv(r) = self {
+            if r.has_residual != 0 {
+                v.push(r.r);
+            }
+        }
+        v
+    }
+
     /// `(family, pointer to the record)` for `prepare` and `workspace_bytes`.
     fn kernel(&self) -> abi::FrugalKernel {
         fn k<T>(family: u32, r: &T) -> abi::FrugalKernel {
@@ -857,15 +911,14 @@ impl Backend for PluginBackend {
 
     fn prepare(&mut self, kernel: &Kernel<'_>) -> Result<()> {
         self.supported(kernel)?;
-        let label = self.label.clone();
-        self.with_record(kernel, |m, handle, rec| {
-            let mut err = abi::FrugalError::default();
-            let k = rec.kernel();
-            let f = m.prepare.expect("checked at load");
-            // SAFETY: valid handle, kernel record (alive for the call) and error record.
-            let st = unsafe { f(handle, &k, &mut err) };
-            status(&label, kernel.family(), st, &err)
-        })
+        let mut xs = std::mem::take(&mut self.concat);
+        let rec = record(kernel, &mut xs);
+        let (k, mut err) = (rec.kernel(), abi::FrugalError::default());
+        let f = self.m().prepare.expect("checked at load");
+        // SAFETY: valid handle, kernel record (alive for the call) and error record.
+        let st = unsafe { f(self.handle, &k, &mut err) };
+        self.concat = xs;
+        status(&self.label, kernel.family(), st, &err)
     }
 
     fn workspace_bytes(&self, kernel: &Kernel<'_>) -> usize {
@@ -884,22 +937,19 @@ impl Backend for PluginBackend {
     }
 
     fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()> {
-        self.supported(kernel)?;
-        let label = self.label.clone();
         let scratch =
             abi::FrugalScratch { offset: scratch.offset as u64, bytes: scratch.bytes as u64 };
-        self.with_record(kernel, |m, handle, rec| {
-            let mut err = abi::FrugalError::default();
-            // SAFETY: handle of this plugin, valid error record.
-            match unsafe { rec.execute(m, handle, scratch, &mut err) } {
-                Some(st) => status(&label, kernel.family(), st, &err),
-                None => Err(Error::Backend {
-                    backend: label.clone(),
-                    op: kernel.family().into(),
-                    reason: "the plugin does not implement this op family".into(),
-                }),
-            }
-        })
+        let mut xs = std::mem::take(&mut self.concat);
+        let rec = record(kernel, &mut xs);
+        let mut err = abi::FrugalError::default();
+        // SAFETY: an instance of this plugin, a record alive for the call, a valid error record.
+        let st = unsafe { rec.execute(&self.plugin.module, self.handle, scratch, &mut err) };
+        self.concat = xs;
+        match st {
+            Some(st) => status(&self.label, kernel.family(), st, &err),
+            // Sessions refuse such nodes in `prepare`; direct callers get the same error.
+            None => self.supported(kernel),
+        }
     }
 
     fn write(

@@ -221,6 +221,19 @@ fn a_model_needing_an_op_the_plugin_lacks_is_refused_at_session_creation() {
 }
 
 #[test]
+fn a_storage_type_the_plugin_does_not_take_is_refused_at_session_creation() {
+    let graph = model::load(Some("zoo:mobilenet_v2"), Some(&[1, 3, 32, 32])).unwrap();
+    let mut options = PlanOptions::new(Strategy::ByParts);
+    options.storage = frugal::DType::F16;
+    let plan = Plan::build(&graph, &options).unwrap();
+    let e = match Session::new(&graph, &plan, backend_by_name(&plugin_name()).unwrap()) {
+        Ok(_) => panic!("an f16 session was accepted by an f32-only plugin"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("storage type f16") && e.contains("--storage f32"), "{e}");
+}
+
+#[test]
 fn frugal_run_and_backends_use_plugins() {
     let dir = tmp("cli-path");
     let lib = dir.join(example_plugin().file_name().unwrap());
