@@ -270,3 +270,58 @@ fn frugal_run_and_backends_use_plugins() {
     let junk = line("junk.so");
     assert!(junk.contains("unavailable") && junk.contains("not a shared library"), "{stdout}");
 }
+
+/// Builds `plugins/example-c/example.c` with the system C compiler (`CC`, else `cc`).
+fn c_plugin() -> Option<PathBuf> {
+    let dir = tmp("example-c");
+    let out = dir.join(format!(
+        "{}example_c{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-O2", "-I"])
+        .arg(repo("plugins/include"))
+        .arg(repo("plugins/example-c/example.c"))
+        .arg("-o")
+        .arg(&out)
+        .arg("-lm")
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(out),
+        Ok(s) => panic!("plugins/example-c/example.c does not build with {cc}: {s}"),
+        Err(e) => {
+            eprintln!("skipping: no C compiler ({cc}: {e})");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_plugin_written_in_c_runs_a_network_by_parts() {
+    use frugal::graph::GraphBuilder;
+    use frugal::ops::Activation;
+    let Some(lib) = c_plugin() else { return };
+    let mut g = GraphBuilder::new("c_net", 1);
+    let x = g.input("x", &[1, 3, 12, 10]);
+    let a = g.conv(x, 8, 3, 1, 1, 1, Some(Activation::Relu)).unwrap();
+    let clip = Activation::Clip { min: 0.0, max: 6.0 };
+    let b = g.conv(a, 8, 3, 2, 1, 8, Some(clip)).unwrap();
+    let c = g.conv(b, 4, 1, 1, 0, 1, None).unwrap();
+    let y = g.act(c, Activation::Sigmoid).unwrap();
+    g.output(y);
+    let graph = g.finish().unwrap();
+    let input = common::seeded_input(&[1, 3, 12, 10], 5);
+    let name = format!("plugin:{}", lib.display());
+    let parts = run_on(&graph, &name, Strategy::ByParts, 1, &input).unwrap();
+    let lbl = run_on(&graph, &name, Strategy::LayerByLayer, 1, &input).unwrap();
+    check(parts[0].as_f32().unwrap(), lbl[0].as_f32().unwrap(), Tolerance::Exact).unwrap();
+    assert_eq!(backend_by_name(&name).unwrap().name(), "example-c");
+    #[cfg(feature = "cpu")]
+    {
+        let cpu = run_on(&graph, "cpu", Strategy::ByParts, 1, &input).unwrap();
+        check(parts[0].as_f32().unwrap(), cpu[0].as_f32().unwrap(), Tolerance::Close)
+            .unwrap_or_else(|e| panic!("C plugin vs cpu: {e}"));
+    }
+}
