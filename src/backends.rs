@@ -78,6 +78,8 @@ pub fn backend_by_name(name: &str) -> Result<Box<dyn Backend>> {
 
 /// Creates a backend by name.
 pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Backend>> {
+    #[cfg(not(any(feature = "cpu", feature = "plugins")))]
+    let _ = options;
     let cpu = || -> Result<Box<dyn Backend>> {
         #[cfg(feature = "cpu")]
         return Ok(Box::new(frugal_cpu::CpuBackend::with_threads(options.threads)?));
