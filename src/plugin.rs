@@ -408,7 +408,7 @@ impl PluginBackend {
                     op: k.family().to_string(),
                     reason: format!(
                         "the plugin '{}' does not take storage type {} (its storage mask is \
-                         {:#b}); plan with --storage f32",
+                         {:#b}); plan with a storage type it takes (--storage f32)",
                         self.plugin.name,
                         abi_dtype_name(w.dtype),
                         self.storage_mask
