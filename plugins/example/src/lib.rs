@@ -131,14 +131,13 @@ impl PluginBackend for Example {
 
 frugal_plugin_abi::export_plugin!(Example);
 
-/// The row-major index of every element of the window's rows, with its arena index.
+/// The row-major index (over the whole tensor) of every element of the window's rows, with
+/// its arena index.
 fn elements(y: &FrugalWindow) -> impl Iterator<Item = (usize, usize)> + '_ {
     let (planes, h, w) = y.geometry();
     (0..planes)
-        .flat_map(move |p| {
-            y.row_range().flat_map(move |r| (0..w).map(move |c| ((p * h + r) * w + c, 0)))
-        })
-        .map(|(f, _)| (f, y.index(f)))
+        .flat_map(move |p| y.row_range().map(move |r| (p * h + r) * w))
+        .flat_map(move |start| (start..start + w).map(move |f| (f, y.index(f))))
 }
 
 /// Splits a row-major index into a multi-index over `dims`.
@@ -158,41 +157,13 @@ fn dims(w: &FrugalWindow) -> Vec<usize> {
 
 /// Applies an activation.
 fn act(a: &FrugalActivation, x: f32) -> f32 {
-    let unit = |v: f32| {
-        if v > 1.0 {
-            1.0
-        } else if v > 0.0 {
-            v
-        } else {
-            0.0
-        }
-    };
     match a.kind {
-        FRUGAL_ACT_RELU => {
-            if x > 0.0 {
-                x
-            } else {
-                0.0
-            }
-        }
-        FRUGAL_ACT_CLIP => {
-            let lo = if x > a.p0 { x } else { a.p0 };
-            if lo < a.p1 {
-                lo
-            } else {
-                a.p1
-            }
-        }
-        FRUGAL_ACT_LEAKY_RELU => {
-            if x >= 0.0 {
-                x
-            } else {
-                a.p0 * x
-            }
-        }
+        FRUGAL_ACT_RELU => x.max(0.0),
+        FRUGAL_ACT_CLIP => x.max(a.p0).min(a.p1),
+        FRUGAL_ACT_LEAKY_RELU => x.max(0.0) + a.p0 * x.min(0.0),
         FRUGAL_ACT_SIGMOID => 1.0 / (1.0 + (-x).exp()),
-        FRUGAL_ACT_HARD_SIGMOID => unit(a.p0 * x + a.p1),
-        FRUGAL_ACT_HARD_SWISH => x * unit(x / 6.0 + 0.5),
+        FRUGAL_ACT_HARD_SIGMOID => (a.p0 * x + a.p1).clamp(0.0, 1.0),
+        FRUGAL_ACT_HARD_SWISH => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
         FRUGAL_ACT_TANH => x.tanh(),
         FRUGAL_ACT_ERF => erf(x),
         _ => x,
@@ -363,8 +334,7 @@ impl Example {
         self.fits(&k.y)?;
         let xd = dims(&k.x);
         let (_, h, _) = k.x.geometry();
-        let size: usize = xd[2..].iter().product();
-        let per: usize = size; // elements per (n, c)
+        let size: usize = xd[2..].iter().product(); // elements per (n, c)
         let streaming = xd.len() == 4;
         let rows = if streaming { k.x.row_range() } else { 0..h };
         let (_, _, w) = k.x.geometry();
@@ -377,7 +347,7 @@ impl Example {
                     acc = self.arena[s..s + w].iter().fold(acc, |a, &v| a + v);
                 }
             } else {
-                for f in nc * per..(nc + 1) * per {
+                for f in nc * size..(nc + 1) * size {
                     acc += self.arena[k.x.index(f)];
                 }
             }
@@ -476,7 +446,7 @@ impl Example {
         self.fits(&k.a)?;
         self.fits(&k.y)?;
         let (ad, bd) = (dims(&k.a), k.b.shape());
-        let (m, kk) = if k.trans_a != 0 { (ad[1], ad[0]) } else { (ad[0], ad[1]) };
+        let kk = if k.trans_a != 0 { ad[0] } else { ad[1] };
         let n = if k.trans_b != 0 { bd[0] } else { bd[1] } as usize;
         let b = self.weight(&k.b)?.to_vec();
         let c = if k.has_c != 0 {
@@ -484,7 +454,6 @@ impl Example {
         } else {
             None
         };
-        let _ = m;
         for (f, at) in elements(&k.y) {
             let (i, j) = (f / n, f % n);
             let mut acc = 0.0f32;
