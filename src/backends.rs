@@ -1,5 +1,5 @@
-//! Backend selection by name. The CPU backend is always present; GPU backends and plugins are
-//! features, and asking for one that was not compiled in is a clear error.
+//! Backend selection by name. The CPU backend (feature `cpu`, default), GPU backends and plugins
+//! are features, and asking for one that was not compiled in is a clear error.
 
 use frugal_core::{Backend, Capabilities, Error, Result};
 
@@ -78,8 +78,13 @@ pub fn backend_by_name(name: &str) -> Result<Box<dyn Backend>> {
 
 /// Creates a backend by name.
 pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Backend>> {
+    #[cfg(not(any(feature = "cpu", feature = "plugins")))]
+    let _ = options;
     let cpu = || -> Result<Box<dyn Backend>> {
-        Ok(Box::new(frugal_cpu::CpuBackend::with_threads(options.threads)?))
+        #[cfg(feature = "cpu")]
+        return Ok(Box::new(frugal_cpu::CpuBackend::with_threads(options.threads)?));
+        #[cfg(not(feature = "cpu"))]
+        return Err(Error::BackendNotCompiled("cpu".into()));
     };
     match BackendKind::parse(name)? {
         BackendKind::Cpu => cpu(),
@@ -92,10 +97,12 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
         }
         BackendKind::Cuda => cuda(),
         BackendKind::GpuOrCpu => cuda().or_else(|_| cpu()),
-        BackendKind::Plugin(path) => {
-            if cfg!(feature = "plugins") {
-                Err(not_ready(&format!("plugin:{path}")))
-            } else {
+        BackendKind::Plugin(spec) => {
+            #[cfg(feature = "plugins")]
+            return crate::plugin::create(&spec, options.threads);
+            #[cfg(not(feature = "plugins"))]
+            {
+                let _ = spec;
                 Err(Error::BackendNotCompiled("plugins".into()))
             }
         }
@@ -128,18 +135,27 @@ pub struct BackendReport {
     pub status: std::result::Result<Capabilities, String>,
 }
 
-/// Every backend this build knows (and every plugin found), each with its device or the reason
-/// it is unavailable. Creating a backend is the check: what works here is what `--backend` gets.
+/// Every backend this build knows (and every plugin found on `FRUGAL_PLUGIN_PATH`, as
+/// `plugin:PATH`), each with its device or the reason it is unavailable or was refused. Creating
+/// a backend is the check: what works here is what `--backend` gets.
 pub fn available(options: &BackendOptions) -> Vec<BackendReport> {
-    ["cpu", "wgpu", "cuda"]
-        .into_iter()
-        .map(|name| BackendReport {
-            name: name.to_string(),
-            status: backend_with(name, options)
-                .and_then(|b| b.check().map(|_| b.capabilities()))
-                .map_err(|e| e.to_string()),
-        })
-        .collect()
+    let probe = |name: &str| BackendReport {
+        name: name.to_string(),
+        status: backend_with(name, options)
+            .and_then(|b| b.check().map(|_| b.capabilities()))
+            .map_err(|e| e.to_string()),
+    };
+    #[allow(unused_mut)]
+    let mut all: Vec<BackendReport> = ["cpu", "wgpu", "cuda"].into_iter().map(probe).collect();
+    #[cfg(feature = "plugins")]
+    for (path, loaded) in crate::plugin::discover() {
+        let name = format!("plugin:{}", path.display());
+        all.push(match loaded {
+            Ok(_) => probe(&name),
+            Err(e) => BackendReport { name, status: Err(e.to_string()) },
+        });
+    }
+    all
 }
 
 #[cfg(test)]
@@ -147,6 +163,14 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(not(feature = "cpu"))]
+    fn cpu_not_compiled_is_a_clear_error() {
+        let e = backend_by_name("cpu").unwrap_err();
+        assert!(matches!(e, Error::BackendNotCompiled(ref b) if b == "cpu"), "{e}");
+    }
+
+    #[test]
+    #[cfg(feature = "cpu")]
     fn names_resolve_or_explain() {
         assert_eq!(backend_by_name("cpu").unwrap().name(), "cpu");
         let cuda_here = backend_by_name("cuda").is_ok();
@@ -163,6 +187,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cpu")]
     fn the_report_lists_every_backend_with_a_device_or_a_reason() {
         let all = available(&BackendOptions { threads: 1 });
         assert_eq!(all[0].name, "cpu");

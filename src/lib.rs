@@ -7,10 +7,10 @@
 //!
 //! | feature   | backend | status |
 //! |-----------|---------|--------|
-//! | `cpu` (default, always compiled) | [`frugal_cpu::CpuBackend`] | x86-64 (AVX2/FMA detected at run time) and portable |
+//! | `cpu` (default) | `frugal_cpu::CpuBackend` | x86-64 (AVX2/FMA detected at run time) and portable |
 //! | `wgpu`    | Vulkan, Metal, DX12, GL | in progress |
 //! | `cuda`    | NVIDIA GPUs through NVRTC | in progress |
-//! | `plugins` | third-party backends from a shared library | in progress |
+//! | `plugins` | third-party backends from a shared library (`plugin:PATH`, `FRUGAL_PLUGIN_PATH`; see `plugin`) | works |
 //!
 //! ```
 //! use frugal::{backend_by_name, zoo, Plan, PlanOptions, Session, Strategy};
@@ -28,6 +28,8 @@ pub mod backends;
 pub mod model;
 pub mod npy;
 pub mod planning;
+#[cfg(feature = "plugins")]
+pub mod plugin;
 pub mod preprocess;
 
 pub use backends::{
@@ -35,6 +37,7 @@ pub use backends::{
     BACKEND_NAMES,
 };
 pub use frugal_core::*;
+#[cfg(feature = "cpu")]
 pub use frugal_cpu::CpuBackend;
 #[cfg(feature = "cuda-backend")]
 pub use frugal_cuda::{CudaBackend, CudaOptions};

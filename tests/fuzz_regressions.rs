@@ -2,6 +2,8 @@
 //! stable Rust: import, planning, the plan checker and small runs must give errors or equal
 //! bits, never a panic. New crashes go into `fuzz/regressions/<target>/`.
 
+#![cfg(feature = "cpu")]
+
 #[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod targets;

@@ -1,4 +1,5 @@
-//! `frugal backends`: what each backend would run on here, or why it cannot.
+//! `frugal backends`: what each backend would run on here, or why it cannot; plugins found on
+//! `FRUGAL_PLUGIN_PATH` too, or why each was refused.
 
 use frugal::format::bytes as human_bytes;
 
@@ -38,11 +39,18 @@ pub fn run(args: BackendsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for r in &all {
+        // Plugins are listed by path: a long name gets a line of its own.
+        let name = if r.name.len() > 12 {
+            println!("{}", r.name);
+            ""
+        } else {
+            r.name.as_str()
+        };
         match &r.status {
             Ok(c) => {
                 let storage: Vec<String> =
                     c.storage.iter().map(|d| format!("{d:?}").to_lowercase()).collect();
-                println!("{:<12} available    {}", r.name, c.device);
+                println!("{name:<12} available    {}", c.device);
                 println!(
                     "{:<12}              storage {}, largest buffer {}, largest binding {}",
                     "",
@@ -51,7 +59,7 @@ pub fn run(args: BackendsArgs) -> anyhow::Result<()> {
                     limit(c.max_binding_bytes)
                 );
             }
-            Err(why) => println!("{:<12} unavailable  {why}", r.name),
+            Err(why) => println!("{name:<12} unavailable  {why}"),
         }
     }
     Ok(())

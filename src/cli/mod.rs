@@ -86,7 +86,8 @@ pub struct TargetArgs {
     /// Storage of activations: f32, or f16 (computed in f32, stored in half: half the memory).
     #[arg(long, value_parser = parse_storage)]
     pub storage: Option<frugal::DType>,
-    /// Backend: cpu, wgpu, cuda, gpu-or-cpu, plugin:PATH.
+    /// Backend: cpu (default), wgpu, cuda, gpu-or-cpu, plugin:PATH, or plugin:NAME (a plugin
+    /// found on FRUGAL_PLUGIN_PATH; `frugal backends` lists them).
     #[arg(long)]
     pub backend: Option<String>,
     /// Refuse plans whose weights plus activations and scratch exceed SIZE (checked before
