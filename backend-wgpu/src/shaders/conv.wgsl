@@ -1,0 +1,56 @@
+// Direct convolution: one invocation per output element, taps summed over (ci, ky, kx) with
+// fma in that fixed order, then bias, residual and activation (the unfused Conv -> Add -> act
+// order). The order does not depend on the rows a call produces.
+//
+// P: 0 n, 1 first_row, 2 rows, 3 X, 8 Y, 13 R, 18 cin, 19 m, 20 cg, 21 mg, 22 kh, 23 kw,
+//    24 sh, 25 sw, 26 dh, 27 dw, 28 pt, 29 pl, 30 has_bias, 31 has_res, 32 act
+
+@group(0) @binding(1) var<storage, read_write> X: array<T1>;
+@group(0) @binding(2) var<storage, read_write> Y: array<T2>;
+@group(0) @binding(3) var<storage, read_write> R: array<T3>;
+@group(0) @binding(5) var<storage, read> W: array<f32>;
+@group(0) @binding(6) var<storage, read> B: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+    let i = index(id, nw);
+    if (i >= P[0]) {
+        return;
+    }
+    let x = win(3u);
+    let y = win(8u);
+    let per = P[2] * y.w;
+    let p = i / per;
+    let oy = P[1] + (i % per) / y.w;
+    let ox = i % y.w;
+    let m = P[19];
+    let cg = P[20];
+    let kh = P[22];
+    let kw = P[23];
+    let b = p / m;
+    let mo = p % m;
+    let c0 = b * P[18] + (mo / P[21]) * cg;
+    var acc = 0.0;
+    var wi = mo * cg * kh * kw;
+    for (var ci = 0u; ci < cg; ci++) {
+        for (var ky = 0u; ky < kh; ky++) {
+            let iy = i32(oy * P[24] + ky * P[26]) - i32(P[28]);
+            if (iy >= 0 && iy < i32(x.h)) {
+                for (var kx = 0u; kx < kw; kx++) {
+                    let ix = i32(ox * P[25] + kx * P[27]) - i32(P[29]);
+                    if (ix >= 0 && ix < i32(x.w)) {
+                        acc = fma(W[wi + kx], f32(X[at(x, c0 + ci, u32(iy), u32(ix))]), acc);
+                    }
+                }
+            }
+            wi += kw;
+        }
+    }
+    if (P[30] != 0u) {
+        acc = acc + B[mo];
+    }
+    if (P[31] != 0u) {
+        acc = acc + f32(R[at(win(13u), p, oy, ox)]);
+    }
+    Y[at(y, p, oy, ox)] = T2(act(32u, acc));
+}
