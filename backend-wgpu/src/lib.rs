@@ -148,6 +148,39 @@ impl std::fmt::Debug for WgpuBackend {
     }
 }
 
+/// The first adapter: native APIs first (Vulkan, Metal, DX12), GL only when none is found (so
+/// that GL's display probing stays quiet where Vulkan exists). `WGPU_BACKEND` (e.g. `vulkan`,
+/// `gl`) restricts the APIs tried.
+fn find_adapter() -> Result<wgpu::Adapter> {
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let from_env = std::env::var_os("WGPU_BACKEND").is_some();
+    let tries: Vec<wgpu::Backends> = if from_env {
+        vec![desc.backends]
+    } else {
+        vec![wgpu::Backends::PRIMARY, wgpu::Backends::GL]
+    };
+    let mut why = Vec::new();
+    for backends in tries {
+        let mut d = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        d.backends = backends;
+        let instance = wgpu::Instance::new(d);
+        match pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        })) {
+            Ok(a) => return Ok(a),
+            Err(e) => why.push(format!("{backends:?}: {e}")),
+        }
+    }
+    Err(unavailable(format!(
+        "no GPU adapter found ({}); install a Vulkan, Metal, DX12 or GL driver (on Linux without \
+         a GPU: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend cpu",
+        why.join("; ")
+    )))
+}
+
 /// Describes one adapter for errors and `frugal backends`.
 fn describe(info: &wgpu::AdapterInfo) -> String {
     let kind = match info.device_type {
@@ -169,20 +202,7 @@ impl WgpuBackend {
 
     /// As [`WgpuBackend::new`], with options.
     pub fn with_options(options: &WgpuOptions) -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            force_fallback_adapter: false,
-            compatible_surface: None,
-            apply_limit_buckets: false,
-        }))
-        .map_err(|e| {
-            unavailable(format!(
-                "no GPU adapter found ({e}); install a Vulkan, Metal, DX12 or GL driver (on Linux \
-                 without a GPU: apt-get install mesa-vulkan-drivers libvulkan1), or use --backend cpu"
-            ))
-        })?;
+        let adapter = find_adapter()?;
         let info = adapter.get_info();
         let have = adapter.limits();
         let mut limits = have.clone();
