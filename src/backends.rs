@@ -83,13 +83,7 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
     };
     match BackendKind::parse(name)? {
         BackendKind::Cpu => cpu(),
-        BackendKind::Wgpu => {
-            if cfg!(feature = "wgpu") {
-                Err(not_ready("wgpu"))
-            } else {
-                Err(Error::BackendNotCompiled("wgpu".into()))
-            }
-        }
+        BackendKind::Wgpu => wgpu(),
         BackendKind::Cuda => {
             if cfg!(feature = "cuda") {
                 Err(not_ready("cuda"))
@@ -97,7 +91,11 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
                 Err(Error::BackendNotCompiled("cuda".into()))
             }
         }
-        BackendKind::GpuOrCpu => cpu(),
+        // The first GPU backend that works here (compiled in, and an adapter found), else CPU.
+        BackendKind::GpuOrCpu => match wgpu() {
+            Ok(b) => Ok(b),
+            Err(_) => cpu(),
+        },
         BackendKind::Plugin(path) => {
             if cfg!(feature = "plugins") {
                 Err(not_ready(&format!("plugin:{path}")))
@@ -106,6 +104,18 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
             }
         }
     }
+}
+
+/// The wgpu backend on the first adapter found (`FRUGAL_WGPU_MAX_BINDING` may lower the binding
+/// limit requested, `WGPU_BACKEND` restrict the APIs tried).
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<Box<dyn Backend>> {
+    Ok(Box::new(frugal_wgpu::WgpuBackend::new()?))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<Box<dyn Backend>> {
+    Err(Error::BackendNotCompiled("wgpu".into()))
 }
 
 /// What `frugal backends` shows about one backend.
@@ -138,7 +148,8 @@ mod tests {
     #[test]
     fn names_resolve_or_explain() {
         assert_eq!(backend_by_name("cpu").unwrap().name(), "cpu");
-        assert_eq!(backend_by_name("gpu-or-cpu").unwrap().name(), "cpu");
+        let fallback = backend_by_name("gpu-or-cpu").unwrap();
+        assert!(["cpu", "wgpu"].contains(&fallback.name()), "{}", fallback.name());
         let e = backend_by_name("tpu").unwrap_err().to_string();
         assert!(e.contains("unknown backend"), "{e}");
         let e = backend_by_name("plugin:").unwrap_err().to_string();
