@@ -128,6 +128,37 @@ fn inputs<'k>(k: &'k Kernel<'_>) -> Vec<&'k RowWindow> {
     }
 }
 
+/// The pipelines (shader, storage types) that [`launches`] uses for `k`.
+pub(crate) fn pipelines(k: &Kernel<'_>) -> Vec<(&'static str, [DType; 3])> {
+    let y = k.output().dtype;
+    let f = DType::F32;
+    let opd = |o: &Operand| match o {
+        Operand::Arena(w) => w.dtype,
+        Operand::Weight(_) => f,
+    };
+    match k {
+        Kernel::Conv { x, r, .. } => vec![("conv", [x.dtype, y, r.map_or(f, |r| r.dtype)])],
+        Kernel::Binary { a, b, .. } => vec![("binary", [opd(a), y, opd(b)])],
+        Kernel::MatMul { a, b, .. } => vec![("matmul", [opd(a), y, opd(b)])],
+        Kernel::Copy { x, .. } => vec![("copy", [opd(x), y, f])],
+        Kernel::Gemm { a, .. } => vec![("gemm", [a.dtype, y, f])],
+        Kernel::Concat { xs, .. } => {
+            let mut v: Vec<_> = xs.iter().map(|x| ("concat", [x.dtype, y, f])).collect();
+            v.dedup();
+            v
+        }
+        Kernel::ConvTranspose { x, .. } => vec![("conv_transpose", [x.dtype, y, f])],
+        Kernel::Pool { x, .. } => vec![("pool", [x.dtype, y, f])],
+        Kernel::GlobalAvgPool { x, .. } => vec![("global_avg_pool", [x.dtype, y, f])],
+        Kernel::Affine { x, .. } => vec![("affine", [x.dtype, y, f])],
+        Kernel::Unary { x, .. } => vec![("unary", [x.dtype, y, f])],
+        Kernel::Resize { x, .. } => vec![("resize", [x.dtype, y, f])],
+        Kernel::Reduce { x, .. } => vec![("reduce", [x.dtype, y, f])],
+        Kernel::Softmax { x, .. } => vec![("softmax", [x.dtype, y, f])],
+        Kernel::Transpose { x, .. } => vec![("transpose", [x.dtype, y, f])],
+    }
+}
+
 /// The launches that run `k`.
 pub(crate) fn launches(g: &Gpu, k: &Kernel<'_>) -> Result<Vec<Launch>> {
     let family = k.family();
@@ -151,7 +182,8 @@ pub(crate) fn launches(g: &Gpu, k: &Kernel<'_>) -> Result<Vec<Launch>> {
     }
     let (ys, yb) = g.bind(family, &y)?;
     let head = |n: usize| -> Vec<u32> { vec![n as u32, y.first_row as u32, y.rows as u32] };
-    let one = |shader, types, params, n, slots| Ok(vec![Launch { shader, types, params, n, slots }]);
+    let one =
+        |shader, types, params, n, slots| Ok(vec![Launch { shader, types, params, n, slots }]);
     match k {
         Kernel::Conv { op, x, w, b, r, y } => {
             let (xd, wd) = (x.dims.as_slice(), w.dims.as_slice());
@@ -379,7 +411,8 @@ pub(crate) fn launches(g: &Gpu, k: &Kernel<'_>) -> Result<Vec<Launch>> {
                 return Err(fail("affine", format!("scales and shifts do not fit {d:?}")));
             }
             need_rows("affine", x, y.first_row, y.first_row + y.rows)?;
-            let inner: usize = d.get(2..d.len().saturating_sub(2)).map_or(1, |s| s.iter().product());
+            let inner: usize =
+                d.get(2..d.len().saturating_sub(2)).map_or(1, |s| s.iter().product());
             let mode = match d.len() {
                 2 => 0,
                 3 => 1,
@@ -454,7 +487,10 @@ pub(crate) fn launches(g: &Gpu, k: &Kernel<'_>) -> Result<Vec<Launch>> {
                 d => return Err(fail("gemm", format!("A must be 2-D, got {d:?}"))),
             };
             if ka != k || weight_len(g, "gemm", b.id)? != k * n {
-                return Err(fail("gemm", format!("inner dims differ: A {:?}, B {:?}", a.dims, b.dims)));
+                return Err(fail(
+                    "gemm",
+                    format!("inner dims differ: A {:?}, B {:?}", a.dims, b.dims),
+                ));
             }
             need_dims("gemm", "output", &y.dims, &[m, n])?;
             let (crs, ccs) = match c {
@@ -464,7 +500,12 @@ pub(crate) fn launches(g: &Gpu, k: &Kernel<'_>) -> Result<Vec<Launch>> {
                         &[] => (1, 1),
                         &[c] => (1, c),
                         &[r, c] => (r, c),
-                        d => return Err(fail("gemm", format!("C must have at most 2 axes, got {d:?}"))),
+                        d => {
+                            return Err(fail(
+                                "gemm",
+                                format!("C must have at most 2 axes, got {d:?}"),
+                            ))
+                        }
                     };
                     if (cm != 1 && cm != m) || (cn != 1 && cn != n) {
                         return Err(fail("gemm", format!("C {:?} does not broadcast", c.dims)));
@@ -673,11 +714,7 @@ fn conv_transpose_rows(
 
 /// One binary operand's parameters: is_weight, window, follows_rows, follows_columns, plane
 /// strides along the output's lead axes; its slots (arena, weight) and storage type.
-fn side(
-    g: &Gpu,
-    o: &Operand,
-    y: &Dims,
-) -> Result<(Vec<u32>, Slot, Slot, DType)> {
+fn side(g: &Gpu, o: &Operand, y: &Dims) -> Result<(Vec<u32>, Slot, Slot, DType)> {
     let (od, yd) = (o.dims(), y.as_slice());
     let (ro, ry) = (od.rank(), yd.len());
     if ro > ry {
@@ -736,7 +773,10 @@ fn binary(
     let yd = y.dims.as_slice();
     let (ra, rb) = (a.dims().rank(), b.dims().rank());
     if ra.max(rb) != yd.len() || yd.len() > MAX_RANK {
-        return Err(fail("binary", format!("operands {:?} and {:?} give no {yd:?}", a.dims(), b.dims())));
+        return Err(fail(
+            "binary",
+            format!("operands {:?} and {:?} give no {yd:?}", a.dims(), b.dims()),
+        ));
     }
     for i in 0..yd.len() {
         let dim = |d: Dims, r: usize| if i + r >= yd.len() { d[i + r - yd.len()] } else { 1 };

@@ -385,7 +385,8 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
         });
         let arena = self.arena.as_ref().ok_or_else(|| fail(l.shader, "no arena allocated"))?;
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() }];
+        let mut entries =
+            vec![wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() }];
         for &(binding, slot) in &l.slots {
             let resource = match slot {
                 Slot::Arena(offset, size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -442,6 +443,8 @@ impl Gpu {
     fn submit(&mut self, op: &str) -> Result<()> {
         if let Some(enc) = self.encoder.take() {
             self.queue.submit(Some(enc.finish()));
+            // Free what finished work held (parameter buffers, bind groups), without waiting.
+            let _ = self.device.poll(wgpu::PollType::Poll);
         }
         self.pending = 0;
         self.check_errors(op)
@@ -546,13 +549,13 @@ impl Backend for WgpuBackend {
     }
 
     fn prepare(&mut self, kernel: &Kernel<'_>) -> Result<()> {
-        // Compile the pipeline now, so that running never compiles.
+        // Compile the kernel's pipelines now (the arena does not exist yet), so that running
+        // never compiles. f16 windows on an adapter without SHADER_F16 fail when run, clearly.
         let g = &mut self.gpu;
-        if g.arena.is_none() {
-            return Ok(());
-        }
-        for l in kernels::launches(g, kernel)? {
-            g.pipeline(l.shader, l.types)?;
+        for (shader, types) in kernels::pipelines(kernel) {
+            if g.f16 || !types.contains(&DType::F16) {
+                g.pipeline(shader, types)?;
+            }
         }
         Ok(())
     }

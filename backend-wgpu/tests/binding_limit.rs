@@ -56,4 +56,3 @@ fn text_detector_runs_by_parts_beyond_the_binding_limit() {
         assert!(e <= 1e-4, "output {o}: {e:e}");
     }
 }
-

@@ -26,7 +26,7 @@ fn f16_storage_matches_cpu_and_by_parts_is_bit_identical() {
     let e = common::rel_err(&got[0], &want[0]);
     println!("f16 storage: wgpu vs cpu relative error {e:e}");
     assert!(e <= 1e-2, "{e:e}");
-    let bp = common::run(&g, &f16(common::parts(2)), Box::new(common::gpu().unwrap()), &input)
-        .unwrap();
+    let bp =
+        common::run(&g, &f16(common::parts(2)), Box::new(common::gpu().unwrap()), &input).unwrap();
     assert_eq!(common::ulp_diff(&bp[0], &got[0]).0, 0, "f16 by parts differs from layer by layer");
 }

@@ -27,11 +27,8 @@ fn bundled_orientation_model_matches() {
 
 #[test]
 fn bundled_mobilenet_v2_matches() {
-    let g = onnx::load(
-        common::repo("models/mobilenet_v2.onnx"),
-        &ImportOptions::default(),
-    )
-    .unwrap();
+    let g =
+        onnx::load(common::repo("models/mobilenet_v2.onnx"), &ImportOptions::default()).unwrap();
     common::check_graph(&g, 4);
 }
 

@@ -5,12 +5,15 @@
 mod common;
 
 use frugal_core::ops::{
-    Activation, BinaryKind, ConvTranspose, Gemm, MatMul, Op, PoolKind, Reduce, ReduceKind,
-    ResizeMode, Softmax,
+    Activation, BinaryKind, Gemm, MatMul, Op, PoolKind, Reduce, ReduceKind, ResizeMode, Softmax,
 };
 use frugal_core::{Graph, GraphBuilder, Result, Tensor, ValueId};
 
-fn graph(name: &str, shape: &[usize], f: impl FnOnce(&mut GraphBuilder, ValueId) -> Result<ValueId>) -> Graph {
+fn graph(
+    name: &str,
+    shape: &[usize],
+    f: impl FnOnce(&mut GraphBuilder, ValueId) -> Result<ValueId>,
+) -> Graph {
     let mut b = GraphBuilder::new(name, 7);
     let x = b.input("input", shape);
     let y = f(&mut b, x).unwrap();
@@ -33,7 +36,10 @@ const ACTS: [Activation; 8] = [
 fn conv_plain_strided_dilated_grouped_depthwise() {
     let s = [1, 6, 17, 13];
     common::check_graph(&graph("conv3x3", &s, |b, x| b.conv(x, 8, 3, 1, 1, 1, None)), 1);
-    common::check_graph(&graph("conv_s2", &s, |b, x| b.conv(x, 5, 3, 2, 1, 1, Some(Activation::Relu))), 2);
+    common::check_graph(
+        &graph("conv_s2", &s, |b, x| b.conv(x, 5, 3, 2, 1, 1, Some(Activation::Relu))),
+        2,
+    );
     common::check_graph(
         &graph("conv_dil", &s, |b, x| {
             b.conv_full(x, 4, [3, 2], [1, 2], [2, 1], [2, 0, 1, 1], 2, Some(Activation::HardSwish))
@@ -53,7 +59,10 @@ fn conv_plain_strided_dilated_grouped_depthwise() {
 #[test]
 fn conv_transpose_and_resize() {
     let s = [1, 4, 9, 7];
-    common::check_graph(&graph("deconv", &s, |b, x| b.conv_transpose(x, 3, 3, 2, 1, 1, Some(Activation::Relu))), 1);
+    common::check_graph(
+        &graph("deconv", &s, |b, x| b.conv_transpose(x, 3, 3, 2, 1, 1, Some(Activation::Relu))),
+        1,
+    );
     common::check_graph(&graph("deconv4", &s, |b, x| b.conv_transpose(x, 2, 4, 2, 1, 0, None)), 2);
     common::check_graph(&graph("nearest", &s, |b, x| b.upsample(x, 2, ResizeMode::Nearest)), 3);
     common::check_graph(&graph("linear", &s, |b, x| b.upsample(x, 2, ResizeMode::Linear)), 4);
@@ -74,8 +83,13 @@ fn pointwise() {
     for (i, a) in ACTS.iter().enumerate() {
         common::check_graph(&graph(a.onnx_name(), &s, |b, x| b.act(x, *a)), i as u64);
     }
-    common::check_graph(&graph("bn", &s, |b, x| b.batch_norm(x, Some(Activation::LeakyRelu { alpha: 0.2 }))), 9);
-    for kind in [BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul, BinaryKind::Div, BinaryKind::PRelu] {
+    common::check_graph(
+        &graph("bn", &s, |b, x| b.batch_norm(x, Some(Activation::LeakyRelu { alpha: 0.2 }))),
+        9,
+    );
+    for kind in
+        [BinaryKind::Add, BinaryKind::Sub, BinaryKind::Mul, BinaryKind::Div, BinaryKind::PRelu]
+    {
         common::check_graph(
             &graph(kind.onnx_name(), &s, |b, x| {
                 let c = b.random(&[3, 1, 5], 1.0);
@@ -161,4 +175,3 @@ fn dense_reduce_softmax() {
         8,
     );
 }
-
