@@ -192,6 +192,9 @@ pub(crate) fn launches(g: &Gpu, k: &Kernel<'_>) -> Result<Vec<Launch>> {
                 return Err(fail("conv", format!("input {xd:?}, weight {wd:?}, output {yd:?}")));
             }
             let (cg, m) = (wd[1], yd[1]);
+            if op.kernel[0] > 32 {
+                return Err(fail("conv", "kernels more than 32 rows high are not supported"));
+            }
             if m % op.groups != 0
                 || xd[1] != cg * op.groups
                 || wd[0] != m

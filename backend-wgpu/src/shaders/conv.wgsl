@@ -30,16 +30,30 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
     let b = p / m;
     let mo = p % m;
     let c0 = b * P[18] + (mo / P[21]) * cg;
+    // Offsets of the tap rows inside a plane (-1: padding), worked out once: the ring's modulo
+    // stays out of the inner loop.
+    var roff: array<i32, 32>;
+    for (var ky = 0u; ky < kh; ky++) {
+        let iy = i32(oy * P[24] + ky * P[26]) - i32(P[28]);
+        if (iy >= 0 && iy < i32(x.h)) {
+            roff[ky] = i32((u32(iy) % x.cap) * x.stride);
+        } else {
+            roff[ky] = -1;
+        }
+    }
+    let plane = x.cap * x.stride;
     var acc = 0.0;
     var wi = mo * cg * kh * kw;
     for (var ci = 0u; ci < cg; ci++) {
+        let pbase = x.base + (c0 + ci) * plane;
         for (var ky = 0u; ky < kh; ky++) {
-            let iy = i32(oy * P[24] + ky * P[26]) - i32(P[28]);
-            if (iy >= 0 && iy < i32(x.h)) {
+            let r = roff[ky];
+            if (r >= 0) {
+                let rbase = pbase + u32(r);
                 for (var kx = 0u; kx < kw; kx++) {
                     let ix = i32(ox * P[25] + kx * P[27]) - i32(P[29]);
                     if (ix >= 0 && ix < i32(x.w)) {
-                        acc = fma(W[wi + kx], f32(X[at(x, c0 + ci, u32(iy), u32(ix))]), acc);
+                        acc = fma(W[wi + kx], f32(X[rbase + u32(ix)]), acc);
                     }
                 }
             }
