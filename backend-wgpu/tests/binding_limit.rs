@@ -3,8 +3,9 @@
 //!
 //! To keep the test small and fast on a software rasteriser, the device is requested with a
 //! lowered `max_storage_buffer_binding_size` (1.75 MiB instead of the adapter's own limit, or
-//! WebGPU's default of 128 MiB, which the same model exceeds layer by layer beyond 2048x2048); the mechanism is the same at any limit: whole tensors are bound whole,
-//! by parts binds ring buffers a few rows high.
+//! WebGPU's default of 128 MiB, which the same model exceeds layer by layer beyond 2048x2048);
+//! the mechanism is the same at any limit: whole tensors are bound whole, by parts binds ring
+//! buffers a few rows high.
 
 mod common;
 
