@@ -209,6 +209,9 @@ impl WgpuBackend {
         let cap = options.max_binding_bytes.or_else(|| {
             std::env::var(ENV_MAX_BINDING).ok().and_then(|v| v.trim().parse::<u64>().ok())
         });
+        // Shaders index bindings with u32 elements: keep a binding under 4 GiB.
+        limits.max_storage_buffer_binding_size =
+            limits.max_storage_buffer_binding_size.min(u32::MAX as u64 / 4 * 4);
         if let Some(cap) = cap {
             limits.max_storage_buffer_binding_size =
                 limits.max_storage_buffer_binding_size.min(cap.max(1 << 16));
@@ -323,6 +326,22 @@ impl Gpu {
         }
         let base = (start - off) / w.dtype.size() as u64;
         Ok((Slot::Arena(off, size), base as u32))
+    }
+
+    /// Fails unless a buffer of `bytes` that a shader binds whole fits the adapter's limits.
+    fn fits(&self, op: &str, what: &str, bytes: u64) -> Result<()> {
+        let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        if bytes > max {
+            return Err(fail(
+                op,
+                format!(
+                    "{what} takes {bytes} bytes, more than this adapter binds at once ({max} \
+                     bytes, max_storage_buffer_binding_size); run by parts (--strategy by-parts) \
+                     or use a smaller input"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn pipeline(&mut self, shader: &'static str, types: [DType; 3]) -> Result<()> {
@@ -537,6 +556,7 @@ impl Backend for WgpuBackend {
         let g = &mut self.gpu;
         let t = if weight.dtype() == DType::F32 { weight.clone() } else { weight.cast(DType::F32) };
         let data = t.as_f32()?;
+        g.fits("upload", "a weight", data.len() as u64 * 4)?;
         let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
         let buf = g.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("weight"),
@@ -582,6 +602,7 @@ impl Backend for WgpuBackend {
         if packed.is_empty() {
             return Ok(());
         }
+        g.fits("write", "the rows written", packed.len() as u64 * 4)?;
         // The rows go in a weight-like buffer the write shader scatters into the window, in
         // the encoder's order (a queue write would jump ahead of recorded kernels).
         let id = WeightId(g.weights.len());
@@ -617,6 +638,7 @@ impl Backend for WgpuBackend {
         let g = &mut self.gpu;
         let (slot, base) = g.bind("read", src)?;
         let bytes = (n * 4) as u64;
+        g.fits("read", "the rows read", bytes)?;
         let out = g.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read"),
             size: bytes,
