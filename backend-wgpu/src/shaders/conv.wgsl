@@ -33,26 +33,35 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
     // Offsets of the tap rows inside a plane (-1: padding), worked out once: the ring's modulo
     // stays out of the inner loop.
     var roff: array<i32, 32>;
+    let sh = P[24];
+    let dh = P[26];
+    let pt = i32(P[28]);
+    let xh = i32(x.h);
     for (var ky = 0u; ky < kh; ky++) {
-        let iy = i32(oy * P[24] + ky * P[26]) - i32(P[28]);
-        if (iy >= 0 && iy < i32(x.h)) {
+        let iy = i32(oy * sh + ky * dh) - pt;
+        if (iy >= 0 && iy < xh) {
             roff[ky] = i32((u32(iy) % x.cap) * x.stride);
         } else {
             roff[ky] = -1;
         }
     }
+    // Parameters in registers: the loops below read nothing from P.
     let plane = x.cap * x.stride;
+    let ix0 = i32(ox * P[25]) - i32(P[29]);
+    let dw = i32(P[27]);
+    let xw = i32(x.w);
+    let xbase = x.base + c0 * plane;
     var acc = 0.0;
     var wi = mo * cg * kh * kw;
     for (var ci = 0u; ci < cg; ci++) {
-        let pbase = x.base + (c0 + ci) * plane;
+        let pbase = xbase + ci * plane;
         for (var ky = 0u; ky < kh; ky++) {
             let r = roff[ky];
             if (r >= 0) {
                 let rbase = pbase + u32(r);
                 for (var kx = 0u; kx < kw; kx++) {
-                    let ix = i32(ox * P[25] + kx * P[27]) - i32(P[29]);
-                    if (ix >= 0 && ix < i32(x.w)) {
+                    let ix = ix0 + i32(kx) * dw;
+                    if (ix >= 0 && ix < xw) {
                         acc = fma(W[wi + kx], f32(X[rbase + u32(ix)]), acc);
                     }
                 }

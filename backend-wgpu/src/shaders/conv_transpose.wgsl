@@ -30,21 +30,28 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
     let mo = p % m;
     let grp = mo / mg;
     let mm = mo % mg;
+    let sh = P[19];
+    let sw = P[20];
+    let dh = P[21];
+    let dw = P[22];
+    let pt = P[23];
+    let pl = P[24];
+    let xc = P[13];
     var acc = 0.0;
     for (var ci = grp * cg; ci < (grp + 1u) * cg; ci++) {
         for (var ky = 0u; ky < kh; ky++) {
-            let ty = i32(oy + P[23]) - i32(ky * P[21]);
-            if (ty < 0 || u32(ty) % P[19] != 0u || u32(ty) / P[19] >= x.h) {
+            let ty = i32(oy + pt) - i32(ky * dh);
+            if (ty < 0 || u32(ty) % sh != 0u || u32(ty) / sh >= x.h) {
                 continue;
             }
-            let iy = u32(ty) / P[19];
+            let iy = u32(ty) / sh;
             for (var kx = 0u; kx < kw; kx++) {
-                let tx = i32(ox + P[24]) - i32(kx * P[22]);
-                if (tx < 0 || u32(tx) % P[20] != 0u || u32(tx) / P[20] >= x.w) {
+                let tx = i32(ox + pl) - i32(kx * dw);
+                if (tx < 0 || u32(tx) % sw != 0u || u32(tx) / sw >= x.w) {
                     continue;
                 }
                 let wv = W[((ci * mg + mm) * kh + ky) * kw + kx];
-                acc += f32(X[at(x, b * P[13] + ci, iy, u32(tx) / P[20])]) * wv;
+                acc += f32(X[at(x, b * xc + ci, iy, u32(tx) / sw)]) * wv;
             }
         }
     }

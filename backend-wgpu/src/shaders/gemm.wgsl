@@ -21,16 +21,18 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
     let row = P[1] + i / n;
     let j = i % n;
     let k = P[13];
+    let ta = P[15] != 0u;
+    let tb = P[16] != 0u;
     var acc = 0.0;
     for (var t = 0u; t < k; t++) {
         var av: f32;
-        if (P[15] != 0u) {
+        if (ta) {
             av = f32(A[at(a, 0u, t, row)]);
         } else {
             av = f32(A[at(a, 0u, row, t)]);
         }
         var bv: f32;
-        if (P[16] != 0u) {
+        if (tb) {
             bv = B[j * k + t];
         } else {
             bv = B[t * n + j];

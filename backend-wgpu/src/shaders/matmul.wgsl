@@ -37,18 +37,21 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
     }
     let a = win(3u);
     let b = win(8u);
+    let wa = P[21] != 0u;
+    let wb = P[22] != 0u;
+    let b1 = P[23] != 0u;
     var acc = 0.0;
     for (var t = 0u; t < k; t++) {
         var av: f32;
-        if (P[21] != 0u) {
+        if (wa) {
             av = WA[(pa * m + ii) * k + t];
         } else {
             av = f32(XA[at(a, pa, ii, t)]);
         }
         var bv: f32;
-        if (P[22] != 0u) {
+        if (wb) {
             bv = WB[(pb * k + t) * n + j];
-        } else if (P[23] != 0u) {
+        } else if (b1) {
             bv = f32(XB[at(b, 0u, 0u, t)]);
         } else {
             bv = f32(XB[at(b, pb, t, j)]);

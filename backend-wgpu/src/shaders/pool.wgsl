@@ -38,12 +38,18 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
     let e = P[14];
     let kh = P[16];
     let kw = P[17];
+    let sh = P[18];
+    let sw = P[19];
+    let dh = P[20];
+    let dw = P[21];
+    let pt = P[22];
+    let pl = P[23];
     // First and last in-bounds tap rows, and whether the call holds any.
     var first = 0xffffffffu;
     var last = 0u;
     var any = false;
     for (var ky = 0u; ky < kh; ky++) {
-        let t = i32(oy * P[18] + ky * P[20]) - i32(P[22]);
+        let t = i32(oy * sh + ky * dh) - i32(pt);
         if (t >= 0 && u32(t) < x.h) {
             first = min(first, u32(t));
             last = max(last, u32(t));
@@ -64,12 +70,12 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
         acc = f32(Y[o]);
     }
     for (var ky = 0u; ky < kh; ky++) {
-        let t = i32(oy * P[18] + ky * P[20]) - i32(P[22]);
+        let t = i32(oy * sh + ky * dh) - i32(pt);
         if (t < 0 || u32(t) >= x.h || u32(t) < a || u32(t) >= e) {
             continue;
         }
         for (var kx = 0u; kx < kw; kx++) {
-            let s = i32(ox * P[19] + kx * P[21]) - i32(P[23]);
+            let s = i32(ox * sw + kx * dw) - i32(pl);
             if (s < 0 || u32(s) >= x.w) {
                 continue;
             }
@@ -85,11 +91,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) n
         var ch: u32;
         var cw: u32;
         if (P[26] != 0u) {
-            ch = count(oy, kh, P[18], P[20], 0u, x.h + P[22] + P[24]);
-            cw = count(ox, kw, P[19], P[21], 0u, x.w + P[23] + P[25]);
+            ch = count(oy, kh, sh, dh, 0u, x.h + pt + P[24]);
+            cw = count(ox, kw, sw, dw, 0u, x.w + pl + P[25]);
         } else {
-            ch = count(oy, kh, P[18], P[20], P[22], x.h + P[22]);
-            cw = count(ox, kw, P[19], P[21], P[23], x.w + P[23]);
+            ch = count(oy, kh, sh, dh, pt, x.h + pt);
+            cw = count(ox, kw, sw, dw, pl, x.w + pl);
         }
         acc = acc / f32(ch * cw);
     }
