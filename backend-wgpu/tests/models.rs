@@ -14,8 +14,12 @@ fn zoo_architectures_match_cpu_and_by_parts_matches_layer_by_layer() {
 }
 
 #[test]
-fn mobilenet_v2_zoo_matches() {
+fn zoo_standard_networks_match() {
     common::check_graph(&zoo::by_name("mobilenet_v2", 64, 64, 3).unwrap(), 2);
+    for name in ["resnet18", "resnet50", "vgg16"] {
+        let (h, w) = if name == "vgg16" { (32, 48) } else { (48, 40) };
+        common::check_graph(&zoo::by_name(name, h, w, 3).unwrap(), 6);
+    }
 }
 
 #[test]
