@@ -84,18 +84,9 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
     match BackendKind::parse(name)? {
         BackendKind::Cpu => cpu(),
         BackendKind::Wgpu => wgpu(),
-        BackendKind::Cuda => {
-            if cfg!(feature = "cuda") {
-                Err(not_ready("cuda"))
-            } else {
-                Err(Error::BackendNotCompiled("cuda".into()))
-            }
-        }
-        // The first GPU backend that works here (compiled in, and an adapter found), else CPU.
-        BackendKind::GpuOrCpu => match wgpu() {
-            Ok(b) => Ok(b),
-            Err(_) => cpu(),
-        },
+        BackendKind::Cuda => cuda(),
+        // The first GPU backend that works here (compiled in, and a device found), else CPU.
+        BackendKind::GpuOrCpu => cuda().or_else(|_| wgpu()).or_else(|_| cpu()),
         BackendKind::Plugin(path) => {
             if cfg!(feature = "plugins") {
                 Err(not_ready(&format!("plugin:{path}")))
@@ -116,6 +107,23 @@ fn wgpu() -> Result<Box<dyn Backend>> {
 #[cfg(not(feature = "wgpu"))]
 fn wgpu() -> Result<Box<dyn Backend>> {
     Err(Error::BackendNotCompiled("wgpu".into()))
+}
+
+/// The CUDA backend. `FRUGAL_CUDA_DEVICE` picks the GPU (default 0); `FRUGAL_CUDA_HOST_MAPPED_IO=1`
+/// stages inputs and outputs in host-mapped memory (Jetson; see `frugal_cuda::CudaOptions`).
+#[cfg(feature = "cuda-backend")]
+fn cuda() -> Result<Box<dyn Backend>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let options = frugal_cuda::CudaOptions {
+        device: env("FRUGAL_CUDA_DEVICE").and_then(|v| v.parse().ok()).unwrap_or(0),
+        host_mapped_io: env("FRUGAL_CUDA_HOST_MAPPED_IO").is_some_and(|v| v != "0"),
+    };
+    Ok(Box::new(frugal_cuda::CudaBackend::with_options(options)?))
+}
+
+#[cfg(not(feature = "cuda-backend"))]
+fn cuda() -> Result<Box<dyn Backend>> {
+    Err(Error::BackendNotCompiled("cuda".into()))
 }
 
 /// What `frugal backends` shows about one backend.
@@ -148,13 +156,19 @@ mod tests {
     #[test]
     fn names_resolve_or_explain() {
         assert_eq!(backend_by_name("cpu").unwrap().name(), "cpu");
+        let cuda_here = backend_by_name("cuda").is_ok();
         let fallback = backend_by_name("gpu-or-cpu").unwrap();
-        assert!(["cpu", "wgpu"].contains(&fallback.name()), "{}", fallback.name());
+        assert!(["cpu", "wgpu", "cuda"].contains(&fallback.name()), "{}", fallback.name());
+        if !cuda_here && backend_by_name("wgpu").is_err() {
+            assert_eq!(fallback.name(), "cpu");
+        }
         let e = backend_by_name("tpu").unwrap_err().to_string();
         assert!(e.contains("unknown backend"), "{e}");
         let e = backend_by_name("plugin:").unwrap_err().to_string();
         assert!(e.contains("unknown backend"), "{e}");
-        assert!(backend_by_name("cuda").is_err());
+        if !cfg!(feature = "cuda-backend") {
+            assert!(!cuda_here);
+        }
     }
 
     #[test]

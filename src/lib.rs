@@ -36,3 +36,5 @@ pub use backends::{
 };
 pub use frugal_core::*;
 pub use frugal_cpu::CpuBackend;
+#[cfg(feature = "cuda-backend")]
+pub use frugal_cuda::{CudaBackend, CudaOptions};

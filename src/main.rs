@@ -6,6 +6,26 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Exit status by kind of failure, so scripts can tell a bad model from a bad input or a
+/// missing device (documented in the README; 2 is clap's usage error).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use frugal::Error as E;
+    match e.chain().find_map(|c| c.downcast_ref::<E>()) {
+        Some(
+            E::InvalidModel { .. }
+            | E::Malformed(_)
+            | E::Unsupported { .. }
+            | E::Opset { .. }
+            | E::Shape { .. }
+            | E::TooLarge { .. },
+        ) => 3,
+        Some(E::Input { .. }) => 4,
+        Some(E::OutOfBudget { .. } | E::OverMemoryLimit { .. } | E::DeviceLimit { .. }) => 5,
+        Some(E::BackendNotCompiled(_) | E::BackendUnavailable { .. } | E::Backend { .. }) => 6,
+        _ => 1,
+    }
+}
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::dispatch(args) {
@@ -13,7 +33,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the error and its causes.
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
     }
 }

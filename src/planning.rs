@@ -19,6 +19,8 @@ pub struct Target {
     pub min_throughput: Option<f64>,
     /// Storage type of activations (f32 or f16).
     pub storage: frugal_core::DType,
+    /// Refuse plans whose weights plus arena exceed this many bytes.
+    pub max_memory: Option<usize>,
 }
 
 impl Default for Target {
@@ -29,6 +31,7 @@ impl Default for Target {
             budget: None,
             min_throughput: None,
             storage: frugal_core::DType::F32,
+            max_memory: None,
         }
     }
 }
@@ -85,6 +88,7 @@ pub fn plan_for(
                 ..PlanOptions::new(strategy)
             },
         )?;
+        check_max_memory(graph, &plan, backend, target.max_memory)?;
         return Ok((plan, None));
     }
     let profile = profile_for(graph, backend, &mut |d, t| progress("profiling kernels", d, t))?;
@@ -104,5 +108,24 @@ pub fn plan_for(
         }
         (None, None) => unreachable!("handled above"),
     };
-    Ok((chosen.plan(graph)?, Some(chosen.clone())))
+    let plan = chosen.plan(graph)?;
+    check_max_memory(graph, &plan, backend, target.max_memory)?;
+    Ok((plan, Some(chosen.clone())))
+}
+
+/// Refuses `plan` when the model's weights plus the arena a session on `backend` allocates
+/// (activations and kernel scratch) exceed `limit` bytes: checked before anything is allocated.
+pub fn check_max_memory(
+    graph: &Graph,
+    plan: &Plan,
+    backend: &dyn Backend,
+    limit: Option<usize>,
+) -> Result<()> {
+    let Some(limit) = limit else { return Ok(()) };
+    let weights = graph.weight_bytes();
+    let arena = frugal_core::session_bytes(graph, plan, backend)?;
+    if weights.saturating_add(arena) > limit {
+        return Err(frugal_core::Error::OverMemoryLimit { weights, arena, limit });
+    }
+    Ok(())
 }

@@ -11,7 +11,8 @@ use frugal::{
     ValueId,
 };
 use proptest::prelude::{
-    any, prop, prop_assume, prop_oneof, proptest, Just, ProptestConfig, TestCaseError,
+    any, prop, prop_assert, prop_assert_eq, prop_assume, prop_oneof, proptest, Just,
+    ProptestConfig, TestCaseError,
 };
 use proptest::strategy::Strategy as _;
 
@@ -254,6 +255,73 @@ proptest! {
         let got = run_plan(&graph, &plan, &input);
         for (g, wv) in got.iter().zip(&want) {
             check(g, wv, Tolerance::Exact).map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+/// A profile with made-up but consistent timings for every kernel `graph` needs (the planner's
+/// choices then vary with the seed, not with this machine's load).
+fn synthetic_profile(graph: &Graph, seed: u64) -> frugal::planner::Profile {
+    let mut p = frugal::planner::Profile { step_overhead: 1e-7, ..Default::default() };
+    for (n, rows) in p.missing(graph) {
+        let key = frugal::planner::profile::kernel_key(graph, n);
+        let per_row = 1e-6 * (1 + (n.0 as u64 * 7 + seed) % 5) as f64;
+        let t = per_row * rows as f64 + 2e-6 * ((seed + n.0 as u64) % 3) as f64;
+        let pts = p.kernels.entry(key).or_default();
+        pts.push((rows, t));
+        pts.sort_by_key(|&(r, _)| r);
+    }
+    p
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any budget the planner accepts holds (the session's arena is within it), the chosen
+    /// plan passes the independent checker and gives layer by layer's bits; a refused budget
+    /// names the smallest achievable arena.
+    #[test]
+    fn random_cnns_and_budgets_hold(
+        h in 5usize..20,
+        w in 3usize..20,
+        blocks in prop::collection::vec(block(), 1..6),
+        head in any::<bool>(),
+        seed in 0u64..1000,
+        fraction in 0.0f64..1.0,
+        below in 0u8..4,
+    ) {
+        let graph = build(h, w, &blocks, head, seed);
+        prop_assume!(graph.is_some());
+        let graph = graph.unwrap();
+        let profile = synthetic_profile(&graph, seed);
+        let backend = frugal::backend_with("cpu", &frugal::BackendOptions { threads: 1 }).unwrap();
+        let front = frugal::planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {}).unwrap();
+        let lo = front.iter().map(|c| c.arena_bytes).min().unwrap();
+        let hi = front.iter().map(|c| c.arena_bytes).max().unwrap();
+        // One budget in four below the smallest plan, the rest between it and 1.2x the largest.
+        let budget = if below == 0 {
+            lo - 1 - (lo as f64 * 0.5 * fraction) as usize
+        } else {
+            lo + ((hi as f64 * 1.2 - lo as f64) * fraction) as usize
+        };
+        match frugal::planner::fastest_within(&front, budget) {
+            Ok(c) => {
+                let plan = c.plan(&graph).unwrap();
+                verify(&graph, &plan).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let arena = frugal::session_bytes(&graph, &plan, &*backend).unwrap();
+                prop_assert!(arena <= budget, "arena {} above budget {}", arena, budget);
+                let input = seeded_input(&[1, 3, h, w], seed);
+                let lbl = Plan::build(&graph, &PlanOptions::new(Strategy::LayerByLayer)).unwrap();
+                let want = run_plan(&graph, &lbl, &input);
+                for (g, wv) in run_plan(&graph, &plan, &input).iter().zip(&want) {
+                    check(g, wv, Tolerance::Exact).map_err(TestCaseError::fail)?;
+                }
+            }
+            Err(frugal::Error::OutOfBudget { needed, .. }) => {
+                prop_assert!(budget < lo);
+                prop_assert_eq!(needed, lo);
+            }
+            Err(e) => return Err(TestCaseError::fail(e.to_string())),
         }
     }
 }

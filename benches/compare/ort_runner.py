@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Times one ONNX model with onnxruntime, for run.py.
 
-Usage: ort_runner.py MODEL.onnx --input-shape 1,3,224,224 --runs N --threads T
-CPUExecutionProvider, intra_op_num_threads=T, inter_op_num_threads=1; two warm-up runs, then N
-timed runs on a fixed pseudo-random input. Prints {"median_ms":..,"min_ms":..,"runs":N}.
+Usage: ort_runner.py MODEL.onnx --input-shape 1,3,224,224 --runs N --threads T [--provider cuda]
+CPUExecutionProvider (or CUDAExecutionProvider with --provider cuda, for gpu.py: onnxruntime-gpu),
+intra_op_num_threads=T, inter_op_num_threads=1; two warm-up runs, then N timed runs on a fixed
+pseudo-random input (host in, host out). Prints {"median_ms":..,"min_ms":..,"runs":N}.
 """
 import argparse
 import json
@@ -19,12 +20,18 @@ def main():
     ap.add_argument("--input-shape", default="1,3,224,224")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = a.threads
     opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(a.model, opts, providers=["CPUExecutionProvider"])
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[a.provider]
+    if a.provider == "cuda" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # the CUDA and cuDNN libraries of the pip wheels, if installed
+    sess = ort.InferenceSession(a.model, opts, providers=[provider])
+    if sess.get_providers()[0] != provider:
+        raise SystemExit(f"onnxruntime could not use {provider} (has {sess.get_providers()})")
     shape = [int(d) for d in a.input_shape.split(",")]
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     feed = {sess.get_inputs()[0].name: x}

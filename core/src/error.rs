@@ -27,7 +27,9 @@ pub enum Error {
     },
 
     /// A model construct that is structurally wrong (dangling value names, bad attributes, ...).
-    #[error("malformed model: {0}")]
+    #[error(
+        "malformed model: {0} (re-export the model; `python -m onnx.checker` names what is wrong)"
+    )]
     Malformed(String),
 
     /// An operator, or an operator with attributes, that frugal does not run.
@@ -57,7 +59,9 @@ pub enum Error {
     },
 
     /// Shapes that do not fit together (at import, or between a user input and the model).
-    #[error("shape error at {node}: {reason}")]
+    #[error(
+        "shape error at {node}: {reason} (check --input-shape against the shape the model expects)"
+    )]
     Shape {
         /// Node or input name.
         node: String,
@@ -109,6 +113,32 @@ pub enum Error {
         backend: String,
         /// Why, and what to install or change.
         reason: String,
+    },
+
+    /// Something beyond frugal's limits (see [`crate::limits`]), refused before allocating.
+    #[error("{what} is too large: {reason}")]
+    TooLarge {
+        /// The tensor, node or plan.
+        what: String,
+        /// What limit it exceeds and what to do.
+        reason: String,
+    },
+
+    /// A plan whose weights plus arena exceed the user's `--max-memory`.
+    #[error(
+        "the plan needs {} (weights {} + activations and scratch {}), above the memory limit of {}; raise --max-memory, or lower the plan's memory with --strategy by-parts or --budget",
+        crate::format::bytes(*.weights + *.arena),
+        crate::format::bytes(*.weights),
+        crate::format::bytes(*.arena),
+        crate::format::bytes(*.limit)
+    )]
+    OverMemoryLimit {
+        /// Bytes of weights the backend holds.
+        weights: usize,
+        /// Bytes of the arena (activations and kernel scratch).
+        arena: usize,
+        /// The limit.
+        limit: usize,
     },
 
     /// A plan that does not belong to the graph it is used with, or is inconsistent.

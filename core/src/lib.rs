@@ -23,6 +23,7 @@ pub mod error;
 mod exec;
 pub mod format;
 pub mod graph;
+pub mod limits;
 pub mod onnx;
 pub mod ops;
 pub mod passes;

@@ -89,8 +89,11 @@ impl Session {
 
     /// Runs the model, returning newly allocated outputs.
     pub fn run(&mut self, inputs: &[&[f32]]) -> Result<Vec<Tensor>> {
-        let mut outs: Vec<Vec<f32>> =
-            self.outputs.iter().map(|o| vec![0.0; o.shape.iter().product()]).collect();
+        let mut outs: Vec<Vec<f32>> = self
+            .outputs
+            .iter()
+            .map(|o| crate::limits::try_zeroed("a model output", o.shape.iter().product()))
+            .collect::<Result<_>>()?;
         {
             let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
             self.run_into(inputs, &mut views)?;

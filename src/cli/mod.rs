@@ -89,6 +89,10 @@ pub struct TargetArgs {
     /// Backend: cpu, wgpu, cuda, gpu-or-cpu, plugin:PATH.
     #[arg(long)]
     pub backend: Option<String>,
+    /// Refuse plans whose weights plus activations and scratch exceed SIZE (checked before
+    /// anything is allocated).
+    #[arg(long, value_parser = parse_size)]
+    pub max_memory: Option<usize>,
 }
 
 /// Parses a storage type for clap.
@@ -130,6 +134,7 @@ impl TargetArgs {
             budget: self.budget,
             min_throughput: self.min_throughput,
             storage: self.storage.unwrap_or(frugal::DType::F32),
+            max_memory: self.max_memory,
         };
         let mut profiling = self.backend()?;
         let mut bar = Progress::default();

@@ -127,18 +127,17 @@ fn is_npy(p: &Path) -> bool {
 }
 
 /// A seeded uniform [0, 1) input, for models run without an input file.
-fn random_input(shape: &[usize]) -> Tensor {
-    let n: usize = shape.iter().product();
+fn random_input(shape: &[usize]) -> anyhow::Result<Tensor> {
+    let n = frugal::limits::check_shape("the model input", shape)?;
+    let mut data = frugal::limits::try_zeroed("the model input", n)?;
     let mut s = 0x2545_f491_4f6c_dd1du64;
-    let data = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect();
-    Tensor::from_f32(shape.to_vec(), data)
+    for x in &mut data {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        *x = (s >> 40) as f32 / (1u64 << 24) as f32;
+    }
+    Ok(Tensor::from_f32(shape.to_vec(), data))
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -176,7 +175,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                     bail!("the model's input has dynamic dims; give --input FILE or --input-shape")
                 }
             };
-            inputs.push(("random (seeded)".into(), random_input(&shape)));
+            inputs.push(("random (seeded)".into(), random_input(&shape)?));
         }
     } else {
         for (i, path) in a.input.iter().enumerate() {
@@ -207,7 +206,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         Some(path) => {
             let json = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            Plan::from_json(&json)?
+            let plan = Plan::from_json(&json)?;
+            frugal::planning::check_max_memory(&graph, &plan, &*backend, a.target.max_memory)?;
+            plan
         }
         None => a.target.plan(&graph)?.0,
     };

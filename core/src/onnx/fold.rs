@@ -118,7 +118,7 @@ pub fn eval(n: &OnnxNode<'_>) -> Result<Tensor> {
         "ConstantOfShape" => {
             let shape: Vec<usize> = c(0)?.to_i64_vec().iter().map(|&d| d.max(0) as usize).collect();
             let value = n.tensor("value")?.unwrap_or_else(|| Tensor::from_f32(vec![1], vec![0.0]));
-            let len = numel(&shape);
+            let len = check_folded(n, &shape, 0)?;
             Ok(match value.dtype() {
                 DType::F32 | DType::F16 => {
                     Tensor::from_f32(shape, vec![value.to_f32_vec()[0]; len])
@@ -131,6 +131,7 @@ pub fn eval(n: &OnnxNode<'_>) -> Result<Tensor> {
             if s.dtype().is_float() {
                 let (s, l, d) = (s.to_f32_vec()[0], l.to_f32_vec()[0], d.to_f32_vec()[0]);
                 let count = ((l - s) / d).ceil().max(0.0) as usize;
+                check_folded(n, &[count], 0)?;
                 Ok(Tensor::from_f32(vec![count], (0..count).map(|i| s + i as f32 * d).collect()))
             } else {
                 let (s, l, d) = (s.to_i64_vec()[0], l.to_i64_vec()[0], d.to_i64_vec()[0]);
@@ -138,6 +139,7 @@ pub fn eval(n: &OnnxNode<'_>) -> Result<Tensor> {
                     return Err(n.shape_error("Range with zero delta"));
                 }
                 let count = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+                check_folded(n, &[count], 0)?;
                 Ok(Tensor::from_i64(vec![count], (0..count as i64).map(|i| s + i * d).collect()))
             }
         }
@@ -161,6 +163,7 @@ pub fn eval(n: &OnnxNode<'_>) -> Result<Tensor> {
             let shape = broadcast_shapes(cond.shape(), a.shape())
                 .and_then(|s| broadcast_shapes(&s, b.shape()))
                 .ok_or_else(|| n.shape_error("Where operands do not broadcast"))?;
+            check_folded(n, &shape, cond.len() + a.len() + b.len())?;
             let (cv, idx_c) = (cond.to_i64_vec(), broadcast_index(cond.shape(), &shape));
             let (ia, ib) = (broadcast_index(a.shape(), &shape), broadcast_index(b.shape(), &shape));
             if a.dtype().is_float() {
@@ -182,6 +185,25 @@ pub fn eval(n: &OnnxNode<'_>) -> Result<Tensor> {
 }
 
 /// For each element of `out_shape`, the flat index into a tensor of `shape` broadcast to it.
+/// Most elements an import-time evaluation may create beyond the size of its inputs: folding is
+/// for shapes and small constants, and a corrupt shape must not allocate gigabytes.
+const MAX_FOLDED: usize = 1 << 24;
+
+/// Checks the output of a folded node before it is allocated; returns its element count.
+fn check_folded(n: &OnnxNode<'_>, shape: &[usize], inputs: usize) -> Result<usize> {
+    let what = format!("{} '{}'", n.op_type(), n.name);
+    let count = crate::limits::check_shape(&what, shape)?;
+    if count > MAX_FOLDED.max(inputs) {
+        return Err(Error::TooLarge {
+            what,
+            reason: format!(
+                "evaluating it at import would create {count} elements from constants of                  {inputs}; the model file is corrupt, or computes a large constant frugal                  does not fold"
+            ),
+        });
+    }
+    Ok(count)
+}
+
 fn broadcast_index(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
     let r = out_shape.len();
     let mut strides = vec![0usize; r];
@@ -230,6 +252,7 @@ fn binary(n: &OnnxNode<'_>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let shape = broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
         n.shape_error(format!("cannot broadcast {:?} with {:?}", a.shape(), b.shape()))
     })?;
+    check_folded(n, &shape, a.len() + b.len())?;
     let (ia, ib) = (broadcast_index(a.shape(), &shape), broadcast_index(b.shape(), &shape));
     let op = n.op_type();
     if op == "Equal" {

@@ -154,6 +154,7 @@ fn import_bytes(
     let mut imp = Importer::new(&model, path, ext)?;
     imp.run(options)?;
     let mut g = imp.graph;
+    crate::limits::check_finite_weights(&g)?;
     if !options.keep_unfused {
         crate::passes::normalize(&mut g);
     }
@@ -209,14 +210,15 @@ impl<'m> Importer<'m> {
         shape: Vec<usize>,
         dtype: DType,
         constant: Option<Tensor>,
-    ) -> ValueId {
+    ) -> Result<ValueId> {
+        crate::limits::check_shape(&format!("value '{name}'"), &shape)?;
         let id = ValueId(self.graph.values.len());
         self.names.insert(name.clone(), id);
         self.graph.values.push(Value { name, shape, dtype, constant });
-        id
+        Ok(id)
     }
 
-    fn add_constant(&mut self, name: String, t: Tensor) -> ValueId {
+    fn add_constant(&mut self, name: String, t: Tensor) -> Result<ValueId> {
         let (shape, dtype) = (t.shape().to_vec(), t.dtype());
         self.add_value(name, shape, dtype, Some(t))
     }
@@ -235,7 +237,7 @@ impl<'m> Importer<'m> {
         let g = self.model.graph.as_ref().ok_or_else(|| invalid(&self.path, "no graph"))?;
         for init in &g.initializer {
             let t = tensor::tensor_from_proto(init, Some(&mut self.ext))?;
-            self.add_constant(init.name.clone().unwrap_or_default(), t);
+            self.add_constant(init.name.clone().unwrap_or_default(), t)?;
         }
         let mut first = true;
         for input in &g.input {
@@ -250,7 +252,7 @@ impl<'m> Importer<'m> {
                 .map(|(_, s)| s.clone());
             first = false;
             let (shape, dtype) = self.input_shape(input, given)?;
-            let id = self.add_value(name, shape, dtype, None);
+            let id = self.add_value(name, shape, dtype, None)?;
             self.graph.inputs.push(id);
         }
         for (name, _) in &options.input_shapes {
@@ -421,7 +423,7 @@ impl<'m> Importer<'m> {
                         n.shape(0)?.to_vec(),
                         vec![1; crate::tensor::numel(n.shape(0)?)],
                     );
-                    self.add_constant(np.output[1].clone(), mask);
+                    self.add_constant(np.output[1].clone(), mask)?;
                 }
                 let src = self.names[&np.input[0]];
                 self.names.insert(out_name, src);
@@ -429,7 +431,7 @@ impl<'m> Importer<'m> {
             }
             "Constant" => {
                 let t = constant_value(&n)?;
-                self.add_constant(out_name, t);
+                self.add_constant(out_name, t)?;
                 return Ok(());
             }
             _ => {}
@@ -441,7 +443,7 @@ impl<'m> Importer<'m> {
         }
         if fold::can_fold(&n) {
             let t = fold::eval(&n)?;
-            self.add_constant(out_name, t);
+            self.add_constant(out_name, t)?;
             return Ok(());
         }
         let (op, args) = translate(&n)?;
@@ -461,7 +463,7 @@ impl<'m> Importer<'m> {
                 Arg::Input(i) => self.names[&np.input[i]],
                 Arg::Const(t) => {
                     let cname = self.fresh_name(&format!("{name}.const{slot}"));
-                    self.add_constant(cname, t)
+                    self.add_constant(cname, t)?
                 }
             };
             let v = self.graph.value(id);
@@ -499,7 +501,7 @@ impl<'m> Importer<'m> {
             }
             other => other,
         })?;
-        let out = self.add_value(np.output[0].clone(), shape, DType::F32, None);
+        let out = self.add_value(np.output[0].clone(), shape, DType::F32, None)?;
         self.graph.nodes.push(Node { name, op, inputs, outputs: vec![out] });
         Ok(())
     }
@@ -513,13 +515,13 @@ impl<'m> Importer<'m> {
             v.shape.clone(),
             DType::F32,
             t,
-        );
+        )?;
         let out = self.add_value(
             self.fresh_name(&format!("{}.value", v.name)),
             v.shape,
             DType::F32,
             None,
-        );
+        )?;
         self.graph.nodes.push(Node {
             name: format!("materialize {}", v.name),
             op: Op::Materialize,
@@ -596,39 +598,51 @@ fn topo_order<'a>(
     nodes: &'a [NodeProto],
     known: &HashMap<String, ValueId>,
 ) -> Result<Vec<&'a NodeProto>> {
-    let mut avail: std::collections::HashSet<&str> = known.keys().map(String::as_str).collect();
-    avail.insert("");
-    let mut done = vec![false; nodes.len()];
-    let mut order = Vec::with_capacity(nodes.len());
-    loop {
-        let mut progressed = false;
-        for (i, n) in nodes.iter().enumerate() {
-            if !done[i] && n.input.iter().all(|x| avail.contains(x.as_str())) {
-                done[i] = true;
-                progressed = true;
-                order.push(n);
-                avail.extend(n.output.iter().map(String::as_str));
-            }
-        }
-        if order.len() == nodes.len() {
-            return Ok(order);
-        }
-        if !progressed {
-            let stuck = nodes.iter().zip(&done).find(|(_, d)| !**d).map(|(n, _)| n);
-            let (name, missing) = stuck
-                .map(|n| {
-                    let m = n
-                        .input
-                        .iter()
-                        .find(|x| !avail.contains(x.as_str()))
-                        .cloned()
-                        .unwrap_or_default();
-                    (n.name.clone().unwrap_or_default(), m)
-                })
-                .unwrap_or_default();
-            return Err(Error::malformed(format!(
-                "node '{name}' reads '{missing}', which no node, input or initializer produces (or the graph has a cycle)"
-            )));
+    // Kahn's algorithm, linear in nodes and edges (a long chain listed backwards must not take
+    // quadratic time), taking ready nodes in file order so sorted files keep their order.
+    crate::limits::check_nodes("the graph", nodes.len())?;
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            producer.entry(o.as_str()).or_insert(i);
         }
     }
+    let mut waiting = vec![0usize; nodes.len()];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        for x in n.input.iter().filter(|x| !x.is_empty() && !known.contains_key(x.as_str())) {
+            match producer.get(x.as_str()) {
+                Some(&p) => {
+                    waiting[i] += 1;
+                    readers[p].push(i);
+                }
+                None => {
+                    return Err(Error::malformed(format!(
+                        "node '{}' reads '{x}', which no node, input or initializer produces",
+                        n.name.clone().unwrap_or_default()
+                    )))
+                }
+            }
+        }
+    }
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
+        (0..nodes.len()).filter(|&i| waiting[i] == 0).map(std::cmp::Reverse).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(&nodes[i]);
+        for &r in &readers[i] {
+            waiting[r] -= 1;
+            if waiting[r] == 0 {
+                ready.push(std::cmp::Reverse(r));
+            }
+        }
+    }
+    if order.len() < nodes.len() {
+        let stuck = (0..nodes.len()).find(|&i| waiting[i] > 0).map(|i| &nodes[i]);
+        return Err(Error::malformed(format!(
+            "the graph has a cycle through node '{}'; ONNX graphs must be acyclic",
+            stuck.and_then(|n| n.name.clone()).unwrap_or_default()
+        )));
+    }
+    Ok(order)
 }

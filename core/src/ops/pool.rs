@@ -45,6 +45,18 @@ impl Pool {
         }
         let mut out = x.to_vec();
         for a in 0..2 {
+            // As onnxruntime requires: a window must always cover some input (a window wholly
+            // in padding has no maximum and no mean).
+            let span = (self.kernel[a].max(1) - 1) * self.dilations[a] + 1;
+            if self.pads[a] >= span || self.pads[a + 2] >= span {
+                return Err(Error::shape(
+                    "Pool",
+                    format!(
+                        "pads {:?} must be smaller than the window {:?}",
+                        self.pads, self.kernel
+                    ),
+                ));
+            }
             out[2 + a] = conv_out_len(
                 x[2 + a],
                 self.kernel[a],

@@ -207,6 +207,16 @@ impl<'g> Sim<'g> {
                     stack.pop();
                 }
             }
+            if self.steps.len() > crate::limits::MAX_STEPS {
+                return Err(Error::TooLarge {
+                    what: "the by-parts schedule".into(),
+                    reason: format!(
+                        "more than {} steps; use more rows per firing (--part-rows) or \
+                         --strategy layer-by-layer",
+                        crate::limits::MAX_STEPS
+                    ),
+                });
+            }
             if stack.len() > 4 * self.g.nodes.len() + 16 {
                 return Err(Error::Plan("the by-parts schedule does not converge".into()));
             }
@@ -272,50 +282,83 @@ impl<'g> Sim<'g> {
 }
 
 /// Values whose removal disconnects the model inputs from its outputs: cutting there splits the
-/// graph into stages that never run at the same time.
+/// graph into stages that never run at the same time. Nodes are in topological order and all
+/// lead to an output, so the output of node `i` is one exactly when it is the only value
+/// produced up to `i` (model inputs included) and read after `i`: every path from the inputs
+/// to the outputs then crosses that boundary through it. Linear in nodes and edges.
 fn articulations(g: &Graph) -> Vec<ValueId> {
-    let consumers = g.consumers();
+    let n = g.nodes.len();
+    // Position of each value's producer (model inputs: before node 0) and of its last reader
+    // (graph outputs: after the last node), as boundaries `0..=n`.
+    let mut born = vec![usize::MAX; g.values.len()];
+    let mut last = vec![0usize; g.values.len()];
+    for k in 0..g.feeds() {
+        born[g.feed_value(k).0] = 0;
+    }
+    for (i, node) in g.nodes.iter().enumerate() {
+        born[node.output().0] = i + 1;
+        for &x in &node.inputs {
+            last[x.0] = last[x.0].max(i + 1);
+        }
+    }
+    for &o in &g.outputs {
+        last[o.0] = n + 1;
+    }
+    // crossing[b]: values alive at boundary b (after node b-1, before node b): those born at
+    // or before b and read after it.
+    let mut delta = vec![0isize; n + 2];
+    for v in 0..g.values.len() {
+        if born[v] != usize::MAX && last[v] > born[v] {
+            delta[born[v]] += 1;
+            delta[last[v]] -= 1;
+        }
+    }
+    let mut crossing = vec![0isize; n + 1];
+    let mut run = 0;
+    for (b, c) in crossing.iter_mut().enumerate() {
+        run += delta[b];
+        *c = run;
+    }
     let mut out = Vec::new();
-    for n in &g.nodes {
-        let v = n.output();
-        if g.outputs.contains(&v) {
-            continue;
-        }
-        // Reach the outputs from the inputs without passing through v.
-        let mut seen = vec![false; g.values.len()];
-        let mut stack: Vec<ValueId> = (0..g.feeds()).map(|k| g.feed_value(k)).collect();
-        let mut reached = false;
-        while let Some(x) = stack.pop() {
-            if x == v || std::mem::replace(&mut seen[x.0], true) {
-                continue;
-            }
-            if g.outputs.contains(&x) {
-                reached = true;
-                break;
-            }
-            stack.extend(consumers[x.0].iter().map(|c| g.node(*c).output()));
-        }
-        if !reached {
+    for (i, node) in g.nodes.iter().enumerate() {
+        let v = node.output();
+        if !g.outputs.contains(&v) && last[v.0] > i + 1 && crossing[i + 1] == 1 {
             out.push(v);
         }
     }
     out
 }
 
-/// Peak intermediate bytes of the by-parts plan with `cuts`.
-fn peak_with(g: &Graph, options: &PlanOptions, cuts: &[ValueId]) -> Result<usize> {
+/// Most candidates one round of the cut search tries: graphs with more articulation values
+/// (thousands of layers in a chain) try an even sample, so planning stays quick.
+const MAX_CUT_CANDIDATES: usize = 256;
+
+/// Peak intermediate bytes of the by-parts plan with `cuts`, or `None` when it cannot be below
+/// `beat` (its live bytes already reach it: packing never does better than that, so the
+/// quadratic packing is skipped).
+fn peak_with(
+    g: &Graph,
+    options: &PlanOptions,
+    cuts: &[ValueId],
+    beat: usize,
+) -> Result<Option<usize>> {
     let options = PlanOptions { cuts: Some(cuts.to_vec()), ..options.clone() };
     let (steps, cap) = schedule(g, &options)?;
-    Ok(super::finish(g, &options, steps, &cap, true).peak_bytes)
+    if super::live_peak_of(g, &options, &steps, &cap) >= beat {
+        return Ok(None);
+    }
+    Ok(Some(super::finish(g, &options, steps, &cap, true).peak_bytes))
 }
 
 /// Greedy search for stage cuts: adds the cut that lowers the peak most, while one does.
 /// Candidates are articulation values smaller than the current peak (a cut holds its value
 /// whole, so a bigger one can only raise it).
 pub(super) fn search_cuts(g: &Graph, options: &PlanOptions) -> Result<Vec<ValueId>> {
-    let candidates = articulations(g);
+    let all = articulations(g);
+    let step = all.len().div_ceil(MAX_CUT_CANDIDATES).max(1);
+    let candidates: Vec<ValueId> = all.into_iter().step_by(step).collect();
     let mut cuts: Vec<ValueId> = Vec::new();
-    let mut best = peak_with(g, options, &cuts)?;
+    let mut best = peak_with(g, options, &cuts, usize::MAX)?.unwrap_or(usize::MAX);
     loop {
         let mut round: Option<(usize, ValueId)> = None;
         for &c in &candidates {
@@ -323,9 +366,10 @@ pub(super) fn search_cuts(g: &Graph, options: &PlanOptions) -> Result<Vec<ValueI
                 continue;
             }
             cuts.push(c);
-            let p = peak_with(g, options, &cuts)?;
+            let beat = round.map_or(best, |r| r.0);
+            let p = peak_with(g, options, &cuts, beat)?;
             cuts.pop();
-            if p < round.map_or(best, |r| r.0) {
+            if let Some(p) = p.filter(|&p| p < beat) {
                 round = Some((p, c));
             }
         }
@@ -339,4 +383,46 @@ pub(super) fn search_cuts(g: &Graph, options: &PlanOptions) -> Result<Vec<ValueI
     }
     cuts.sort();
     Ok(cuts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, by search: removing `v` leaves no path from the inputs to the outputs.
+    fn articulations_by_search(g: &Graph) -> Vec<ValueId> {
+        let consumers = g.consumers();
+        let mut out = Vec::new();
+        for n in &g.nodes {
+            let v = n.output();
+            if g.outputs.contains(&v) {
+                continue;
+            }
+            let mut seen = vec![false; g.values.len()];
+            let mut stack: Vec<ValueId> = (0..g.feeds()).map(|k| g.feed_value(k)).collect();
+            let mut reached = false;
+            while let Some(x) = stack.pop() {
+                if x == v || std::mem::replace(&mut seen[x.0], true) {
+                    continue;
+                }
+                if g.outputs.contains(&x) {
+                    reached = true;
+                    break;
+                }
+                stack.extend(consumers[x.0].iter().map(|c| g.node(*c).output()));
+            }
+            if !reached {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_linear_articulation_scan_agrees_with_the_definition() {
+        for name in crate::zoo::NAMES {
+            let g = crate::zoo::by_name(name, 64, 64, 0).unwrap();
+            assert_eq!(articulations(&g), articulations_by_search(&g), "{name}");
+        }
+    }
 }

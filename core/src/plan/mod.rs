@@ -378,6 +378,64 @@ pub(super) fn finish(
     capacity: &[usize],
     share: bool,
 ) -> Plan {
+    let (mut buffers, value_buffer) = layout(graph, options, &steps, capacity, share);
+    let interval =
+        |b: &Buffer| arena::Interval { bytes: b.bytes, first: b.first_step, last: b.last_step };
+    let all: Vec<arena::Interval> = buffers.iter().map(interval).collect();
+    let mids: Vec<arena::Interval> =
+        buffers.iter().filter(|b| b.role == BufferRole::Intermediate).map(interval).collect();
+    let (offsets, arena_bytes) = arena::pack(&all, options.alignment);
+    let (_, peak_bytes) = arena::pack(&mids, options.alignment);
+    for (b, o) in buffers.iter_mut().zip(offsets) {
+        b.offset = o;
+    }
+    Plan {
+        strategy: options.strategy,
+        options: options.clone(),
+        fingerprint: fingerprint(graph),
+        storage: options.storage,
+        buffers,
+        value_buffer,
+        steps,
+        arena_bytes,
+        peak_bytes,
+        peak_bytes_with_io: arena_bytes,
+        live_peak_bytes: arena::live_peak(&mids),
+        cuts: Vec::new(),
+        stages: Vec::new(),
+        kernels: Vec::new(),
+    }
+}
+
+/// The most intermediate bytes (aligned as packing aligns them) live at one step of `steps`:
+/// a lower bound of the packed `peak_bytes`, without the (quadratic) packing.
+pub(super) fn live_peak_of(
+    graph: &Graph,
+    options: &PlanOptions,
+    steps: &[Step],
+    capacity: &[usize],
+) -> usize {
+    let (buffers, _) = layout(graph, options, steps, capacity, true);
+    let mids: Vec<arena::Interval> = buffers
+        .iter()
+        .filter(|b| b.role == BufferRole::Intermediate)
+        .map(|b| arena::Interval {
+            bytes: arena::align_up(b.bytes, options.alignment),
+            first: b.first_step,
+            last: b.last_step,
+        })
+        .collect();
+    arena::live_peak(&mids)
+}
+
+/// One buffer per activation the steps touch (offsets still 0), and each value's buffer.
+fn layout(
+    graph: &Graph,
+    options: &PlanOptions,
+    steps: &[Step],
+    capacity: &[usize],
+    share: bool,
+) -> (Vec<Buffer>, Vec<Option<usize>>) {
     let storage = options.storage;
     // Values that pooling folds rows into stay f32: their partial results must not round.
     let mut folded = vec![false; graph.values.len()];
@@ -436,32 +494,7 @@ pub(super) fn finish(
             dtype,
         });
     }
-    let interval =
-        |b: &Buffer| arena::Interval { bytes: b.bytes, first: b.first_step, last: b.last_step };
-    let all: Vec<arena::Interval> = buffers.iter().map(interval).collect();
-    let mids: Vec<arena::Interval> =
-        buffers.iter().filter(|b| b.role == BufferRole::Intermediate).map(interval).collect();
-    let (offsets, arena_bytes) = arena::pack(&all, options.alignment);
-    let (_, peak_bytes) = arena::pack(&mids, options.alignment);
-    for (b, o) in buffers.iter_mut().zip(offsets) {
-        b.offset = o;
-    }
-    Plan {
-        strategy: options.strategy,
-        options: options.clone(),
-        fingerprint: fingerprint(graph),
-        storage,
-        buffers,
-        value_buffer,
-        steps,
-        arena_bytes,
-        peak_bytes,
-        peak_bytes_with_io: arena_bytes,
-        live_peak_bytes: arena::live_peak(&mids),
-        cuts: Vec::new(),
-        stages: Vec::new(),
-        kernels: Vec::new(),
-    }
+    (buffers, value_buffer)
 }
 
 /// A stable hash of the graph's structure and shapes (FNV-1a), to tie plans to graphs.
