@@ -88,15 +88,10 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
     };
     match BackendKind::parse(name)? {
         BackendKind::Cpu => cpu(),
-        BackendKind::Wgpu => {
-            if cfg!(feature = "wgpu") {
-                Err(not_ready("wgpu"))
-            } else {
-                Err(Error::BackendNotCompiled("wgpu".into()))
-            }
-        }
+        BackendKind::Wgpu => wgpu(),
         BackendKind::Cuda => cuda(),
-        BackendKind::GpuOrCpu => cuda().or_else(|_| cpu()),
+        // The first GPU backend that works here (compiled in, and a device found), else CPU.
+        BackendKind::GpuOrCpu => cuda().or_else(|_| wgpu()).or_else(|_| cpu()),
         BackendKind::Plugin(spec) => {
             #[cfg(feature = "plugins")]
             return crate::plugin::create(&spec, options.threads);
@@ -107,6 +102,18 @@ pub fn backend_with(name: &str, options: &BackendOptions) -> Result<Box<dyn Back
             }
         }
     }
+}
+
+/// The wgpu backend on the first adapter found (`FRUGAL_WGPU_MAX_BINDING` may lower the binding
+/// limit requested, `WGPU_BACKEND` restrict the APIs tried).
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<Box<dyn Backend>> {
+    Ok(Box::new(frugal_wgpu::WgpuBackend::new()?))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<Box<dyn Backend>> {
+    Err(Error::BackendNotCompiled("wgpu".into()))
 }
 
 /// The CUDA backend. `FRUGAL_CUDA_DEVICE` picks the GPU (default 0); `FRUGAL_CUDA_HOST_MAPPED_IO=1`
@@ -174,8 +181,10 @@ mod tests {
     fn names_resolve_or_explain() {
         assert_eq!(backend_by_name("cpu").unwrap().name(), "cpu");
         let cuda_here = backend_by_name("cuda").is_ok();
-        if !cuda_here {
-            assert_eq!(backend_by_name("gpu-or-cpu").unwrap().name(), "cpu");
+        let fallback = backend_by_name("gpu-or-cpu").unwrap();
+        assert!(["cpu", "wgpu", "cuda"].contains(&fallback.name()), "{}", fallback.name());
+        if !cuda_here && backend_by_name("wgpu").is_err() {
+            assert_eq!(fallback.name(), "cpu");
         }
         let e = backend_by_name("tpu").unwrap_err().to_string();
         assert!(e.contains("unknown backend"), "{e}");
