@@ -44,14 +44,6 @@ impl BackendKind {
     }
 }
 
-fn not_ready(name: &str) -> Error {
-    Error::BackendUnavailable {
-        backend: name.to_string(),
-        reason: "this backend is not implemented yet in this version of frugal; use --backend cpu"
-            .into(),
-    }
-}
-
 /// How to set a backend up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendOptions {
