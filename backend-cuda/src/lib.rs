@@ -312,18 +312,8 @@ impl CudaBackend {
 
 /// Checks a window is self-consistent and lies inside the arena (`len` elements).
 fn check_win(op: &str, w: &RowWindow, len: i64) -> Result<Win> {
-    let (_, h, width) = w.geometry();
-    if w.capacity == 0 || w.rows > w.capacity || w.first_row + w.rows > h || w.row_stride < width {
-        return Err(fail(
-            op,
-            format!(
-                "malformed window: rows {}..{} of {h}, capacity {}, stride {} for width {width}",
-                w.first_row,
-                w.first_row + w.rows,
-                w.capacity,
-                w.row_stride
-            ),
-        ));
+    if let Some(m) = w.malformed() {
+        return Err(fail(op, m));
     }
     let v = Win::of(op, w)?;
     if v.extent().end > len {
@@ -334,33 +324,12 @@ fn check_win(op: &str, w: &RowWindow, len: i64) -> Result<Win> {
 
 /// Fails unless `x` holds rows `lo..hi` (nothing needed when `lo >= hi`).
 fn need_rows(op: &str, x: &RowWindow, lo: usize, hi: usize) -> Result<()> {
-    if lo < hi && (lo < x.first_row || hi > x.first_row + x.rows) {
-        return Err(fail(
-            op,
-            format!(
-                "needs input rows {lo}..{hi}, the window holds {}..{}",
-                x.first_row,
-                x.first_row + x.rows
-            ),
-        ));
-    }
-    Ok(())
+    x.missing(lo, hi).map_or(Ok(()), |m| Err(fail(op, m)))
 }
 
 /// Fails unless `w` holds every row of its tensor, unwrapped.
 fn need_whole(op: &str, w: &RowWindow) -> Result<()> {
-    let (_, h, _) = w.geometry();
-    if w.first_row != 0 || w.rows != h || w.capacity < h {
-        return Err(fail(
-            op,
-            format!(
-                "needs whole tensors, got rows {}..{} of {h}",
-                w.first_row,
-                w.first_row + w.rows
-            ),
-        ));
-    }
-    Ok(())
+    w.not_whole().map_or(Ok(()), |m| Err(fail(op, m)))
 }
 
 fn need_dims(op: &str, what: &str, got: &[usize], want: &[usize]) -> Result<()> {

@@ -26,49 +26,15 @@ fn act(a: Option<&Activation>) -> [u32; 3] {
 }
 
 fn check_window(family: &str, w: &RowWindow) -> Result<()> {
-    let (_, h, width) = w.geometry();
-    if w.capacity == 0 || w.rows > w.capacity || w.first_row + w.rows > h || w.row_stride < width {
-        return Err(fail(
-            family,
-            format!(
-                "malformed window: rows {}..{} of {h}, capacity {}, stride {} for width {width}",
-                w.first_row,
-                w.first_row + w.rows,
-                w.capacity,
-                w.row_stride
-            ),
-        ));
-    }
-    Ok(())
+    w.malformed().map_or(Ok(()), |m| Err(fail(family, m)))
 }
 
 fn need_rows(family: &str, x: &RowWindow, lo: usize, hi: usize) -> Result<()> {
-    if lo < hi && (lo < x.first_row || hi > x.first_row + x.rows) {
-        return Err(fail(
-            family,
-            format!(
-                "needs input rows {lo}..{hi}, the window holds {}..{}",
-                x.first_row,
-                x.first_row + x.rows
-            ),
-        ));
-    }
-    Ok(())
+    x.missing(lo, hi).map_or(Ok(()), |m| Err(fail(family, m)))
 }
 
 fn need_whole(family: &str, w: &RowWindow) -> Result<()> {
-    let (_, h, _) = w.geometry();
-    if w.first_row != 0 || w.rows != h || w.capacity < h {
-        return Err(fail(
-            family,
-            format!(
-                "needs whole tensors, got rows {}..{} of {h}",
-                w.first_row,
-                w.first_row + w.rows
-            ),
-        ));
-    }
-    Ok(())
+    w.not_whole().map_or(Ok(()), |m| Err(fail(family, m)))
 }
 
 fn need_dims(family: &str, what: &str, dims: &Dims, want: &[usize]) -> Result<()> {

@@ -125,6 +125,41 @@ impl RowWindow {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Why the window is not self-consistent (rows outside the tensor or its ring, rows shorter
+    /// than the tensor's width), or `None`. Backends check every window a kernel receives.
+    pub fn malformed(&self) -> Option<String> {
+        let (_, h, width) = self.geometry();
+        let end = self.first_row.saturating_add(self.rows);
+        (self.capacity == 0 || self.rows > self.capacity || end > h || self.row_stride < width)
+            .then(|| {
+                format!(
+                    "malformed window: rows {}..{end} of {h}, capacity {}, stride {} for width {width}",
+                    self.first_row, self.capacity, self.row_stride
+                )
+            })
+    }
+
+    /// Why the window lacks some of rows `lo..hi` (nothing is needed when `lo >= hi`), or `None`.
+    pub fn missing(&self, lo: usize, hi: usize) -> Option<String> {
+        let end = self.first_row + self.rows;
+        (lo < hi && (lo < self.first_row || hi > end)).then(|| {
+            format!("needs input rows {lo}..{hi}, the window holds {}..{end}", self.first_row)
+        })
+    }
+
+    /// Why the window does not hold every row of its tensor unwrapped (what ops reading across
+    /// rows need), or `None`.
+    pub fn not_whole(&self) -> Option<String> {
+        let (_, h, _) = self.geometry();
+        (self.first_row != 0 || self.rows != h || self.capacity < h).then(|| {
+            format!(
+                "needs whole tensors, got rows {}..{} of {h}",
+                self.first_row,
+                self.first_row + self.rows
+            )
+        })
+    }
 }
 
 /// Handle of a weight uploaded to a backend.

@@ -152,20 +152,7 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
 /// Checks a window is self-consistent: its rows lie inside the tensor, fit in its ring, and
 /// its rows are at least as long as the tensor's width.
 fn check_window(family: &str, w: &RowWindow) -> Result<()> {
-    let (_, h, width) = w.geometry();
-    if w.capacity == 0 || w.rows > w.capacity || w.first_row + w.rows > h || w.row_stride < width {
-        return Err(fail(
-            family,
-            format!(
-                "malformed window: rows {}..{} of {h}, capacity {}, stride {} for width {width}",
-                w.first_row,
-                w.first_row + w.rows,
-                w.capacity,
-                w.row_stride
-            ),
-        ));
-    }
-    Ok(())
+    w.malformed().map_or(Ok(()), |m| Err(fail(family, m)))
 }
 
 /// The rows a window covers.
@@ -175,33 +162,12 @@ pub(crate) fn rows(w: &RowWindow) -> Range<usize> {
 
 /// Fails unless input window `x` holds rows `lo..hi` (nothing is needed when `lo >= hi`).
 pub(crate) fn need_rows(family: &str, x: &RowWindow, lo: usize, hi: usize) -> Result<()> {
-    if lo < hi && (lo < x.first_row || hi > x.first_row + x.rows) {
-        return Err(fail(
-            family,
-            format!(
-                "needs input rows {lo}..{hi}, the window holds {}..{}",
-                x.first_row,
-                x.first_row + x.rows
-            ),
-        ));
-    }
-    Ok(())
+    x.missing(lo, hi).map_or(Ok(()), |m| Err(fail(family, m)))
 }
 
 /// Fails unless `w` holds every row of its tensor, unwrapped (ops that read across rows).
 pub(crate) fn need_whole(family: &str, w: &RowWindow) -> Result<()> {
-    let (_, h, _) = w.geometry();
-    if w.first_row != 0 || w.rows != h || w.capacity < h {
-        return Err(fail(
-            family,
-            format!(
-                "needs whole tensors, got rows {}..{} of {h}",
-                w.first_row,
-                w.first_row + w.rows
-            ),
-        ));
-    }
-    Ok(())
+    w.not_whole().map_or(Ok(()), |m| Err(fail(family, m)))
 }
 
 /// Fails unless `dims` equals `want`.
