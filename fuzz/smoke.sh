@@ -13,7 +13,7 @@ for target in import plan; do
     cargo +nightly fuzz run -O "$target" "$corpus" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
         -print_final_stats=1 2>&1 | grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY|thread)" || true
-    if ls artifacts/"$target"/crash-* artifacts/"$target"/oom-* artifacts/"$target"/timeout-* >/dev/null 2>&1; then
+    if [ -n "$(find artifacts/"$target" -type f 2>/dev/null)" ]; then
         echo "fuzz target $target found a failing input:" && ls artifacts/"$target"
         exit 1
     fi

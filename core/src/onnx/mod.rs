@@ -460,7 +460,11 @@ impl<'m> Importer<'m> {
         let mut inputs = Vec::with_capacity(args.len());
         for (slot, arg) in args.into_iter().enumerate() {
             let id = match arg {
-                Arg::Input(i) => self.names[&np.input[i]],
+                Arg::Input(i) => {
+                    *np.input.get(i).and_then(|x| self.names.get(x)).ok_or_else(|| {
+                        Error::malformed(format!("node '{name}' lacks its input {i}"))
+                    })?
+                }
                 Arg::Const(t) => {
                     let cname = self.fresh_name(&format!("{name}.const{slot}"));
                     self.add_constant(cname, t)?
