@@ -236,6 +236,64 @@ fn residual_adds_fuse_into_the_convolution() {
     common::check(got[0].as_f32().unwrap(), want, common::Tolerance::Exact).unwrap();
 }
 
+/// A PaddleOCR block as its exporter writes it: conv, hard-swish spelled out as
+/// `c * clip(c + 3, 0, 6) / 6`, a learnable scalar affine `s * h + b`, then a pointwise conv.
+/// Import makes it two convolutions (the hard-swish fused into the first, the affine folded
+/// into the second's weights) whose output is within rounding of the arithmetic, by parts
+/// bit for bit as layer by layer, and the fused graph exports and reloads.
+#[test]
+fn paddle_hardswish_and_scalar_affine_fuse_into_the_convolutions() {
+    let (w, w2) = (seeded(&[4, 3, 3, 3], 1), seeded(&[5, 4, 1, 1], 2));
+    let scalar = |v: f32| Tensor::from_f32(vec![], vec![v]);
+    let one = |v: f32| Tensor::from_f32(vec![1], vec![v]);
+    let bytes = model(
+        13,
+        vec![
+            node("Conv", &["x", "w"], &["c"], vec![ints("pads", &[1, 1, 1, 1])]),
+            node("Add", &["c", "three"], &["a"], vec![]),
+            node("Clip", &["a", "lo", "hi"], &["cl"], vec![]),
+            node("Mul", &["c", "cl"], &["m"], vec![]),
+            node("Div", &["m", "six"], &["hs"], vec![]),
+            node("Mul", &["s", "hs"], &["ms"], vec![]),
+            node("Add", &["ms", "b"], &["aff"], vec![]),
+            node("Conv", &["aff", "w2"], &["y"], vec![]),
+        ],
+        vec![
+            init("w", &w),
+            init("w2", &w2),
+            init("three", &scalar(3.0)),
+            init("lo", &scalar(0.0)),
+            init("hi", &scalar(6.0)),
+            init("six", &scalar(6.0)),
+            init("s", &one(0.75)),
+            init("b", &one(-0.125)),
+        ],
+        vec![vi("x", &[1, 3, 9, 7])],
+        vec![vi("y", &[1, 5, 9, 7])],
+    );
+    let g = load(bytes.clone(), None).unwrap();
+    assert_eq!(g.nodes.len(), 2, "{}", g.summary());
+    assert!(matches!(&g.nodes[0].op,
+        Op::Conv(c) if c.act == Some(frugal::Activation::HardSwish)));
+    assert!(matches!(&g.nodes[1].op, Op::Conv(c) if c.kernel == [1, 1] && c.act.is_none()));
+    let unfused =
+        onnx::load_bytes(bytes.into(), &ImportOptions { keep_unfused: true, ..Default::default() })
+            .unwrap();
+    assert_eq!(unfused.nodes.len(), 8, "{}", unfused.summary());
+    let x = seeded(&[1, 3, 9, 7], 9);
+    let x = x.as_f32().unwrap();
+    let want = common::run(&unfused, Strategy::LayerByLayer, &[x]);
+    let want = want[0].as_f32().unwrap();
+    let lbl = common::run(&g, Strategy::LayerByLayer, &[x]);
+    let lbl = lbl[0].as_f32().unwrap();
+    common::check(lbl, want, common::Tolerance::Close).unwrap();
+    let parts = common::run(&g, Strategy::ByParts, &[x]);
+    common::check(parts[0].as_f32().unwrap(), lbl, common::Tolerance::Exact).unwrap();
+    let back = load(onnx::export::to_bytes(&g).unwrap(), None).unwrap();
+    let got = common::run(&back, Strategy::LayerByLayer, &[x]);
+    common::check(got[0].as_f32().unwrap(), lbl, common::Tolerance::Exact).unwrap();
+}
+
 /// A Shape -> Gather -> Unsqueeze -> Concat -> Reshape chain folds to a static Reshape.
 #[test]
 fn shape_subgraphs_are_evaluated_at_import() {

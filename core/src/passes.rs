@@ -10,6 +10,11 @@ use crate::tensor::{DType, Tensor};
 pub fn normalize(g: &mut Graph) {
     while fold_affine_into_conv(g) {}
     while fuse_activation(g) {}
+    // After activation fusion: the clip inside a written-out hard-swish is fused by then.
+    while fuse_hardswish(g) {}
+    while fuse_activation(g) {}
+    while fuse_scalar_affine(g) {}
+    while fold_affine_into_pointwise_conv(g) {}
     while fuse_residual(g) {}
     g.prune();
 }
@@ -193,6 +198,185 @@ fn fuse_residual(g: &mut Graph) -> bool {
             g.nodes.remove(ci);
             return true;
         }
+    }
+    false
+}
+
+/// The value of a constant holding one float.
+fn scalar(g: &Graph, v: ValueId) -> Option<f32> {
+    let t = g.value(v).constant.as_ref()?;
+    (t.dtype().is_float() && t.shape().iter().product::<usize>() == 1).then(|| t.to_f32_vec()[0])
+}
+
+/// The producer of `v`, when it is a binary op of `kind` with no activation of its own (or
+/// with `act`), reading `x` and another value: that other value.
+fn binary_with(
+    g: &Graph,
+    v: ValueId,
+    kind: BinaryKind,
+    act: Option<crate::ops::Activation>,
+) -> Option<(usize, [ValueId; 2])> {
+    let i = g.nodes.iter().position(|n| n.outputs.contains(&v))?;
+    let node = &g.nodes[i];
+    match &node.op {
+        Op::Binary(b) if b.kind == kind && b.act == act && node.inputs.len() == 2 => {
+            Some((i, [node.inputs[0], node.inputs[1]]))
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites one hard-swish written out as arithmetic, `y * clip(y + 3, 0, 6) / 6` (how
+/// exporters without the HardSwish op write it: PaddleOCR's models have one per layer), into
+/// the activation, which then fuses into the convolution producing `y`: three tensors and
+/// three passes over them fewer per layer. The activation rounds as
+/// `y * clamp(y / 6 + 1/2, 0, 1)`, within an ulp or two of the arithmetic.
+fn fuse_hardswish(g: &mut Graph) -> bool {
+    use crate::ops::Activation;
+    let clip = Some(Activation::Clip { min: 0.0, max: 6.0 });
+    for ci in 0..g.nodes.len() {
+        let node = &g.nodes[ci];
+        let (Op::Binary(c), [m, k]) = (&node.op, node.inputs.as_slice()) else { continue };
+        let sixth = match (c.kind, scalar(g, *k)) {
+            (BinaryKind::Div, Some(s)) => s == 6.0,
+            (BinaryKind::Mul, Some(s)) => s == 1.0 / 6.0,
+            _ => false,
+        };
+        if c.act.is_some() || !sixth {
+            continue;
+        }
+
+        let (out, m) = (node.output(), *m);
+        let Some((bi, [p, q])) = binary_with(g, m, BinaryKind::Mul, None) else { continue };
+        // One operand is y, the other clip(y + 3, 0, 6).
+        let found = [(p, q), (q, p)].into_iter().find_map(|(y, a)| {
+            let (ai, [s, t]) = binary_with(g, a, BinaryKind::Add, clip)?;
+            let three =
+                (s == y && scalar(g, t) == Some(3.0)) || (t == y && scalar(g, s) == Some(3.0));
+            three.then_some((y, a, ai))
+        });
+        let Some((y, a, ai)) = found else { continue };
+        if sole_consumer(g, a) != Some(NodeId(bi))
+            || sole_consumer(g, m) != Some(NodeId(ci))
+            || g.value(y).shape != g.value(out).shape
+        {
+            continue;
+        }
+        g.nodes[ci] = crate::graph::Node {
+            name: format!("{}.hardswish", g.nodes[ci].name),
+            op: Op::Unary(Activation::HardSwish),
+            inputs: vec![y],
+            outputs: vec![out],
+        };
+        // The rewritten node sits where the division was, after both removed ones.
+        g.nodes.remove(ai.max(bi));
+        g.nodes.remove(ai.min(bi));
+        return true;
+    }
+    false
+}
+
+/// Rewrites one `x * s + b` by scalar constants (the learnable affine block after each
+/// activation of PaddleOCR's backbone) into a batch norm: one tensor and one pass fewer, and a
+/// form the next pass can fold into a pointwise convolution.
+fn fuse_scalar_affine(g: &mut Graph) -> bool {
+    for mi in 0..g.nodes.len() {
+        let node = &g.nodes[mi];
+        let Op::Binary(m) = &node.op else { continue };
+        if m.kind != BinaryKind::Mul || m.act.is_some() || node.inputs.len() != 2 {
+            continue;
+        }
+        let (x, s) = match (scalar(g, node.inputs[0]), scalar(g, node.inputs[1])) {
+            (None, Some(s)) => (node.inputs[0], s),
+            (Some(s), None) => (node.inputs[1], s),
+            _ => continue,
+        };
+        let y = node.output();
+        let Some(NodeId(ai)) = sole_consumer(g, y) else { continue };
+        let add = &g.nodes[ai];
+        let Op::Binary(a) = &add.op else { continue };
+        if a.kind != BinaryKind::Add || add.inputs.len() != 2 {
+            continue;
+        }
+        let other = if add.inputs[0] == y { add.inputs[1] } else { add.inputs[0] };
+        let Some(b) = scalar(g, other) else { continue };
+        let shape = &g.value(x).shape;
+        if shape.len() != 4 || g.value(g.nodes[ai].output()).shape != *shape {
+            continue;
+        }
+        let (c, name, act) = (shape[1], node.name.clone(), a.act);
+        let sid = add_constant(g, format!("{name}.scale"), Tensor::from_f32(vec![c], vec![s; c]));
+        let bid = add_constant(g, format!("{name}.shift"), Tensor::from_f32(vec![c], vec![b; c]));
+        g.nodes[ai] = crate::graph::Node {
+            name: format!("{name}.affine"),
+            op: Op::BatchNorm(crate::ops::BatchNorm { act }),
+            inputs: vec![x, sid, bid],
+            outputs: g.nodes[ai].outputs.clone(),
+        };
+        g.nodes.remove(mi);
+        return true;
+    }
+    false
+}
+
+/// Folds one per-channel affine map (a batch norm without activation) into the pointwise
+/// convolution reading it: `W'[m][c] = W[m][c] * scale[c]`, `b'[m] = b[m] + sum_c W[m][c] *
+/// shift[c]`. Exact only without padding (padding would see the shift where it sees zeros),
+/// hence 1x1 kernels with no pads.
+fn fold_affine_into_pointwise_conv(g: &mut Graph) -> bool {
+    for bi in 0..g.nodes.len() {
+        let Op::BatchNorm(bn) = &g.nodes[bi].op else { continue };
+        if bn.act.is_some() {
+            continue;
+        }
+        let y = g.nodes[bi].output();
+        let Some(NodeId(ci)) = sole_consumer(g, y) else { continue };
+        let conv_node = &g.nodes[ci];
+        let Op::Conv(conv) = &conv_node.op else { continue };
+        let c = g.value(y).shape[1];
+        let scale =
+            g.value(g.nodes[bi].inputs[1]).constant.as_ref().and_then(|t| per_channel(t, c, true));
+        let shift =
+            g.value(g.nodes[bi].inputs[2]).constant.as_ref().and_then(|t| per_channel(t, c, true));
+        let (Some(scale), Some(shift)) = (scale, shift) else { continue };
+        if conv.kernel != [1, 1]
+            || conv.pads != [0; 4]
+            || conv.groups != 1
+            || conv_node.inputs[0] != y
+        {
+            continue;
+        }
+        let w = g.value(conv_node.inputs[1]);
+        let (Some(wt), DType::F32) = (&w.constant, w.dtype) else { continue };
+        let m = wt.shape()[0];
+        if wt.len() != m * c {
+            continue;
+        }
+        let mut wv = wt.to_f32_vec();
+        let mut bias: Vec<f32> =
+            match conv_node.inputs.get(2).and_then(|&b| g.value(b).constant.as_ref()) {
+                Some(b) => b.to_f32_vec(),
+                None => vec![0.0; m],
+            };
+        for (row, b) in wv.chunks_mut(c).zip(bias.iter_mut()) {
+            *b += row.iter().zip(&shift).map(|(w, t)| w * t).sum::<f32>();
+            row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
+        }
+        let wshape = wt.shape().to_vec();
+        let name = conv_node.name.clone();
+        let x = g.nodes[bi].inputs[0];
+        let wid = add_constant(g, format!("{name}.w_prefolded"), Tensor::from_f32(wshape, wv));
+        let bid = add_constant(g, format!("{name}.b_prefolded"), Tensor::from_f32(vec![m], bias));
+        let node = &mut g.nodes[ci];
+        node.inputs[0] = x;
+        node.inputs[1] = wid;
+        if node.inputs.len() >= 3 {
+            node.inputs[2] = bid;
+        } else {
+            node.inputs.push(bid);
+        }
+        g.nodes.remove(bi);
+        return true;
     }
     false
 }

@@ -143,6 +143,46 @@ impl Graph {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// Reorders the nodes topologically, keeping the present order wherever it is already
+    /// valid (Kahn's algorithm taking the earliest ready node first). Nodes reading values
+    /// nobody produces keep their place relative to the rest; `validate` reports them.
+    pub fn sort_nodes(&mut self) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let producers = self.producers();
+        let n = self.nodes.len();
+        let mut waiting = vec![0usize; n];
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &v in &node.inputs {
+                if let Some(p) = producers.get(v.0).copied().flatten() {
+                    if p.0 != i {
+                        waiting[i] += 1;
+                        readers[p.0].push(i);
+                    }
+                }
+            }
+        }
+        let mut ready: BinaryHeap<Reverse<usize>> =
+            (0..n).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(Reverse(i)) = ready.pop() {
+            order.push(i);
+            for &r in &readers[i] {
+                waiting[r] -= 1;
+                if waiting[r] == 0 {
+                    ready.push(Reverse(r));
+                }
+            }
+        }
+        if order.len() < n {
+            return; // a cycle: leave it for `validate` to report
+        }
+        let mut old: Vec<Option<Node>> =
+            std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        self.nodes = order.into_iter().filter_map(|i| old[i].take()).collect();
+    }
+
     /// The node producing each value (`None` for inputs and constants).
     pub fn producers(&self) -> Vec<Option<NodeId>> {
         let mut p = vec![None; self.values.len()];

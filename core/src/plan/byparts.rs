@@ -41,6 +41,12 @@ struct Sim<'g> {
     folds: Vec<Option<crate::rows::Fold>>,
     /// Per value: consumers wait until it is complete (a stage cut).
     cut: Vec<bool>,
+    /// Per value: how many whole-map folds (global pools) lie on its deepest path from the
+    /// inputs: its rows exist only after that many streaming passes.
+    depth: Vec<usize>,
+    /// Per node: everything it feeds ends in a global fold (a pool to one row), so it fires as
+    /// soon as its inputs allow rather than when demanded (see [`Sim::settle`]).
+    eager: Vec<bool>,
     part: Vec<usize>,
     feed_part: usize,
     /// Per node: output rows produced so far (input rows folded in, for accumulating nodes).
@@ -110,8 +116,26 @@ impl<'g> Sim<'g> {
                 *c = true;
             }
         }
+        // Reverse topological order. A node of one row is eager when it leads to a node of
+        // many rows: the pool and scale of a squeeze-and-excitation block (holding one row
+        // costs nothing, and eager readers wait for it), not a classifier's pool and dense
+        // layers, which the model output demands anyway. A node of many rows is eager when
+        // every reader is: a branch that only gathers statistics.
+        let mut eager = vec![false; g.nodes.len()];
+        for i in (0..g.nodes.len()).rev() {
+            let out = g.nodes[i].output();
+            let read = &readers[out.0];
+            eager[i] = !read.is_empty()
+                && read.iter().all(|r| {
+                    matches!(r, Reader::Node(n, _) if eager[*n]
+                    || (rows[out.0] <= 1 && rows[g.nodes[*n].output().0] > 1))
+                });
+        }
+        let depth = super::fold_depth(g);
         Sim {
             cut,
+            eager,
+            depth,
             g,
             rows,
             producer,
@@ -176,14 +200,20 @@ impl<'g> Sim<'g> {
             Task::Fire(n) => {
                 let node = &self.g.nodes[n];
                 let (a, b) = self.span(n);
-                node.inputs.iter().enumerate().find_map(|(s, &v)| {
+                let lacks = |(s, &v): (usize, &ValueId)| {
                     if self.g.value(v).is_constant() {
                         return None;
                     }
                     let (_, hi) = self.maps[n][s].need(a, b, self.rows[v.0]);
                     let hi = if self.cut[v.0] { self.rows[v.0] } else { hi };
                     (self.produced[v.0] < hi).then_some(v)
-                })
+                };
+                // The input behind the most whole-map folds first: a scale computed from a whole
+                // map is the long wait, and rows fetched before it would sit in their rings
+                // through all of it.
+                let mut order: Vec<(usize, &ValueId)> = node.inputs.iter().enumerate().collect();
+                order.sort_by_key(|(_, v)| std::cmp::Reverse(self.depth[v.0]));
+                order.into_iter().find_map(lacks)
             }
         }
     }
@@ -203,8 +233,17 @@ impl<'g> Sim<'g> {
                     }
                 },
                 None => {
-                    self.run(t)?;
                     stack.pop();
+                    // Settling may already have run a firing the stack asked for.
+                    if let Task::Fire(n) = t {
+                        if self.done[n] >= self.limit(n) {
+                            continue;
+                        }
+                    }
+                    self.run(t)?;
+                    if let Some(v) = self.written(t) {
+                        self.settle(v)?;
+                    }
                 }
             }
             if self.steps.len() > crate::limits::MAX_STEPS {
@@ -222,6 +261,81 @@ impl<'g> Sim<'g> {
             }
         }
         Ok(())
+    }
+
+    /// The value a task writes rows of.
+    fn written(&self, t: Task) -> Option<ValueId> {
+        match t {
+            Task::Feed(k) => Some(self.g.feed_value(k)),
+            Task::Fire(n) => Some(self.g.nodes[n].output()),
+            Task::Drain(_) => None,
+        }
+    }
+
+    /// Runs every eager firing that the new rows of `v` allow, and those that theirs allow.
+    /// A branch that only feeds a global pool (the statistics pass of a recomputed
+    /// squeeze-and-excitation block) is never demanded by a model output until the pool is
+    /// needed whole; firing it while its inputs stream keeps those inputs from being held
+    /// whole for it.
+    fn settle(&mut self, v: ValueId) -> Result<()> {
+        let mut work: Vec<usize> = Vec::new();
+        self.eager_readers(v, &mut work);
+        while let Some(n) = work.pop() {
+            let mut fired = false;
+            while self.done[n] < self.limit(n)
+                && self.missing(Task::Fire(n)).is_none()
+                && self.room(n)
+            {
+                self.run(Task::Fire(n))?;
+                fired = true;
+            }
+            if fired {
+                // Its readers may fire now, and producers it stalled may have room again.
+                self.eager_readers(self.g.nodes[n].output(), &mut work);
+                for &u in &self.g.nodes[n].inputs {
+                    if let Some(Task::Fire(p)) = self.producer[u.0] {
+                        if self.eager[p] && !work.contains(&p) {
+                            work.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn eager_readers(&self, v: ValueId, work: &mut Vec<usize>) {
+        for r in &self.readers[v.0] {
+            if let Reader::Node(n, _) = *r {
+                if self.eager[n] && !work.contains(&n) {
+                    work.push(n);
+                }
+            }
+        }
+    }
+
+    /// Whether an eager firing of `n` would only fill rows its readers' next firings read:
+    /// a reader blocked on another input (the lagging side of a join) stops it, so eager
+    /// rows never pile up.
+    fn room(&self, n: usize) -> bool {
+        if self.folds[n].is_some() {
+            return true;
+        }
+        let out = self.g.nodes[n].output();
+        let held = self.produced[out.0] - self.freed(out).min(self.produced[out.0]);
+        let want = self.readers[out.0]
+            .iter()
+            .map(|&r| match r {
+                Reader::Node(m, s) => {
+                    let (a, b) = self.span(m);
+                    let (lo, hi) = self.maps[m][s].need(a, b, self.rows[out.0]);
+                    hi.saturating_sub(lo)
+                }
+                Reader::Drain(_) => self.feed_part,
+            })
+            .max()
+            .unwrap_or(0);
+        held < want.max(1)
     }
 
     fn grow(&mut self, v: ValueId, held: usize) {

@@ -217,6 +217,20 @@ impl TryFrom<[u32; 4]> for Step {
     }
 }
 
+/// Per value: the most whole-map folds (global pools down to one row) on any path from the
+/// model inputs to it: the streaming passes that must finish before its first row exists.
+pub fn fold_depth(g: &Graph) -> Vec<usize> {
+    let mut depth = vec![0usize; g.values.len()];
+    for n in &g.nodes {
+        let d = n.inputs.iter().map(|v| depth[v.0]).max().unwrap_or(0);
+        let out = n.output();
+        let whole = n.inputs.first().is_some_and(|x| n.op.fold(&g.value(*x).shape).is_some())
+            && row_geometry(&g.value(out).shape).1 <= 1;
+        depth[out.0] = d + usize::from(whole);
+    }
+    depth
+}
+
 /// The row geometry of a tensor: `planes x rows x width`, rows along axis `rank - 2`.
 /// Rank-4 `[N, C, H, W]` gives `(N*C, H, W)`; rank 1 and 0 are a single row.
 pub fn row_geometry(dims: &[usize]) -> (usize, usize, usize) {

@@ -43,12 +43,80 @@ pub fn candidates(graph: &Graph, plan: &super::Plan) -> Vec<Recompute> {
                 .collect();
             // Readers that start early stream it; late readers make it whole.
             let early = consumers[b.value.0].iter().any(|c| first_fire[c.0] < done);
-            (!readers.is_empty() && early)
-                .then_some((b.bytes, Recompute { value: b.value, readers }))
+            (!readers.is_empty() && early).then_some((
+                b.bytes,
+                Recompute { value: b.value, readers, shared: false, keep: vec![] },
+            ))
         })
         .collect();
     out.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
     out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Single recomputations to try next on `plan`: the six largest candidates, each copying
+/// everything back to the model inputs and, where the plan holds small maps whole anyway,
+/// reading those instead (see [`with_keeps`]).
+pub fn moves(graph: &Graph, plan: &super::Plan) -> Vec<Vec<Recompute>> {
+    candidates(graph, plan).into_iter().take(6).flat_map(|c| with_keeps(plan, vec![c])).collect()
+}
+
+/// One streaming pass for the squeeze-and-excitation blocks at fold depth `depth` (see
+/// [`super::fold_depth`]): their inputs held whole, recomputed together from one shared copy
+/// (the four levels of a feature pyramid wait for the same backbone, and one copy of it
+/// serves all four). Maps under 1/16 of the largest are left held: a pass costs a copy of
+/// everything before it. Empty when no such block is held.
+pub fn pass_moves(graph: &Graph, plan: &super::Plan, depth: usize) -> Vec<Vec<Recompute>> {
+    let depths = super::fold_depth(graph);
+    let consumers = graph.consumers();
+    let pooled = |v: ValueId| {
+        consumers[v.0].iter().any(|c| {
+            let n = graph.node(*c);
+            n.op.fold(&graph.value(v).shape).is_some()
+                && row_geometry(&graph.value(n.output()).shape).1 <= 1
+        })
+    };
+    let bytes = |v: ValueId| plan.buffer(v).map_or(0, |b| b.bytes);
+    let group: Vec<Recompute> = candidates(graph, plan)
+        .into_iter()
+        .filter(|c| depths[c.value.0] == depth && pooled(c.value))
+        .collect();
+    let largest = group.iter().map(|c| bytes(c.value)).max().unwrap_or(0);
+    let group: Vec<Recompute> =
+        group.into_iter().filter(|c| bytes(c.value) * 16 >= largest).collect();
+    if group.is_empty() {
+        return Vec::new();
+    }
+    with_keeps(plan, group)
+}
+
+/// `group` as one move (later members reuse the first one's copies), twice: copying
+/// everything back to the model inputs, and reading the small maps the plan holds whole
+/// anyway (at most 1/16 of what the move stops holding) instead of copying them, so that the
+/// copy need not run, nor wait for, a deep and coarse path again.
+fn with_keeps(plan: &super::Plan, group: Vec<Recompute>) -> Vec<Vec<Recompute>> {
+    let bytes = |v: ValueId| plan.buffer(v).map_or(0, |b| b.bytes);
+    let freed: usize = group.iter().map(|r| bytes(r.value)).sum();
+    let keep: Vec<ValueId> = plan
+        .buffers
+        .iter()
+        .filter(|b| {
+            b.role == super::BufferRole::Intermediate
+                && b.is_whole()
+                && row_geometry(&b.dims).1 > 1
+                && b.bytes * 16 <= freed
+                && !group.iter().any(|r| r.value == b.value)
+        })
+        .map(|b| b.value)
+        .collect();
+    let with = |keep: &[ValueId]| -> Vec<Recompute> {
+        let each = group.iter().enumerate();
+        each.map(|(i, r)| Recompute { shared: i > 0, keep: keep.to_vec(), ..r.clone() }).collect()
+    };
+    let mut out = vec![with(&[])];
+    if !keep.is_empty() {
+        out.push(with(&keep));
+    }
+    out
 }
 
 /// One recomputation: `value` computed again for the readers that produce `readers`.
@@ -58,12 +126,26 @@ pub struct Recompute {
     pub value: ValueId,
     /// Outputs of the readers that get the copy (values keep their ids across rewrites).
     pub readers: Vec<ValueId>,
+    /// Reuse the copies the previous recomputation made: one second pass then serves both
+    /// (the neck of a feature pyramid recomputes its four scales from one copy of the
+    /// backbone, not four).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+    /// Values the copy reads as they are instead of computing them again: small maps the plan
+    /// holds whole anyway (the coarsest level of a feature pyramid), so that the second pass
+    /// need not run the deep path again, nor wait for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<ValueId>,
 }
 
 /// `graph` with each recomputation applied in order.
 pub fn rewrite(graph: &Graph, list: &[Recompute]) -> Result<Graph> {
     let mut g = graph.clone();
+    let mut map = HashMap::new();
     for (round, rc) in list.iter().enumerate() {
+        if !rc.shared {
+            map = HashMap::new();
+        }
         let v = rc.value;
         if v.0 >= g.values.len() {
             return Err(Error::Plan(format!("cannot recompute unknown value {}", v.0)));
@@ -81,14 +163,16 @@ pub fn rewrite(graph: &Graph, list: &[Recompute]) -> Result<Graph> {
         };
         let mut cloner = Cloner {
             g: &mut g,
-            map: HashMap::new(),
+            map: std::mem::take(&mut map),
             nodes: Vec::new(),
             tag: format!("~r{round}"),
             producers: Vec::new(),
+            keep: &rc.keep,
         };
         cloner.producers = cloner.g.producers();
         let copy = cloner.value(v)?;
         let nodes = std::mem::take(&mut cloner.nodes);
+        map = std::mem::take(&mut cloner.map);
         for n in &late {
             for u in g.nodes[n.0].inputs.iter_mut() {
                 if *u == v {
@@ -98,6 +182,8 @@ pub fn rewrite(graph: &Graph, list: &[Recompute]) -> Result<Graph> {
         }
         g.nodes.splice(first..first, nodes);
     }
+    // Shared copies may sit after readers spliced in by a later recomputation.
+    g.sort_nodes();
     g.validate()?;
     Ok(g)
 }
@@ -110,6 +196,7 @@ struct Cloner<'g> {
     nodes: Vec<Node>,
     tag: String,
     producers: Vec<Option<NodeId>>,
+    keep: &'g [ValueId],
 }
 
 impl Cloner<'_> {
@@ -130,7 +217,7 @@ impl Cloner<'_> {
             return Ok(c);
         }
         let val = &self.g.values[u.0];
-        if val.is_constant() || row_geometry(&val.shape).1 <= 1 {
+        if val.is_constant() || row_geometry(&val.shape).1 <= 1 || self.keep.contains(&u) {
             return Ok(u);
         }
         let copy = if let Some(k) = (0..self.g.feeds()).find(|&k| self.g.feed_value(k) == u) {

@@ -199,37 +199,80 @@ pub fn front(
     Ok(pareto(all))
 }
 
-/// Plans below the smallest by-parts peak, bought with computation: greedily recompute the
-/// value held whole whose recomputation lowers the peak most (largest held values tried
-/// first), while that helps. Returns each step's options, smallest last.
+/// Plans below the smallest by-parts peak, bought with computation. Two walks, the smaller
+/// end kept: a greedy one (recompute the value held whole whose recomputation lowers the peak
+/// most, largest held values tried first, while that helps), and one that first gives each
+/// depth of squeeze-and-excitation nesting its own streaming pass (shallowest first, each
+/// kept if it lowers the peak) and then goes on greedily. Greedy alone stops early on
+/// feature pyramids: recomputing one level helps at once, recomputing all of them from one
+/// copy helps far more but only once the next depth's blocks are recomputed too. Returns each
+/// step's options, smallest last.
 pub fn recompute_path(graph: &Graph, base: &PlanOptions) -> Result<Vec<PlanOptions>> {
-    use crate::plan::recompute::{candidates, effective};
-    let mut opts = PlanOptions {
+    use crate::plan::recompute::pass_moves;
+    let opts = PlanOptions {
         strategy: Strategy::ByParts,
         part_rows: 1,
         parts: vec![],
         cuts: None,
         ..base.clone()
     };
-    let mut plan = Plan::build(graph, &opts)?;
-    let mut path = Vec::new();
-    for _ in 0..16 {
-        let g = effective(graph, &plan.options)?;
+    let plan = Plan::build(graph, &opts)?;
+    let mut greedy = Walk { plan: plan.clone(), opts: opts.clone(), path: Vec::new() };
+    greedy.greedy(graph)?;
+    let mut passes = Walk { plan, opts, path: Vec::new() };
+    let deepest = crate::plan::fold_depth(graph).into_iter().max().unwrap_or(0);
+    for depth in 0..=deepest {
+        let g = crate::plan::recompute::effective(graph, &passes.plan.options)?.into_owned();
+        let moves = pass_moves(&g, &passes.plan, depth);
+        passes.step(graph, moves)?;
+    }
+    passes.greedy(graph)?;
+    let best = if passes.plan.peak_bytes < greedy.plan.peak_bytes { passes } else { greedy };
+    Ok(best.path)
+}
+
+/// A walk through recomputation options, one move at a time.
+struct Walk {
+    plan: Plan,
+    opts: PlanOptions,
+    /// Options after each move taken.
+    path: Vec<PlanOptions>,
+}
+
+impl Walk {
+    /// Takes the move that lowers the peak most, if one does.
+    fn step(
+        &mut self,
+        graph: &Graph,
+        moves: Vec<Vec<crate::plan::recompute::Recompute>>,
+    ) -> Result<bool> {
         let mut best: Option<(Plan, PlanOptions)> = None;
-        for c in candidates(&g, &plan).into_iter().take(6) {
-            let mut o = PlanOptions { cuts: None, ..opts.clone() };
-            o.recompute.push(c);
+        for m in moves {
+            let mut o = PlanOptions { cuts: None, ..self.opts.clone() };
+            o.recompute.extend(m);
             let p = Plan::build(graph, &o)?;
-            if p.peak_bytes < best.as_ref().map_or(plan.peak_bytes, |b| b.0.peak_bytes) {
+            if p.peak_bytes < best.as_ref().map_or(self.plan.peak_bytes, |b| b.0.peak_bytes) {
                 best = Some((p, o));
             }
         }
-        let Some((p, o)) = best else { break };
-        path.push(p.options.clone());
-        plan = p;
-        opts = o;
+        let Some((p, o)) = best else { return Ok(false) };
+        self.path.push(p.options.clone());
+        self.plan = p;
+        self.opts = o;
+        Ok(true)
     }
-    Ok(path)
+
+    /// Single recomputations while they lower the peak.
+    fn greedy(&mut self, graph: &Graph) -> Result<()> {
+        for _ in 0..16 {
+            let g = crate::plan::recompute::effective(graph, &self.plan.options)?;
+            let moves = crate::plan::recompute::moves(&g, &self.plan);
+            if !self.step(graph, moves)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The published method's trade-off: each layer either by parts (one row per firing) or whole,
