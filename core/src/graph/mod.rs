@@ -361,3 +361,38 @@ impl Graph {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_nodes_restores_a_topological_order_and_keeps_a_valid_one() {
+        let g = crate::zoo::arch::se_net(32, 32, 4, 0).unwrap();
+        let mut sorted = g.clone();
+        sorted.sort_nodes();
+        let names = |g: &Graph| g.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&sorted), names(&g), "a valid order must not move");
+        let mut shuffled = g.clone();
+        shuffled.nodes.reverse();
+        assert!(shuffled.validate().is_err());
+        shuffled.sort_nodes();
+        shuffled.validate().unwrap();
+        assert_eq!(shuffled.nodes.len(), g.nodes.len());
+    }
+
+    #[test]
+    fn fold_depth_counts_whole_map_pools_on_the_deepest_path() {
+        let g = crate::zoo::arch::se_net(32, 32, 4, 0).unwrap();
+        let depth = crate::plan::fold_depth(&g);
+        let input = g.feed_value(0);
+        assert_eq!(depth[input.0], 0);
+        // Every squeeze-and-excitation block adds one pass; the classifier's pool one more.
+        let out = depth[g.outputs[0].0];
+        assert!(out >= 2, "depth of the output {out}");
+        for n in &g.nodes {
+            let d = n.inputs.iter().map(|v| depth[v.0]).max().unwrap_or(0);
+            assert!(depth[n.output().0] >= d && depth[n.output().0] <= d + 1);
+        }
+    }
+}
