@@ -41,11 +41,13 @@ struct Sim<'g> {
     folds: Vec<Option<crate::rows::Fold>>,
     /// Per value: consumers wait until it is complete (a stage cut).
     cut: Vec<bool>,
-    /// Per value: how many whole-map folds (global pools) lie on its deepest path from the
-    /// inputs: its rows exist only after that many streaming passes.
-    depth: Vec<usize>,
-    /// Per node: everything it feeds ends in a global fold (a pool to one row), so it fires as
-    /// soon as its inputs allow rather than when demanded (see [`Sim::settle`]).
+    /// Per node: its input slots, the one behind the most whole-map folds first (see
+    /// [`super::fold_depth`]): a scale computed from a whole map is the long wait, and rows
+    /// fetched before it would sit in their rings through all of it.
+    demand_order: Vec<Vec<usize>>,
+    /// Per node: it only gathers statistics (everything it feeds ends in a global pool) or it
+    /// is a one-row node feeding a many-row one (a pool and scale of squeeze-and-excitation),
+    /// so it fires as soon as its inputs allow rather than when demanded (see [`Sim::settle`]).
     eager: Vec<bool>,
     part: Vec<usize>,
     feed_part: usize,
@@ -132,10 +134,19 @@ impl<'g> Sim<'g> {
                 });
         }
         let depth = super::fold_depth(g);
+        let demand_order = g
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut slots: Vec<usize> = (0..n.inputs.len()).collect();
+                slots.sort_by_key(|&s| std::cmp::Reverse(depth[n.inputs[s].0]));
+                slots
+            })
+            .collect();
         Sim {
             cut,
             eager,
-            depth,
+            demand_order,
             g,
             rows,
             producer,
@@ -200,20 +211,15 @@ impl<'g> Sim<'g> {
             Task::Fire(n) => {
                 let node = &self.g.nodes[n];
                 let (a, b) = self.span(n);
-                let lacks = |(s, &v): (usize, &ValueId)| {
+                self.demand_order[n].iter().find_map(|&s| {
+                    let v = node.inputs[s];
                     if self.g.value(v).is_constant() {
                         return None;
                     }
                     let (_, hi) = self.maps[n][s].need(a, b, self.rows[v.0]);
                     let hi = if self.cut[v.0] { self.rows[v.0] } else { hi };
                     (self.produced[v.0] < hi).then_some(v)
-                };
-                // The input behind the most whole-map folds first: a scale computed from a whole
-                // map is the long wait, and rows fetched before it would sit in their rings
-                // through all of it.
-                let mut order: Vec<(usize, &ValueId)> = node.inputs.iter().enumerate().collect();
-                order.sort_by_key(|(_, v)| std::cmp::Reverse(self.depth[v.0]));
-                order.into_iter().find_map(lacks)
+                })
             }
         }
     }
