@@ -18,23 +18,24 @@ pub(super) unsafe fn tile(
     rs: usize,
     cs: usize,
     panel: &[f32],
+    bs: usize,
     epi: TileEpilogue,
     out: TileOut,
 ) {
     // Bounds the kernel relies on, checked once per tile.
-    assert!(panel.len() >= k * NR);
+    assert!(bs >= NR && (k == 0 || (k - 1) * bs + NR <= panel.len()));
     assert!(k == 0 || rows == 0 || (rows - 1) * rs + (k - 1) * cs < a.len());
     // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of AVX2 and FMA, the
     // asserts above keep every pointer read in bounds, and the drivers build `out` over memory
     // holding `rows` rows of NR floats.
     unsafe {
         match rows {
-            1 => tile_n::<1>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
-            2 => tile_n::<2>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
-            3 => tile_n::<3>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
-            4 => tile_n::<4>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
-            5 => tile_n::<5>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
-            _ => tile_n::<6>(k, a.as_ptr(), rs, cs, panel.as_ptr(), epi, out),
+            1 => tile_n::<1>(k, a.as_ptr(), rs, cs, panel.as_ptr(), bs, epi, out),
+            2 => tile_n::<2>(k, a.as_ptr(), rs, cs, panel.as_ptr(), bs, epi, out),
+            3 => tile_n::<3>(k, a.as_ptr(), rs, cs, panel.as_ptr(), bs, epi, out),
+            4 => tile_n::<4>(k, a.as_ptr(), rs, cs, panel.as_ptr(), bs, epi, out),
+            5 => tile_n::<5>(k, a.as_ptr(), rs, cs, panel.as_ptr(), bs, epi, out),
+            _ => tile_n::<6>(k, a.as_ptr(), rs, cs, panel.as_ptr(), bs, epi, out),
         }
     }
 }
@@ -46,16 +47,18 @@ unsafe fn tile_n<const R: usize>(
     rs: usize,
     cs: usize,
     b: *const f32,
+    bs: usize,
     epi: TileEpilogue,
     out: TileOut,
 ) {
     let mut lo = [_mm256_setzero_ps(); R];
     let mut hi = [_mm256_setzero_ps(); R];
     for kk in 0..k {
-        // SAFETY: the caller checked `b` holds k * NR floats and `a` every (r, kk) element.
+        // SAFETY: the caller checked `b` holds NR floats at every kk * bs and `a` every
+        // (r, kk) element.
         unsafe {
-            let b0 = _mm256_loadu_ps(b.add(kk * NR));
-            let b1 = _mm256_loadu_ps(b.add(kk * NR + 8));
+            let b0 = _mm256_loadu_ps(b.add(kk * bs));
+            let b1 = _mm256_loadu_ps(b.add(kk * bs + 8));
             for r in 0..R {
                 let av = _mm256_set1_ps(*a.add(r * rs + kk * cs));
                 lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);

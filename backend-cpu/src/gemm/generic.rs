@@ -14,13 +14,15 @@ pub(super) unsafe fn tile(
     rs: usize,
     cs: usize,
     panel: &[f32],
+    bs: usize,
     epi: TileEpilogue,
     out: TileOut,
 ) {
     for r in 0..rows {
         let mut acc = [0.0f32; NR];
         let arow = &a[r * rs..];
-        for (kk, b) in panel.chunks_exact(NR).take(k).enumerate() {
+        for kk in 0..k {
+            let b = &panel[kk * bs..kk * bs + NR];
             let av = arow[kk * cs];
             for c in 0..NR {
                 acc[c] += av * b[c];

@@ -117,7 +117,7 @@ pub fn gemm(
     mut store: impl FnMut(usize, usize, &[f32]),
 ) {
     let mut tile = [[0.0f32; NR]; MR];
-    tiles(isa, m, n, k, a, b_packed, epi, |i, j, rows, cols, kernel| {
+    tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, kernel| {
         kernel(tile.as_mut_ptr().cast(), NR);
         for (r, vals) in tile.iter().take(rows).enumerate() {
             store(i + r, j, &vals[..cols]);
@@ -166,7 +166,7 @@ pub unsafe fn gemm_into_raw(
 ) {
     assert!(ldc >= n, "C rows overlap");
     let mut tile = [[0.0f32; NR]; MR];
-    tiles(isa, m, n, k, a, b_packed, epi, |i, j, rows, cols, kernel| {
+    tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, kernel| {
         // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
         if cols == NR {
             kernel(unsafe { c.add(i * ldc + j) }, ldc);
@@ -181,6 +181,41 @@ pub unsafe fn gemm_into_raw(
     });
 }
 
+/// Where the microkernels read B.
+#[derive(Clone, Copy)]
+enum BSrc<'a> {
+    /// Packed in panels of [`NR`] columns ([`packed_index`]).
+    Packed(&'a [f32]),
+    /// In place: `B[k][j] = data[k * ld + j]`, whole panels only.
+    Rows { data: &'a [f32], ld: usize },
+}
+
+/// [`gemm_into_raw`] with B read in place, `B[k][j] = b[k * ldb + j]` (rows of a feature map:
+/// a pointwise convolution needs no im2col), for `n` a multiple of [`NR`]. The microkernels
+/// are the packed path's, so the bits are too.
+///
+/// # Safety
+/// As [`gemm_into_raw`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_rows_into_raw(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatA<'_>,
+    b: &[f32],
+    ldb: usize,
+    epi: Epilogue<'_>,
+    c: *mut f32,
+    ldc: usize,
+) {
+    assert!(ldc >= n, "C rows overlap");
+    tiles(isa, m, n, k, a, BSrc::Rows { data: b, ld: ldb }, epi, |i, j, _, _, kernel| {
+        // SAFETY: rows i .. i + rows, columns j .. j + NR are in C (caller); tiles are whole.
+        kernel(unsafe { c.add(i * ldc + j) }, ldc);
+    });
+}
+
 /// Walks the `MR x NR` tiles of C (panel by panel, rows inside a panel) and hands each to
 /// `visit(i, j, rows, cols, kernel)`, where `kernel(dst, ld)` computes the tile and stores its
 /// `rows x NR` values at `dst + r * ld + c`.
@@ -192,11 +227,17 @@ fn tiles(
     n: usize,
     k: usize,
     a: MatA<'_>,
-    b_packed: &[f32],
+    b: BSrc<'_>,
     epi: Epilogue<'_>,
     mut visit: impl FnMut(usize, usize, usize, usize, &mut dyn FnMut(*mut f32, usize)),
 ) {
-    assert!(b_packed.len() >= packed_len(k, n), "packed B too small");
+    match b {
+        BSrc::Packed(p) => assert!(p.len() >= packed_len(k, n), "packed B too small"),
+        BSrc::Rows { data, ld } => {
+            assert!(n % NR == 0, "in-place B needs whole panels");
+            assert!(k == 0 || n == 0 || (k - 1) * ld + n <= data.len(), "B too small");
+        }
+    }
     if m > 0 {
         let last = (m - 1) * a.rs + k.saturating_sub(1) * a.cs;
         assert!(k == 0 || last < a.data.len(), "A too small");
@@ -208,7 +249,10 @@ fn tiles(
     for p in 0..n.div_ceil(NR) {
         let j = p * NR;
         let cols = NR.min(n - j);
-        let panel = &b_packed[p * NR * k..(p + 1) * NR * k];
+        let (panel, bs) = match b {
+            BSrc::Packed(b) => (&b[p * NR * k..(p + 1) * NR * k], NR),
+            BSrc::Rows { data, ld } => (&data[j..], ld),
+        };
         let mut i = 0;
         while i < m {
             let rows = MR.min(m - i);
@@ -224,8 +268,8 @@ fn tiles(
                 unsafe {
                     match isa {
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2Fma => avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, ep, out),
-                        _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, ep, out),
+                        Isa::Avx2Fma => avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, ep, out),
+                        _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, ep, out),
                     }
                 }
             };
@@ -294,6 +338,29 @@ mod tests {
                 let v = run(Isa::Avx2Fma, m, n, k, &a, &b);
                 assert_eq!(v, reference(m, n, k, &a, &b, true), "avx2 {m}x{n}x{k}");
             }
+        }
+    }
+
+    #[test]
+    fn b_read_in_place_gives_the_packed_bits() {
+        // B as rows of a larger map (row stride ld > n), the way a pointwise convolution
+        // reads its input planes; epilogue included.
+        let (m, n, k, ld) = (13, 48, 37, 61);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * ld).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+        let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let epi = Epilogue { bias: Some(&bias), act: Some(Activation::HardSwish) };
+        let am = MatA { data: &a, rs: k, cs: 1 };
+        for isa in [Isa::Generic, Isa::detect()] {
+            let mut packed = vec![f32::NAN; packed_len(k, n)];
+            pack_b(&b, ld, 1, k, n, &mut packed);
+            let mut want = vec![f32::NAN; m * n];
+            gemm_into(isa, m, n, k, am, &packed, epi, &mut want, n);
+            let mut got = vec![f32::NAN; m * n];
+            // SAFETY: `got` holds m rows of n floats and is borrowed mutably.
+            unsafe { gemm_rows_into_raw(isa, m, n, k, am, &b, ld, epi, got.as_mut_ptr(), n) };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{isa:?}");
         }
     }
 

@@ -288,6 +288,27 @@ impl Band<'_> {
         (a, epi)
     }
 
+    /// The band's B read in place, when the convolution is pointwise (1x1, stride 1, no
+    /// padding) and the band's input rows are one run in every plane: `(b, ld)` with
+    /// `B[ci][j] = b[ci * ld + j]` for the band's columns `j`. No im2col then, except for a
+    /// last partial panel; the microkernels are the same, so are the bits.
+    fn in_place<'s>(&self, src: &Src<'s>) -> Option<(&'s [f32], usize)> {
+        let (op, x, g) = (self.op, self.x, self.g);
+        let pointwise = op.kernel == [1, 1] && op.strides == [1, 1] && op.pads == [0; 4];
+        let (r0, r1) = self.rows;
+        if !pointwise
+            || x.row_stride != g.w
+            || g.w != g.wout
+            || r0 % x.capacity + r1 - r0 > x.capacity
+        {
+            return None;
+        }
+        let ld = x.capacity * x.row_stride;
+        let start = x.row_start(self.c0(), r0);
+        let len = (g.cg - 1) * ld + self.cols();
+        src.contains(&(start..start + len)).then(|| (src.slice(start, len), ld))
+    }
+
     /// Activations that cannot run in registers, applied after the product is stored.
     fn post(&self) -> Option<&Activation> {
         simd::after_store(&self.op.act)
@@ -296,19 +317,47 @@ impl Band<'_> {
     /// Threads split the output channels; the im2col is shared, packed in parallel by panels.
     fn split_channels(&self, src: &Src<'_>, packed: &mut [f32], planes: &mut [f32], par: Par<'_>) {
         let (k, ncols, plane_len, at) = (self.g.k, self.cols(), self.plane_len(), self.at());
-        let panels = par.split(ncols.div_ceil(gemm::NR), 1);
-        par.chunks(packed, panels * gemm::NR * k, |t, part| {
-            let j0 = t * panels * gemm::NR;
-            let j1 = (j0 + panels * gemm::NR).min(ncols);
-            im2col(self.op, self.x, src, part, self.c0(), self.rows, j0..j1, self.g);
-        });
+        // Whole panels read in place when they can be; the rest is packed.
+        let direct = self.in_place(src);
+        let full = if direct.is_some() { ncols / gemm::NR * gemm::NR } else { 0 };
+        let packed = &mut packed[..gemm::packed_len(k, ncols - full)];
+        let panels = par.split((ncols - full).div_ceil(gemm::NR), 1);
+        if full < ncols {
+            par.chunks(packed, panels * gemm::NR * k, |t, part| {
+                let j0 = full + t * panels * gemm::NR;
+                let j1 = (j0 + panels * gemm::NR).min(ncols);
+                im2col(self.op, self.x, src, part, self.c0(), self.rows, j0..j1, self.g);
+            });
+        }
         let packed = &*packed;
         let tile = par.split(self.g.mg, gemm::MR);
         par.chunks(planes, tile * plane_len, |t, out| {
             let rows = out.len() / plane_len;
             let (a, epi) = self.channels(t * tile, rows);
             let c = &mut out[at..];
-            gemm::gemm_into(self.isa, rows, ncols, k, a, packed, epi, c, plane_len);
+            if let Some((b, ld)) = direct.filter(|_| full > 0) {
+                assert!((rows - 1) * plane_len + full <= c.len());
+                // SAFETY: rows x full elements at stride plane_len are inside `c` (asserted),
+                // which is borrowed mutably.
+                unsafe {
+                    gemm::gemm_rows_into_raw(
+                        self.isa,
+                        rows,
+                        full,
+                        k,
+                        a,
+                        b,
+                        ld,
+                        epi,
+                        c.as_mut_ptr(),
+                        plane_len,
+                    )
+                };
+            }
+            if full < ncols {
+                let c = &mut c[full..];
+                gemm::gemm_into(self.isa, rows, ncols - full, k, a, packed, epi, c, plane_len);
+            }
             if let Some(act) = self.post() {
                 for plane in out.chunks_mut(plane_len) {
                     act.apply_slice(&mut plane[at..at + ncols]);
@@ -326,16 +375,44 @@ impl Band<'_> {
         let (a, epi) = self.channels(0, mg);
         assert!(planes.len() >= mg * plane_len && at + ncols <= plane_len);
         let out = SharedMut::new(planes);
+        // Whole panels read in place when they can be; a last partial panel is packed.
+        let direct = self.in_place(src);
+        let full = if direct.is_some() { ncols / gemm::NR * gemm::NR } else { 0 };
         par.chunks(packed, panels * gemm::NR * k, |t, part| {
             let j0 = t * panels * gemm::NR;
             let j1 = (j0 + panels * gemm::NR).min(ncols);
-            im2col(self.op, self.x, src, part, self.c0(), self.rows, j0..j1, self.g);
-            let c = out.ptr().wrapping_add(at + j0);
-            // SAFETY: this task writes columns at + j0 .. at + j1 of each of the mg planes (in
-            // bounds, asserted above), disjoint from every other task's columns; `planes` is
-            // borrowed mutably for the whole call and nothing else touches it.
-            unsafe { gemm::gemm_into_raw(self.isa, mg, j1 - j0, k, a, part, epi, c, plane_len) };
+            // Columns j0 .. split in place, split .. j1 packed.
+            let split = j1.min(full).max(j0);
+            // SAFETY (both products): this task writes columns at + j0 .. at + j1 of each of
+            // the mg planes (in bounds, asserted above), disjoint from every other task's
+            // columns; `planes` is borrowed mutably for the whole call and nothing else
+            // touches it.
+            if let Some((b, ld)) = direct.filter(|_| split > j0) {
+                let c = out.ptr().wrapping_add(at + j0);
+                unsafe {
+                    gemm::gemm_rows_into_raw(
+                        self.isa,
+                        mg,
+                        split - j0,
+                        k,
+                        a,
+                        &b[j0..],
+                        ld,
+                        epi,
+                        c,
+                        plane_len,
+                    )
+                };
+            }
+            if split < j1 {
+                im2col(self.op, self.x, src, part, self.c0(), self.rows, split..j1, self.g);
+                let c = out.ptr().wrapping_add(at + split);
+                unsafe {
+                    gemm::gemm_into_raw(self.isa, mg, j1 - split, k, a, part, epi, c, plane_len)
+                };
+            }
             if let Some(act) = self.post() {
+                let c = out.ptr().wrapping_add(at + j0);
                 for i in 0..mg {
                     // SAFETY: as above, this task's own columns of plane i.
                     let run =
