@@ -40,6 +40,7 @@ pub(super) unsafe fn tile(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_n<const R: usize>(
     k: usize,
