@@ -417,6 +417,7 @@ impl<'m> Importer<'m> {
         }
         match op_type {
             "Identity" | "Dropout" => {
+                let lacks = format!("node '{}' lacks its input 0", n.name);
                 if op_type == "Dropout" && np.output.get(1).is_some_and(|m| !m.is_empty()) {
                     // The mask output of inference Dropout is all ones; nothing real reads it.
                     let mask = Tensor::from_u8(
@@ -425,7 +426,11 @@ impl<'m> Importer<'m> {
                     );
                     self.add_constant(np.output[1].clone(), mask)?;
                 }
-                let src = self.names[&np.input[0]];
+                let src = *np
+                    .input
+                    .first()
+                    .and_then(|x| self.names.get(x))
+                    .ok_or_else(|| Error::malformed(lacks))?;
                 self.names.insert(out_name, src);
                 return Ok(());
             }
