@@ -89,14 +89,27 @@ impl Pool {
             done: Condvar::new(),
         });
         let mut workers = Vec::new();
+        let started = Arc::new((Mutex::new(0usize), Condvar::new()));
         for i in 1..threads.max(1) {
-            let s = Arc::clone(&shared);
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("frugal-cpu-{i}"))
-                    .spawn(move || worker(&s))?,
-            );
+            let (s, st) = (Arc::clone(&shared), Arc::clone(&started));
+            workers.push(std::thread::Builder::new().name(format!("frugal-cpu-{i}")).spawn(
+                move || {
+                    let (count, cv) = &*st;
+                    *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    cv.notify_all();
+                    worker(&s)
+                },
+            )?);
         }
+        // A thread's start-up allocates in the new thread (its name, for the OS): wait for
+        // every worker here, or a slow start would allocate while a session runs, which a
+        // session promises never to do.
+        let (count, cv) = &*started;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n < workers.len() {
+            n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(n);
         Ok(Pool { shared, workers })
     }
 
