@@ -223,12 +223,16 @@ pub fn fold_depth(g: &Graph) -> Vec<usize> {
     let mut depth = vec![0usize; g.values.len()];
     for n in &g.nodes {
         let d = n.inputs.iter().map(|v| depth[v.0]).max().unwrap_or(0);
-        let out = n.output();
-        let whole = n.inputs.first().is_some_and(|x| n.op.fold(&g.value(*x).shape).is_some())
-            && row_geometry(&g.value(out).shape).1 <= 1;
-        depth[out.0] = d + usize::from(whole);
+        depth[n.output().0] = d + usize::from(folds_whole_map(g, n));
     }
     depth
+}
+
+/// Whether `n` folds all rows of its input into one (a global pool): its output exists only
+/// once the whole input has streamed through.
+pub fn folds_whole_map(g: &Graph, n: &crate::graph::Node) -> bool {
+    n.inputs.first().is_some_and(|x| n.op.fold(&g.value(*x).shape).is_some())
+        && row_geometry(&g.value(n.output()).shape).1 <= 1
 }
 
 /// The row geometry of a tensor: `planes x rows x width`, rows along axis `rank - 2`.

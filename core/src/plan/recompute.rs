@@ -68,13 +68,8 @@ pub fn moves(graph: &Graph, plan: &super::Plan) -> Vec<Vec<Recompute>> {
 pub fn pass_moves(graph: &Graph, plan: &super::Plan, depth: usize) -> Vec<Vec<Recompute>> {
     let depths = super::fold_depth(graph);
     let consumers = graph.consumers();
-    let pooled = |v: ValueId| {
-        consumers[v.0].iter().any(|c| {
-            let n = graph.node(*c);
-            n.op.fold(&graph.value(v).shape).is_some()
-                && row_geometry(&graph.value(n.output()).shape).1 <= 1
-        })
-    };
+    let pooled =
+        |v: ValueId| consumers[v.0].iter().any(|c| super::folds_whole_map(graph, graph.node(*c)));
     let bytes = |v: ValueId| plan.buffer(v).map_or(0, |b| b.bytes);
     let group: Vec<Recompute> = candidates(graph, plan)
         .into_iter()

@@ -217,12 +217,12 @@ pub fn recompute_path(graph: &Graph, base: &PlanOptions) -> Result<Vec<PlanOptio
         ..base.clone()
     };
     let plan = Plan::build(graph, &opts)?;
-    let mut greedy = Walk { plan: plan.clone(), opts: opts.clone(), path: Vec::new() };
+    let mut greedy = Walk { plan: plan.clone(), path: Vec::new() };
     greedy.greedy(graph)?;
-    let mut passes = Walk { plan, opts, path: Vec::new() };
+    let mut passes = Walk { plan, path: Vec::new() };
     let deepest = crate::plan::fold_depth(graph).into_iter().max().unwrap_or(0);
     for depth in 0..=deepest {
-        let g = crate::plan::recompute::effective(graph, &passes.plan.options)?.into_owned();
+        let g = crate::plan::recompute::effective(graph, &passes.plan.options)?;
         let moves = pass_moves(&g, &passes.plan, depth);
         passes.step(graph, moves)?;
     }
@@ -233,8 +233,8 @@ pub fn recompute_path(graph: &Graph, base: &PlanOptions) -> Result<Vec<PlanOptio
 
 /// A walk through recomputation options, one move at a time.
 struct Walk {
+    /// Where the walk stands (its options hold the recomputations so far).
     plan: Plan,
-    opts: PlanOptions,
     /// Options after each move taken.
     path: Vec<PlanOptions>,
 }
@@ -246,19 +246,19 @@ impl Walk {
         graph: &Graph,
         moves: Vec<Vec<crate::plan::recompute::Recompute>>,
     ) -> Result<bool> {
-        let mut best: Option<(Plan, PlanOptions)> = None;
+        let mut best: Option<Plan> = None;
         for m in moves {
-            let mut o = PlanOptions { cuts: None, ..self.opts.clone() };
+            // Stage cuts are searched again for each rewritten graph.
+            let mut o = PlanOptions { cuts: None, ..self.plan.options.clone() };
             o.recompute.extend(m);
             let p = Plan::build(graph, &o)?;
-            if p.peak_bytes < best.as_ref().map_or(self.plan.peak_bytes, |b| b.0.peak_bytes) {
-                best = Some((p, o));
+            if p.peak_bytes < best.as_ref().map_or(self.plan.peak_bytes, |b| b.peak_bytes) {
+                best = Some(p);
             }
         }
-        let Some((p, o)) = best else { return Ok(false) };
+        let Some(p) = best else { return Ok(false) };
         self.path.push(p.options.clone());
         self.plan = p;
-        self.opts = o;
         Ok(true)
     }
 
