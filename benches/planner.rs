@@ -15,29 +15,65 @@ fn threads() -> usize {
     std::env::var("FRUGAL_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
 }
 
-/// Median and fastest ms of `runs` runs of `plan`.
-fn timings(graph: &Graph, plan: &Plan, runs: usize) -> frugal::Result<(f64, f64)> {
-    let mut s =
-        Session::new(graph, plan, backend_with("cpu", &BackendOptions { threads: threads() })?)?;
-    let input: Vec<f32> = (0..s.inputs()[0].shape.iter().product::<usize>())
-        .map(|i| (i % 97) as f32 / 97.0)
-        .collect();
-    for _ in 0..2 {
-        s.run(&[&input])?;
-    }
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t0 = Instant::now();
-            s.run(&[&input]).map(|_| t0.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<frugal::Result<_>>()?;
-    t.sort_by(f64::total_cmp);
-    Ok((t[t.len() / 2], t[0]))
+/// A session of one plan, warmed up, with its input.
+struct Runner {
+    session: Session,
+    input: Vec<f32>,
+    ms: Vec<f64>,
 }
 
-/// Median ms of `runs` runs of `plan`.
-fn measure(graph: &Graph, plan: &Plan, runs: usize) -> frugal::Result<f64> {
-    Ok(timings(graph, plan, runs)?.0)
+impl Runner {
+    fn new(graph: &Graph, plan: &Plan) -> frugal::Result<Runner> {
+        let backend = backend_with("cpu", &BackendOptions { threads: threads() })?;
+        let mut session = Session::new(graph, plan, backend)?;
+        let input: Vec<f32> = (0..session.inputs()[0].shape.iter().product::<usize>())
+            .map(|i| (i % 97) as f32 / 97.0)
+            .collect();
+        for _ in 0..2 {
+            session.run(&[&input])?;
+        }
+        Ok(Runner { session, input, ms: Vec::new() })
+    }
+
+    /// One untimed run (the other plans' runs took the caches), then `runs` timed ones.
+    fn turn(&mut self, runs: usize) -> frugal::Result<()> {
+        self.session.run(&[&self.input])?;
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            self.session.run(&[&self.input])?;
+            self.ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(())
+    }
+
+    fn median(&self) -> f64 {
+        let mut t = self.ms.clone();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    }
+
+    fn fastest(&self) -> f64 {
+        self.ms.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Times `plans` in `rounds` rounds, each giving every plan a turn of `runs` runs: this machine
+/// is shared and its speed drifts over seconds, so plans compared with each other are timed
+/// side by side rather than one after the other.
+fn interleaved(
+    graph: &Graph,
+    plans: &[&Plan],
+    rounds: usize,
+    runs: usize,
+) -> frugal::Result<Vec<Runner>> {
+    let mut runners =
+        plans.iter().map(|p| Runner::new(graph, p)).collect::<frugal::Result<Vec<_>>>()?;
+    for _ in 0..rounds {
+        for r in &mut runners {
+            r.turn(runs)?;
+        }
+    }
+    Ok(runners)
 }
 
 fn main() -> frugal::Result<()> {
@@ -59,20 +95,26 @@ fn main() -> frugal::Result<()> {
         let profile = planning::profile_for(graph, &mut *backend, &mut |_, _| {})?;
         let front =
             planner::front(graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})?;
-        let runs = 10;
+        let rounds = 5;
         let lbl_plan = Plan::build(graph, &PlanOptions::new(Strategy::LayerByLayer))?;
-        let lbl = measure(graph, &lbl_plan, runs)?;
         let smallest: &Candidate = &front[0];
-        let small_ms = measure(graph, &smallest.plan(graph)?, runs)?;
         let within = planner::fastest_within(&front, 2 * smallest.arena_bytes)?;
-        let within_ms = measure(graph, &within.plan(graph)?, runs)?;
-        let mut worst: f64 = 0.0;
-        // Against the fastest of the runs: this machine is shared, and medians of runs a few
-        // seconds apart wander by tens of percent; the fastest run is the repeatable figure.
-        for c in &front {
-            let (_, m) = timings(graph, &c.plan(graph)?, runs)?;
-            worst = worst.max(((c.seconds * 1e3 - m) / m).abs());
-        }
+        let r = interleaved(
+            graph,
+            &[&lbl_plan, &smallest.plan(graph)?, &within.plan(graph)?],
+            rounds,
+            3,
+        )?;
+        let (lbl, small_ms, within_ms) = (r[0].median(), r[1].median(), r[2].median());
+        // Against the fastest of the runs: medians of runs a few seconds apart wander by tens
+        // of percent on a shared machine; the fastest run is the repeatable figure.
+        let plans = front.iter().map(|c| c.plan(graph)).collect::<frugal::Result<Vec<_>>>()?;
+        let r = interleaved(graph, &plans.iter().collect::<Vec<_>>(), 3, 3)?;
+        let worst = front
+            .iter()
+            .zip(&r)
+            .map(|(c, r)| ((c.seconds * 1e3 - r.fastest()) / r.fastest()).abs())
+            .fold(0.0, f64::max);
         println!(
             "| {name} | {lbl:.1} ms ({:.2} MB) | {small_ms:.1} ms ({:.2} MB) | {:.2}x | {within_ms:.1} ms ({:.2} MB) | {:.2}x | {:.0}% |",
             lbl_plan.peak_bytes as f64 / 1e6,
@@ -92,7 +134,8 @@ fn main() -> frugal::Result<()> {
         Some(o) => Plan::build(&ocr, &o)?,
         None => parts.clone(),
     };
-    let (t_lbl, t_small) = (measure(&ocr, &lbl, 3)?, measure(&ocr, &smallest, 3)?);
+    let r = interleaved(&ocr, &[&lbl, &smallest], 3, 1)?;
+    let (t_lbl, t_small) = (r[0].median(), r[1].median());
     println!();
     println!("| ch_PP-OCRv4_det 2048x2048 | peak | time |");
     println!("|---|---|---|");

@@ -130,36 +130,48 @@ pub fn front(
     let mut cur = evaluate(graph, &by_parts(base, &parts, &cuts), profile, backend, "by-parts")?;
     let mut all = vec![cur.clone()];
     let mut stuck = vec![false; parts.len()];
+    let stages = stages(&limits);
     // Each node can double about log2(rows) times.
     let total: usize =
         limits.iter().map(|&l| usize::BITS as usize - l.leading_zeros() as usize).sum();
     for step in 0..total {
         progress(step, total);
-        // Nodes whose next part saves the most predicted time.
-        let mut moves: Vec<(f64, usize, usize)> = (0..parts.len())
+        // Nodes whose next part saves the most predicted time, then every stage as a whole: a
+        // ring's size depends on its producer's part and its consumer's, so doubling one node
+        // of a stage alone can cost memory and save nothing, while the stage together saves
+        // (weights streamed once per firing dominate low-resolution stages).
+        let mut singles: Vec<(f64, usize)> = (0..parts.len())
             .filter(|&n| parts[n] < limits[n] && !stuck[n])
             .map(|n| {
                 let next = (parts[n] * 2).min(limits[n]);
-                (
-                    node_cost(graph, profile, n, parts[n]) - node_cost(graph, profile, n, next),
-                    n,
-                    next,
-                )
+                (node_cost(graph, profile, n, parts[n]) - node_cost(graph, profile, n, next), n)
             })
             .filter(|m| m.0 > 0.0)
             .collect();
+        singles.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut moves: Vec<Vec<usize>> = singles.iter().take(6).map(|&(_, n)| vec![n]).collect();
+        for stage in &stages {
+            let grow: Vec<usize> =
+                stage.iter().copied().filter(|&n| parts[n] < limits[n]).collect();
+            if grow.len() > 1 && !moves.contains(&grow) {
+                moves.push(grow);
+            }
+        }
         if moves.is_empty() {
             break;
         }
-        moves.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut best: Option<(f64, usize, usize, Candidate)> = None;
-        for &(_, n, next) in moves.iter().take(6) {
+        let mut best: Option<(f64, Vec<usize>, Candidate)> = None;
+        for nodes in &moves {
             let mut trial = parts.clone();
-            trial[n] = next;
+            for &n in nodes {
+                trial[n] = (parts[n] * 2).min(limits[n]);
+            }
             let c = evaluate(graph, &by_parts(base, &trial, &cuts), profile, backend, "search")?;
             let saved = cur.seconds - c.seconds;
             if saved <= 0.0 {
-                stuck[n] = true;
+                if let [n] = nodes[..] {
+                    stuck[n] = true;
+                }
                 continue;
             }
             // Free moves first, then time saved per byte added.
@@ -170,18 +182,19 @@ pub fn front(
             };
             let better = best
                 .as_ref()
-                .is_none_or(|b| score > b.0 || (score == b.0 && c.seconds < b.3.seconds));
+                .is_none_or(|b| score > b.0 || (score == b.0 && c.seconds < b.2.seconds));
             if better {
-                best = Some((score, n, next, c));
+                best = Some((score, trial, c));
             }
         }
         match best {
-            Some((_, n, next, c)) => {
-                parts[n] = next;
+            Some((_, trial, c)) => {
+                parts = trial;
                 all.push(c.clone());
                 cur = c;
             }
-            None if moves.iter().take(6).all(|&(_, n, _)| stuck[n]) => continue,
+            // Single moves that found nothing are marked stuck: try the next ones.
+            None if singles.len() > 6 => continue,
             None => break,
         }
     }
@@ -197,6 +210,15 @@ pub fn front(
         "layer-by-layer",
     )?);
     Ok(pareto(all))
+}
+
+/// Nodes grouped by the rows they fire on (a resolution stage), for moves that grow a whole
+/// stage's parts together.
+fn stages(limits: &[usize]) -> Vec<Vec<usize>> {
+    let mut heights: Vec<usize> = limits.iter().copied().filter(|&l| l > 1).collect();
+    heights.sort_unstable();
+    heights.dedup();
+    heights.iter().map(|&h| (0..limits.len()).filter(|&n| limits[n] == h).collect()).collect()
 }
 
 /// Plans below the smallest by-parts peak, bought with computation. Two walks, the smaller
@@ -339,4 +361,17 @@ pub fn smallest_holding(front: &[Candidate], per_second: f64) -> Result<&Candida
             "no plan reaches {per_second:.1} runs per second on this machine; the fastest is predicted at {best:.1}/s"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_group_nodes_by_the_rows_they_fire_on() {
+        // Rows per node: a 4-row stage, a 2-row stage, one-row nodes (not grown as stages).
+        let limits = [4, 4, 2, 1, 4, 2, 1];
+        assert_eq!(stages(&limits), vec![vec![2, 5], vec![0, 1, 4]]);
+        assert!(stages(&[1, 1]).is_empty());
+    }
 }

@@ -209,7 +209,7 @@ fn product(
     if is_depthwise(op, &g) {
         let direct = match variant {
             Some(v) => v == "direct",
-            None => depthwise::prefers_direct(op, &g, y.rows),
+            None => depthwise::prefers_direct(op, &g),
         };
         depthwise::depthwise(op, x, weight, bias, y, io, &g, isa, par, direct);
         return Ok(());
@@ -678,6 +678,11 @@ mod tests {
                 13,
             ),
             (conv([2, 2], [1, 1], [1, 1], [0; 4], 1), [1, 2, 2, 2], 3),
+            // Depthwise through the padded ring's stride phases: pads wider than the stride,
+            // stride 3, asymmetric pads.
+            (conv([5, 5], [2, 2], [1, 1], [3; 4], 4), [1, 4, 11, 13], 4),
+            (conv([3, 3], [3, 3], [1, 1], [0, 2, 1, 0], 3), [1, 3, 10, 11], 3),
+            (conv([3, 3], [2, 2], [1, 1], [0; 4], 2), [1, 2, 9, 4], 2),
         ]
     }
 
