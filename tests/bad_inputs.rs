@@ -221,3 +221,28 @@ fn regenerate() {
         }
     });
 }
+
+/// A reader that closes the pipe early (`frugal plan ... | head -1`) ends the tool quietly:
+/// no panic from printing to a closed stdout.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        // 80 KB of JSON: more than a pipe holds, so the tool is still writing when the
+        // reader goes.
+        .args(["plan", "zoo:resnet50", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run frugal");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    // The reader is dropped here: the rest of the report goes to a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with('{'), "{first}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
