@@ -63,7 +63,10 @@ pub fn profile_for(
     let revision = frugal_core::planner::profile::revision_of(backend);
     let mut profile =
         Profile::load(&path).ok().filter(|p| p.revision == revision).unwrap_or_default();
-    if !profile.missing(graph).is_empty() || profile.step_overhead == 0.0 {
+    if !profile.missing(graph).is_empty()
+        || profile.step_overhead == 0.0
+        || profile.lacks_cold(graph)
+    {
         profile.measure(graph, backend, progress)?;
         // A cache that cannot be written only costs a re-measurement next time.
         let _ = profile.save(&path);

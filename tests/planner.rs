@@ -96,6 +96,24 @@ fn profiles_round_trip_and_predict_every_plan_of_the_front() {
     assert!(Profile::default().predict(&graph, &front[0].plan(&graph).unwrap()).is_err());
 }
 
+/// Every kernel has its in-run cost (what a firing costs beside the others beyond its time
+/// alone), never negative, and a prediction counts it once per firing.
+#[test]
+fn in_run_costs_are_measured_and_counted_per_firing() {
+    let (graph, profile, front) = setup();
+    assert!(!profile.lacks_cold(&graph));
+    assert!(profile.cold.values().all(|&t| t >= 0.0 && t.is_finite()));
+    let plan = front[0].plan(&graph).unwrap();
+    let mut hot = profile.clone();
+    hot.cold.values_mut().for_each(|t| *t = 0.0);
+    let mut slow = profile.clone();
+    slow.cold.values_mut().for_each(|t| *t += 1e-3);
+    let firings = plan.steps.iter().filter(|s| matches!(s.kind, frugal::plan::StepKind::Fire(_)));
+    let extra = slow.predict(&graph, &plan).unwrap() - profile.predict(&graph, &plan).unwrap();
+    assert!((extra - 1e-3 * firings.count() as f64).abs() < 1e-9, "{extra}");
+    assert!(hot.predict(&graph, &plan).unwrap() <= profile.predict(&graph, &plan).unwrap());
+}
+
 #[test]
 fn kernel_choices_are_measured_recorded_and_change_no_bits() {
     let dir = std::env::temp_dir().join(format!("frugal-variants-test-{}", std::process::id()));

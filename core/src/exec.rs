@@ -253,36 +253,68 @@ impl Program {
         outputs: &mut [&mut [f32]],
     ) -> Result<()> {
         for i in 0..self.steps.len() {
-            let Step { kind, rows } = self.steps[i];
-            match kind {
-                StepKind::Feed(k) => {
-                    let (b, source) = self.feeds[k];
-                    let w = self.buffers.window(b, rows[0]..rows[1]);
-                    backend.write(&w, inputs[source], 0..self.buffers.height(b))?;
-                }
-                StepKind::Drain(k) => {
-                    let b = self.outputs[k];
-                    let w = self.buffers.window(b, rows[0]..rows[1]);
-                    backend.sync()?;
-                    backend.read(&w, outputs[k], 0..self.buffers.height(b))?;
-                }
-                StepKind::Fire(n) => {
-                    let node = &self.nodes[n.0];
-                    let k = kernel_for(node, rows, &self.buffers, &mut self.concat_inputs)?;
-                    backend.execute_variant(&k, node.variant, self.scratch).map_err(
-                        |e| match e {
-                            Error::Backend { backend, op, reason } => Error::Backend {
-                                backend,
-                                op: format!("{op} (node '{}')", node.name),
-                                reason,
-                            },
-                            other => other,
-                        },
-                    )?;
-                }
-            }
+            self.step(i, backend, inputs, outputs)?;
         }
         backend.sync()
+    }
+
+    /// [`Program::run`], recording the seconds of each step in `seconds` (one per step; the
+    /// backend is synchronised after each, so on a GPU this is slower than a run).
+    pub fn run_timed(
+        &mut self,
+        backend: &mut dyn Backend,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        seconds: &mut [f64],
+    ) -> Result<()> {
+        for (i, s) in seconds.iter_mut().enumerate().take(self.steps.len()) {
+            let t = std::time::Instant::now();
+            self.step(i, backend, inputs, outputs)?;
+            backend.sync()?;
+            *s = t.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+
+    /// The steps, in order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    fn step(
+        &mut self,
+        i: usize,
+        backend: &mut dyn Backend,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<()> {
+        let Step { kind, rows } = self.steps[i];
+        match kind {
+            StepKind::Feed(k) => {
+                let (b, source) = self.feeds[k];
+                let w = self.buffers.window(b, rows[0]..rows[1]);
+                backend.write(&w, inputs[source], 0..self.buffers.height(b))?;
+            }
+            StepKind::Drain(k) => {
+                let b = self.outputs[k];
+                let w = self.buffers.window(b, rows[0]..rows[1]);
+                backend.sync()?;
+                backend.read(&w, outputs[k], 0..self.buffers.height(b))?;
+            }
+            StepKind::Fire(n) => {
+                let node = &self.nodes[n.0];
+                let k = kernel_for(node, rows, &self.buffers, &mut self.concat_inputs)?;
+                backend.execute_variant(&k, node.variant, self.scratch).map_err(|e| match e {
+                    Error::Backend { backend, op, reason } => Error::Backend {
+                        backend,
+                        op: format!("{op} (node '{}')", node.name),
+                        reason,
+                    },
+                    other => other,
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,11 @@
 //!
 //! Each node is timed at a ladder of part sizes (1, 2, 4, ... rows, and all of them), exactly
 //! as the executor calls it: same windows, same ring capacities, same kernel. A plan's time is
-//! the sum over its steps of the interpolated kernel time plus a measured per-step overhead.
+//! the sum over its steps of the interpolated kernel time plus a measured per-step overhead,
+//! plus, per firing, what a firing costs in a real run beyond its kernel timed alone: timed
+//! alone, a kernel finds its weights in cache; in a run, the other nodes' firings in between
+//! have evicted them (ResNet-50's one-row plan streams about a gigabyte of weights per run).
+//! That cost is measured once per model on its one-row plan, step by step.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +24,7 @@ use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, St
 
 /// Bumped whenever the executor or the profile format changes; the backend's
 /// `Capabilities::kernels` covers kernel changes.
-pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k4");
+pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k5");
 
 /// The revision a profile measured on `backend` now carries: frugal's [`REVISION`] and the
 /// backend's kernel identity.
@@ -47,6 +51,10 @@ pub struct Profile {
     pub step_overhead: f64,
     /// Per kernel signature: `(rows, seconds)` pairs sorted by rows.
     pub kernels: BTreeMap<String, Vec<(usize, f64)>>,
+    /// Per kernel signature: seconds one firing takes in a by-parts run beyond the kernel's
+    /// time alone (at least 0), measured on a model's one-row plan.
+    #[serde(default)]
+    pub cold: BTreeMap<String, f64>,
 }
 
 /// The signature a kernel's timings are filed under: operator, parameters and shapes.
@@ -141,6 +149,56 @@ impl Profile {
             }
             progress(k + 1, todo.len());
         }
+        drop(uploads);
+        if self.lacks_cold(graph) {
+            self.measure_cold(graph, backend)?;
+        }
+        Ok(())
+    }
+
+    /// Whether some node of `graph` has no measured in-run cost ([`Profile::cold`]).
+    pub fn lacks_cold(&self, graph: &Graph) -> bool {
+        (0..graph.nodes.len()).any(|i| !self.cold.contains_key(&kernel_key(graph, NodeId(i))))
+    }
+
+    /// Runs `graph`'s one-row plan a few times, step by step, and files each kernel's mean
+    /// excess over its time alone (the fastest of the runs per step, as kernels are timed).
+    fn measure_cold(&mut self, graph: &Graph, backend: &mut dyn Backend) -> Result<()> {
+        let plan = Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?;
+        let mut program = crate::exec::Program::bind(graph, &plan, backend)?;
+        backend.alloc_arena(program.arena_bytes())?;
+        let numel = |v: &ValueId| graph.value(*v).shape.iter().product::<usize>();
+        let inputs: Vec<Vec<f32>> = graph
+            .inputs
+            .iter()
+            .map(|v| (0..numel(v)).map(|i| (i % 251) as f32 / 251.0).collect())
+            .collect();
+        let mut outputs: Vec<Vec<f32>> =
+            graph.outputs.iter().map(|v| vec![0.0; numel(v)]).collect();
+        let ins: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
+        let n = program.steps().len();
+        let (mut best, mut once) = (vec![f64::INFINITY; n], vec![0.0; n]);
+        program.run(backend, &ins, &mut outs)?;
+        for _ in 0..3 {
+            program.run_timed(backend, &ins, &mut outs, &mut once)?;
+            best.iter_mut().zip(&once).for_each(|(b, &t)| *b = b.min(t));
+        }
+        let mut excess: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        for (s, &t) in program.steps().iter().zip(&best) {
+            let StepKind::Fire(node) = s.kind else { continue };
+            let Some(alone) = self.node_time(graph, node, s.rows[1] - s.rows[0]) else { continue };
+            let e = excess.entry(kernel_key(graph, node)).or_default();
+            e.0 += (t - alone - self.step_overhead).max(0.0);
+            e.1 += 1;
+        }
+        for (key, (sum, count)) in excess {
+            self.cold.insert(key, sum / count.max(1) as f64);
+        }
+        // Nodes that never fire (none in practice) still count as measured.
+        for i in 0..graph.nodes.len() {
+            self.cold.entry(kernel_key(graph, NodeId(i))).or_insert(0.0);
+        }
         Ok(())
     }
 
@@ -215,6 +273,8 @@ impl Profile {
             }
         }
         for ((n, rows), count) in counts {
+            let cold = self.cold.get(&kernel_key(graph, NodeId(n))).copied().unwrap_or(0.0);
+            total += cold * count as f64;
             let variant = plan.kernels.get(n).cloned().flatten();
             let t =
                 self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {
