@@ -126,16 +126,54 @@ pub fn front(
     let cuts = smallest.options.cuts.clone().unwrap_or_default();
     let limits: Vec<usize> =
         (0..graph.nodes.len()).map(|i| firing_rows(graph, NodeId(i))).collect();
+    // Each node can double about log2(rows) times.
+    let per_walk: usize =
+        limits.iter().map(|&l| usize::BITS as usize - l.leading_zeros() as usize).sum();
+    // Two walks: from the smallest plan's stage cuts, and, where it has some, without them.
+    // The cuts that give the smallest peak need not suit larger parts: ResNet-50's holds a
+    // 1/16-scale map whole, and once the low-resolution stages run whole the plan without
+    // that cut is faster at the same memory.
+    let walks: Vec<&[crate::graph::ValueId]> =
+        if cuts.is_empty() { vec![&cuts] } else { vec![&cuts, &[]] };
+    let total = per_walk * walks.len();
+    let mut all = Vec::new();
+    for (w, cuts) in walks.into_iter().enumerate() {
+        let mut report = |step: usize| progress(w * per_walk + step, total);
+        all.extend(walk(graph, profile, backend, base, cuts, &limits, &mut report)?);
+    }
+    progress(total, total);
+    for o in recompute_path(graph, base)? {
+        all.push(evaluate(graph, &o, profile, backend, "recompute")?);
+    }
+    all.push(evaluate(
+        graph,
+        &PlanOptions { strategy: Strategy::LayerByLayer, ..base.clone() },
+        profile,
+        backend,
+        "layer-by-layer",
+    )?);
+    Ok(pareto(all))
+}
+
+/// The greedy walk from one row per node up, with stage cuts `cuts`: every plan it visits.
+fn walk(
+    graph: &Graph,
+    profile: &Profile,
+    backend: &dyn Backend,
+    base: &PlanOptions,
+    cuts: &[crate::graph::ValueId],
+    limits: &[usize],
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<Candidate>> {
     let mut parts = vec![1usize; graph.nodes.len()];
-    let mut cur = evaluate(graph, &by_parts(base, &parts, &cuts), profile, backend, "by-parts")?;
+    let mut cur = evaluate(graph, &by_parts(base, &parts, cuts), profile, backend, "by-parts")?;
     let mut all = vec![cur.clone()];
     let mut stuck = vec![false; parts.len()];
-    let stages = stages(&limits);
-    // Each node can double about log2(rows) times.
+    let stages = stages(limits);
     let total: usize =
         limits.iter().map(|&l| usize::BITS as usize - l.leading_zeros() as usize).sum();
     for step in 0..total {
-        progress(step, total);
+        progress(step);
         // Nodes whose next part saves the most predicted time, then every stage as a whole: a
         // ring's size depends on its producer's part and its consumer's, so doubling one node
         // of a stage alone can cost memory and save nothing, while the stage together saves
@@ -166,7 +204,7 @@ pub fn front(
             for &n in nodes {
                 trial[n] = (parts[n] * 2).min(limits[n]);
             }
-            let c = evaluate(graph, &by_parts(base, &trial, &cuts), profile, backend, "search")?;
+            let c = evaluate(graph, &by_parts(base, &trial, cuts), profile, backend, "search")?;
             let saved = cur.seconds - c.seconds;
             if saved <= 0.0 {
                 if let [n] = nodes[..] {
@@ -198,18 +236,7 @@ pub fn front(
             None => break,
         }
     }
-    progress(total, total);
-    for o in recompute_path(graph, base)? {
-        all.push(evaluate(graph, &o, profile, backend, "recompute")?);
-    }
-    all.push(evaluate(
-        graph,
-        &PlanOptions { strategy: Strategy::LayerByLayer, ..base.clone() },
-        profile,
-        backend,
-        "layer-by-layer",
-    )?);
-    Ok(pareto(all))
+    Ok(all)
 }
 
 /// Nodes grouped by the rows they fire on (a resolution stage), for moves that grow a whole
