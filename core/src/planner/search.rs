@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::profile::{firing_rows, Profile};
+use super::profile::{firing_rows, kernel_key, Profile};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::exec::session_bytes;
@@ -96,12 +96,14 @@ fn by_parts(base: &PlanOptions, parts: &[usize], cuts: &[crate::graph::ValueId])
     }
 }
 
-/// Predicted seconds of all of a node's firings at part `p` (overhead included).
+/// Predicted seconds of all of a node's firings at part `p` (overheads and in-run costs
+/// included, as [`Profile::predict`] counts them).
 fn node_cost(graph: &Graph, profile: &Profile, n: usize, p: usize) -> f64 {
     let limit = firing_rows(graph, NodeId(n));
     let fires = limit.div_ceil(p.max(1));
     let t = profile.node_time(graph, NodeId(n), p.min(limit)).unwrap_or(0.0);
-    fires as f64 * (t + profile.step_overhead)
+    let cold = profile.cold.get(&kernel_key(graph, NodeId(n))).copied().unwrap_or(0.0);
+    fires as f64 * (t + profile.step_overhead + cold)
 }
 
 /// The measured trade-off: every plan the search visits, filtered to the Pareto front, with
@@ -167,7 +169,7 @@ fn walk(
 ) -> Result<Vec<Candidate>> {
     let mut parts = vec![1usize; graph.nodes.len()];
     let mut cur = evaluate(graph, &by_parts(base, &parts, cuts), profile, backend, "by-parts")?;
-    let mut all = vec![cur.clone()];
+    let mut tried = vec![cur.clone()];
     let mut stuck = vec![false; parts.len()];
     let stages = stages(limits);
     let total: usize =
@@ -205,6 +207,9 @@ fn walk(
                 trial[n] = (parts[n] * 2).min(limits[n]);
             }
             let c = evaluate(graph, &by_parts(base, &trial, cuts), profile, backend, "search")?;
+            // Every plan priced is a point of the trade-off, taken or not: a move the walk
+            // passes over for a better ratio may be the fastest under a tight budget.
+            tried.push(c.clone());
             let saved = cur.seconds - c.seconds;
             if saved <= 0.0 {
                 if let [n] = nodes[..] {
@@ -228,7 +233,6 @@ fn walk(
         match best {
             Some((_, trial, c)) => {
                 parts = trial;
-                all.push(c.clone());
                 cur = c;
             }
             // Single moves that found nothing are marked stuck: try the next ones.
@@ -236,7 +240,7 @@ fn walk(
             None => break,
         }
     }
-    Ok(all)
+    Ok(tried)
 }
 
 /// Nodes grouped by the rows they fire on (a resolution stage), for moves that grow a whole
