@@ -147,6 +147,12 @@ pub fn front(
     for o in recompute_path(graph, base)? {
         all.push(evaluate(graph, &o, profile, backend, "recompute")?);
     }
+    // The published method's configurations are candidates too, so the front is never behind
+    // it: its one-row-or-whole plans without cuts can land between two of the walks' plans
+    // (ResNet-50 at 5 MiB: whole low-resolution stages, no cut).
+    for o in published_path(graph, base)? {
+        all.push(evaluate(graph, &o, profile, backend, "published")?);
+    }
     all.push(evaluate(
         graph,
         &PlanOptions { strategy: Strategy::LayerByLayer, ..base.clone() },
