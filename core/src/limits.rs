@@ -12,8 +12,11 @@ pub const MAX_DIM: usize = 1 << 24;
 pub const MAX_ELEMENTS: usize = 1 << 33;
 /// Most nodes in a graph.
 pub const MAX_NODES: usize = 1 << 20;
-/// Most steps in one plan (each step is a few words; 16 Mi steps are about half a GiB).
-pub const MAX_STEPS: usize = 1 << 24;
+/// Most steps in one plan (1 Mi). Building and checking a schedule costs about a microsecond per
+/// step, so a few hundred bytes of model (a Resize to two million rows) could otherwise keep
+/// the planner busy for many seconds. Real schedules are far shorter: the text detector on a
+/// 2048x2048 page by parts takes 36 k steps; more rows per firing shorten any schedule.
+pub const MAX_STEPS: usize = 1 << 20;
 
 /// Checks one tensor shape against [`MAX_DIM`] and [`MAX_ELEMENTS`]; returns its element count.
 pub fn check_shape(what: &str, shape: &[usize]) -> Result<usize> {
