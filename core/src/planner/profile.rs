@@ -6,7 +6,8 @@
 //! the sum over its steps of the interpolated kernel time plus a measured per-step overhead,
 //! plus, per firing, what a firing costs in a real run beyond its kernel timed alone: timed
 //! alone, a kernel finds its weights in cache; in a run, the other nodes' firings in between
-//! have evicted them (ResNet-50's one-row plan streams about a gigabyte of weights per run).
+//! have evicted them (ResNet-50's one-row plan re-reads its low-resolution stages' weights once
+//! per row: about a gigabyte per run, estimated from the layer sizes).
 //! That cost is measured once per model on its one-row plan, step by step.
 
 use std::collections::BTreeMap;
@@ -156,6 +157,11 @@ impl Profile {
         Ok(())
     }
 
+    /// Seconds one firing of `node` costs in a run beyond its kernel alone (0 if unmeasured).
+    pub fn in_run_cost(&self, graph: &Graph, node: NodeId) -> f64 {
+        self.cold.get(&kernel_key(graph, node)).copied().unwrap_or(0.0)
+    }
+
     /// Whether some node of `graph` has no measured in-run cost ([`Profile::cold`]).
     pub fn lacks_cold(&self, graph: &Graph) -> bool {
         (0..graph.nodes.len()).any(|i| !self.cold.contains_key(&kernel_key(graph, NodeId(i))))
@@ -280,8 +286,7 @@ impl Profile {
             }
         }
         for ((n, rows), count) in counts {
-            let cold = self.cold.get(&kernel_key(graph, NodeId(n))).copied().unwrap_or(0.0);
-            total += cold * count as f64;
+            total += self.in_run_cost(graph, NodeId(n)) * count as f64;
             let variant = plan.kernels.get(n).cloned().flatten();
             let t =
                 self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {

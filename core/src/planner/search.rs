@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::profile::{firing_rows, kernel_key, Profile};
+use super::profile::{firing_rows, Profile};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::exec::session_bytes;
@@ -102,8 +102,7 @@ fn node_cost(graph: &Graph, profile: &Profile, n: usize, p: usize) -> f64 {
     let limit = firing_rows(graph, NodeId(n));
     let fires = limit.div_ceil(p.max(1));
     let t = profile.node_time(graph, NodeId(n), p.min(limit)).unwrap_or(0.0);
-    let cold = profile.cold.get(&kernel_key(graph, NodeId(n))).copied().unwrap_or(0.0);
-    fires as f64 * (t + profile.step_overhead + cold)
+    fires as f64 * (t + profile.step_overhead + profile.in_run_cost(graph, NodeId(n)))
 }
 
 /// The measured trade-off: every plan the search visits, filtered to the Pareto front, with
@@ -128,9 +127,7 @@ pub fn front(
     let cuts = smallest.options.cuts.clone().unwrap_or_default();
     let limits: Vec<usize> =
         (0..graph.nodes.len()).map(|i| firing_rows(graph, NodeId(i))).collect();
-    // Each node can double about log2(rows) times.
-    let per_walk: usize =
-        limits.iter().map(|&l| usize::BITS as usize - l.leading_zeros() as usize).sum();
+    let per_walk = doublings(&limits);
     // Two walks: from the smallest plan's stage cuts, and, where it has some, without them.
     // The cuts that give the smallest peak need not suit larger parts: ResNet-50's holds a
     // 1/16-scale map whole, and once the low-resolution stages run whole the plan without
@@ -178,8 +175,7 @@ fn walk(
     let mut tried = vec![cur.clone()];
     let mut stuck = vec![false; parts.len()];
     let stages = stages(limits);
-    let total: usize =
-        limits.iter().map(|&l| usize::BITS as usize - l.leading_zeros() as usize).sum();
+    let total = doublings(limits);
     for step in 0..total {
         progress(step);
         // Nodes whose next part saves the most predicted time, then every stage as a whole: a
@@ -247,6 +243,11 @@ fn walk(
         }
     }
     Ok(tried)
+}
+
+/// Steps a walk takes at most: each node can double about log2(rows) times.
+fn doublings(limits: &[usize]) -> usize {
+    limits.iter().map(|&l| usize::BITS as usize - l.leading_zeros() as usize).sum()
 }
 
 /// Nodes grouped by the rows they fire on (a resolution stage), for moves that grow a whole
