@@ -2,7 +2,9 @@
 
 use super::{TileEpilogue, TileOut, NR};
 
-/// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`.
+/// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`, reading the first
+/// `cols` columns of each panel row (the others count as zero: a last partial panel read in
+/// place).
 ///
 /// # Safety
 /// `out` must point at memory holding `rows` rows of `NR` floats, `out.ld` apart.
@@ -15,16 +17,18 @@ pub(super) unsafe fn tile(
     cs: usize,
     panel: &[f32],
     bs: usize,
+    cols: usize,
     epi: TileEpilogue,
     out: TileOut,
 ) {
+    let cols = cols.min(NR);
     for r in 0..rows {
         let mut acc = [0.0f32; NR];
         let arow = &a[r * rs..];
         for kk in 0..k {
-            let b = &panel[kk * bs..kk * bs + NR];
+            let b = &panel[kk * bs..kk * bs + cols];
             let av = arow[kk * cs];
-            for c in 0..NR {
+            for c in 0..cols {
                 acc[c] += av * b[c];
             }
         }

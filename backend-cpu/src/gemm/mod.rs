@@ -186,13 +186,14 @@ pub unsafe fn gemm_into_raw(
 enum BSrc<'a> {
     /// Packed in panels of [`NR`] columns ([`packed_index`]).
     Packed(&'a [f32]),
-    /// In place: `B[k][j] = data[k * ld + j]`, whole panels only.
+    /// In place: `B[k][j] = data[k * ld + j]`; a last partial panel is read masked.
     Rows { data: &'a [f32], ld: usize },
 }
 
 /// [`gemm_into_raw`] with B read in place, `B[k][j] = b[k * ldb + j]` (rows of a feature map:
-/// a pointwise convolution needs no im2col), for `n` a multiple of [`NR`]. The microkernels
-/// are the packed path's, so the bits are too.
+/// a pointwise convolution needs no im2col). The microkernels are the packed path's, so the
+/// bits are too; a last partial panel is loaded masked (never past column `n`) and stored
+/// through a tile on the stack.
 ///
 /// # Safety
 /// As [`gemm_into_raw`].
@@ -210,9 +211,19 @@ pub unsafe fn gemm_rows_into_raw(
     ldc: usize,
 ) {
     assert!(ldc >= n, "C rows overlap");
-    tiles(isa, m, n, k, a, BSrc::Rows { data: b, ld: ldb }, epi, |i, j, _, _, kernel| {
-        // SAFETY: rows i .. i + rows, columns j .. j + NR are in C (caller); tiles are whole.
-        kernel(unsafe { c.add(i * ldc + j) }, ldc);
+    let mut tile = [[0.0f32; NR]; MR];
+    tiles(isa, m, n, k, a, BSrc::Rows { data: b, ld: ldb }, epi, |i, j, rows, cols, kernel| {
+        // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
+        if cols == NR {
+            kernel(unsafe { c.add(i * ldc + j) }, ldc);
+        } else {
+            kernel(tile.as_mut_ptr().cast(), NR);
+            for (r, vals) in tile.iter().take(rows).enumerate() {
+                unsafe {
+                    std::ptr::copy_nonoverlapping(vals.as_ptr(), c.add((i + r) * ldc + j), cols)
+                };
+            }
+        }
     });
 }
 
@@ -234,7 +245,6 @@ fn tiles(
     match b {
         BSrc::Packed(p) => assert!(p.len() >= packed_len(k, n), "packed B too small"),
         BSrc::Rows { data, ld } => {
-            assert!(n % NR == 0, "in-place B needs whole panels");
             assert!(k == 0 || n == 0 || (k - 1) * ld + n <= data.len(), "B too small");
         }
     }
@@ -249,9 +259,10 @@ fn tiles(
     for p in 0..n.div_ceil(NR) {
         let j = p * NR;
         let cols = NR.min(n - j);
-        let (panel, bs) = match b {
-            BSrc::Packed(b) => (&b[p * NR * k..(p + 1) * NR * k], NR),
-            BSrc::Rows { data, ld } => (&data[j..], ld),
+        // Columns the microkernel loads: packed panels are zero padded, rows in place are not.
+        let (panel, bs, loads) = match b {
+            BSrc::Packed(b) => (&b[p * NR * k..(p + 1) * NR * k], NR, NR),
+            BSrc::Rows { data, ld } => (&data[j..], ld, cols),
         };
         let mut i = 0;
         while i < m {
@@ -268,8 +279,10 @@ fn tiles(
                 unsafe {
                     match isa {
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2Fma => avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, ep, out),
-                        _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, ep, out),
+                        Isa::Avx2Fma => {
+                            avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out)
+                        }
+                        _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out),
                     }
                 }
             };
@@ -344,23 +357,28 @@ mod tests {
     #[test]
     fn b_read_in_place_gives_the_packed_bits() {
         // B as rows of a larger map (row stride ld > n), the way a pointwise convolution
-        // reads its input planes; epilogue included.
-        let (m, n, k, ld) = (13, 48, 37, 61);
+        // reads its input planes; epilogue included. Widths that are not whole panels read
+        // their last panel masked: B ends right after column n of its last row, so a load
+        // past it would fail the bounds checks.
+        let (m, k, ld) = (13, 37, 61);
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-        let b: Vec<f32> = (0..k * ld).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
         let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
         let epi = Epilogue { bias: Some(&bias), act: Some(Activation::HardSwish) };
         let am = MatA { data: &a, rs: k, cs: 1 };
-        for isa in [Isa::Generic, Isa::detect()] {
-            let mut packed = vec![f32::NAN; packed_len(k, n)];
-            pack_b(&b, ld, 1, k, n, &mut packed);
-            let mut want = vec![f32::NAN; m * n];
-            gemm_into(isa, m, n, k, am, &packed, epi, &mut want, n);
-            let mut got = vec![f32::NAN; m * n];
-            // SAFETY: `got` holds m rows of n floats and is borrowed mutably.
-            unsafe { gemm_rows_into_raw(isa, m, n, k, am, &b, ld, epi, got.as_mut_ptr(), n) };
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{isa:?}");
+        for n in [48, 1, 7, 16, 21, 39] {
+            let b: Vec<f32> =
+                (0..(k - 1) * ld + n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+            for isa in [Isa::Generic, Isa::detect()] {
+                let mut packed = vec![f32::NAN; packed_len(k, n)];
+                pack_b(&b, ld, 1, k, n, &mut packed);
+                let mut want = vec![f32::NAN; m * n];
+                gemm_into(isa, m, n, k, am, &packed, epi, &mut want, n);
+                let mut got = vec![f32::NAN; m * n];
+                // SAFETY: `got` holds m rows of n floats and is borrowed mutably.
+                unsafe { gemm_rows_into_raw(isa, m, n, k, am, &b, ld, epi, got.as_mut_ptr(), n) };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa:?}, n = {n}");
+            }
         }
     }
 

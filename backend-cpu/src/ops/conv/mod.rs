@@ -290,8 +290,8 @@ impl Band<'_> {
 
     /// The band's B read in place, when the convolution is pointwise (1x1, stride 1, no
     /// padding) and the band's input rows are one run in every plane: `(b, ld)` with
-    /// `B[ci][j] = b[ci * ld + j]` for the band's columns `j`. No im2col then, except for a
-    /// last partial panel; the microkernels are the same, so are the bits.
+    /// `B[ci][j] = b[ci * ld + j]` for the band's columns `j`. No im2col then (a last partial
+    /// panel is loaded masked); the microkernels are the same, so are the bits.
     fn in_place<'s>(&self, src: &Src<'s>) -> Option<(&'s [f32], usize)> {
         let (op, x, g) = (self.op, self.x, self.g);
         let pointwise = op.kernel == [1, 1] && op.strides == [1, 1] && op.pads == [0; 4];
@@ -314,17 +314,16 @@ impl Band<'_> {
         simd::after_store(&self.op.act)
     }
 
-    /// Threads split the output channels; the im2col is shared, packed in parallel by panels.
+    /// Threads split the output channels; the im2col is shared, packed in parallel by panels
+    /// (or not at all when B is read in place).
     fn split_channels(&self, src: &Src<'_>, packed: &mut [f32], planes: &mut [f32], par: Par<'_>) {
         let (k, ncols, plane_len, at) = (self.g.k, self.cols(), self.plane_len(), self.at());
-        // Whole panels read in place when they can be; the rest is packed.
         let direct = self.in_place(src);
-        let full = if direct.is_some() { ncols / gemm::NR * gemm::NR } else { 0 };
-        let packed = &mut packed[..gemm::packed_len(k, ncols - full)];
-        let panels = par.split((ncols - full).div_ceil(gemm::NR), 1);
-        if full < ncols {
+        let packed = &mut packed[..gemm::packed_len(k, ncols)];
+        if direct.is_none() {
+            let panels = par.split(ncols.div_ceil(gemm::NR), 1);
             par.chunks(packed, panels * gemm::NR * k, |t, part| {
-                let j0 = full + t * panels * gemm::NR;
+                let j0 = t * panels * gemm::NR;
                 let j1 = (j0 + panels * gemm::NR).min(ncols);
                 im2col(self.op, self.x, src, part, self.c0(), self.rows, j0..j1, self.g);
             });
@@ -335,15 +334,15 @@ impl Band<'_> {
             let rows = out.len() / plane_len;
             let (a, epi) = self.channels(t * tile, rows);
             let c = &mut out[at..];
-            if let Some((b, ld)) = direct.filter(|_| full > 0) {
-                assert!((rows - 1) * plane_len + full <= c.len());
-                // SAFETY: rows x full elements at stride plane_len are inside `c` (asserted),
+            if let Some((b, ld)) = direct {
+                assert!((rows - 1) * plane_len + ncols <= c.len());
+                // SAFETY: rows x ncols elements at stride plane_len are inside `c` (asserted),
                 // which is borrowed mutably.
                 unsafe {
                     gemm::gemm_rows_into_raw(
                         self.isa,
                         rows,
-                        full,
+                        ncols,
                         k,
                         a,
                         b,
@@ -353,10 +352,8 @@ impl Band<'_> {
                         plane_len,
                     )
                 };
-            }
-            if full < ncols {
-                let c = &mut c[full..];
-                gemm::gemm_into(self.isa, rows, ncols - full, k, a, packed, epi, c, plane_len);
+            } else {
+                gemm::gemm_into(self.isa, rows, ncols, k, a, packed, epi, c, plane_len);
             }
             if let Some(act) = self.post() {
                 for plane in out.chunks_mut(plane_len) {
@@ -375,25 +372,22 @@ impl Band<'_> {
         let (a, epi) = self.channels(0, mg);
         assert!(planes.len() >= mg * plane_len && at + ncols <= plane_len);
         let out = SharedMut::new(planes);
-        // Whole panels read in place when they can be; a last partial panel is packed.
+        // B read in place when it can be (no packing), else each task packs its own panels.
         let direct = self.in_place(src);
-        let full = if direct.is_some() { ncols / gemm::NR * gemm::NR } else { 0 };
         par.chunks(packed, panels * gemm::NR * k, |t, part| {
             let j0 = t * panels * gemm::NR;
             let j1 = (j0 + panels * gemm::NR).min(ncols);
-            // Columns j0 .. split in place, split .. j1 packed.
-            let split = j1.min(full).max(j0);
+            let c = out.ptr().wrapping_add(at + j0);
             // SAFETY (both products): this task writes columns at + j0 .. at + j1 of each of
             // the mg planes (in bounds, asserted above), disjoint from every other task's
             // columns; `planes` is borrowed mutably for the whole call and nothing else
             // touches it.
-            if let Some((b, ld)) = direct.filter(|_| split > j0) {
-                let c = out.ptr().wrapping_add(at + j0);
+            if let Some((b, ld)) = direct {
                 unsafe {
                     gemm::gemm_rows_into_raw(
                         self.isa,
                         mg,
-                        split - j0,
+                        j1 - j0,
                         k,
                         a,
                         &b[j0..],
@@ -403,12 +397,10 @@ impl Band<'_> {
                         plane_len,
                     )
                 };
-            }
-            if split < j1 {
-                im2col(self.op, self.x, src, part, self.c0(), self.rows, split..j1, self.g);
-                let c = out.ptr().wrapping_add(at + split);
+            } else {
+                im2col(self.op, self.x, src, part, self.c0(), self.rows, j0..j1, self.g);
                 unsafe {
-                    gemm::gemm_into_raw(self.isa, mg, j1 - split, k, a, part, epi, c, plane_len)
+                    gemm::gemm_into_raw(self.isa, mg, j1 - j0, k, a, part, epi, c, plane_len)
                 };
             }
             if let Some(act) = self.post() {
