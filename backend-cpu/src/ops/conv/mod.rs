@@ -209,7 +209,7 @@ fn product(
     if is_depthwise(op, &g) {
         let direct = match variant {
             Some(v) => v == "direct",
-            None => depthwise::prefers_direct(op, &g),
+            None => depthwise::prefers_direct(op, &g, isa),
         };
         depthwise::depthwise(op, x, weight, bias, y, io, &g, isa, par, direct);
         return Ok(());
@@ -812,6 +812,74 @@ mod tests {
                 1e-5,
                 &format!("k{k} s{s} p{p} d{d} g{g}"),
             );
+        }
+    }
+
+    /// The AVX2 depthwise kernels (channels in groups of four, rows narrower than a vector
+    /// block, stride phases, in place) give the portable kernel's bits, whole and one row per
+    /// call, on one and on two threads (which regroup the channels).
+    #[test]
+    fn depthwise_vector_kernels_give_the_portable_bits() {
+        if Isa::detect() != Isa::Avx2Fma {
+            return;
+        }
+        let act = |mut c: Conv, a: Activation| {
+            c.act = Some(a);
+            c
+        };
+        let dw = |k: usize, s: usize, d: usize, p: usize, c: usize| {
+            conv([k, k], [s, s], [d, d], [p; 4], c)
+        };
+        let cases = [
+            (dw(3, 1, 1, 1, 9), [1, 9, 7, 7]),
+            (act(dw(3, 2, 1, 1, 11), Activation::HardSwish), [1, 11, 14, 14]),
+            (act(dw(3, 1, 1, 1, 8), Activation::Clip { min: 0.0, max: 6.0 }), [1, 8, 14, 14]),
+            (dw(5, 1, 1, 2, 6), [1, 6, 28, 28]),
+            (act(dw(3, 2, 1, 1, 5), Activation::Sigmoid), [1, 5, 27, 57]),
+            (dw(3, 1, 2, 2, 4), [1, 4, 6, 3]),
+            (dw(3, 1, 1, 1, 12), [1, 12, 3, 40]),
+        ];
+        let bits = |xs: &[f32]| xs.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (i, (op, xd)) in cases.into_iter().enumerate() {
+            let m = xd[1];
+            let wd = [m, 1, op.kernel[0], op.kernel[1]];
+            let yd = op.infer(&xd, &wd).unwrap();
+            let (x, w, b) = (
+                rand_vec(400 + i as u64, xd.iter().product()),
+                rand_vec(500 + i as u64, wd.iter().product()),
+                rand_vec(600 + i as u64, m),
+            );
+            let mut want = None;
+            let backends = [
+                CpuBackend::with_isa(Isa::Generic),
+                CpuBackend::with_isa(Isa::Avx2Fma),
+                CpuBackend::with_threads(2).unwrap(),
+            ];
+            for (j, be) in backends.into_iter().enumerate() {
+                let mut rig = Rig::with(be);
+                let (xw, ww, bw) = (rig.input(&xd, &x), rig.weight(&wd, &w), rig.weight(&[m], &b));
+                let y = rig.whole(&yd);
+                let k = Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y };
+                for v in 0..rig.be.variants(&k).len().max(1) {
+                    let variant = (!rig.be.variants(&k).is_empty()).then_some(v);
+                    rig.run_variant(&k, variant).unwrap();
+                    let whole = bits(&rig.read(&y));
+                    let want = want.get_or_insert_with(|| whole.clone());
+                    assert_eq!(&whole, want, "case {i}, backend {j}, variant {v}");
+                    let y2 = rig.whole(&yd);
+                    for r in 0..yd[2] {
+                        let row = RowWindow { first_row: r, rows: 1, ..y2 };
+                        let k =
+                            Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y: row };
+                        rig.run_variant(&k, variant).unwrap();
+                    }
+                    assert_eq!(
+                        &bits(&rig.read(&y2)),
+                        want,
+                        "case {i}, backend {j}, variant {v} by rows"
+                    );
+                }
+            }
         }
     }
 
