@@ -520,8 +520,21 @@ impl Shape<'_> {
                 phase[..lo].fill(0.0);
                 if hi > lo {
                     let first = lo * sw + r - pl;
-                    for (v, x) in phase[lo..hi].iter_mut().zip(row[first..].iter().step_by(sw)) {
-                        *v = *x;
+                    let dst = &mut phase[lo..hi];
+                    if sw == 2 {
+                        // Pairs, so the compiler turns the gather into shuffles.
+                        let n = (row.len() - first) / 2;
+                        let (pairs, rest) = dst.split_at_mut(n.min(dst.len()));
+                        for (v, p) in pairs.iter_mut().zip(row[first..].chunks_exact(2)) {
+                            *v = p[0];
+                        }
+                        if let Some(v) = rest.first_mut() {
+                            *v = row[first + 2 * n];
+                        }
+                    } else {
+                        for (v, x) in dst.iter_mut().zip(row[first..].iter().step_by(sw)) {
+                            *v = *x;
+                        }
                     }
                 }
                 phase[hi..].fill(0.0);
