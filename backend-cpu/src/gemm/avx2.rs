@@ -22,7 +22,7 @@ pub(super) unsafe fn tile(
     panel: &[f32],
     bs: usize,
     cols: usize,
-    epi: TileEpilogue,
+    epi: TileEpilogue<'_>,
     out: TileOut,
 ) {
     let cols = cols.min(NR);
@@ -75,7 +75,7 @@ unsafe fn tile_n<const R: usize, const MASKED: bool>(
     b: *const f32,
     bs: usize,
     cols: usize,
-    epi: TileEpilogue,
+    epi: TileEpilogue<'_>,
     out: TileOut,
 ) {
     let mut lo = [_mm256_setzero_ps(); R];

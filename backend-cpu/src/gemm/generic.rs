@@ -18,7 +18,7 @@ pub(super) unsafe fn tile(
     panel: &[f32],
     bs: usize,
     cols: usize,
-    epi: TileEpilogue,
+    epi: TileEpilogue<'_>,
     out: TileOut,
 ) {
     let cols = cols.min(NR);

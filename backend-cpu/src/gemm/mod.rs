@@ -74,10 +74,10 @@ pub fn pack_b(src: &[f32], rs: usize, cs: usize, depth: usize, n: usize, dst: &m
     }
 }
 
-/// [`Epilogue`] for one tile of at most [`MR`] rows.
+/// [`Epilogue`] for one tile of at most [`MR`] rows: `bias` holds the tile's rows' values.
 #[derive(Clone, Copy, Debug)]
-struct TileEpilogue {
-    bias: Option<[f32; MR]>,
+struct TileEpilogue<'a> {
+    bias: Option<&'a [f32]>,
     act: Option<Activation>,
 }
 
@@ -268,11 +268,8 @@ fn tiles(
         while i < m {
             let rows = MR.min(m - i);
             let a_tile = &a.data[i * a.rs..];
-            let mut bias = [0.0f32; MR];
-            if let Some(b) = epi.bias {
-                bias[..rows].copy_from_slice(&b[i..i + rows]);
-            }
-            let ep = TileEpilogue { bias: epi.bias.map(|_| bias), act: epi.act };
+            // The bias read in place (a copy per tile cost a store-forwarding stall).
+            let ep = TileEpilogue { bias: epi.bias.map(|b| &b[i..i + rows]), act: epi.act };
             let mut kernel = |dst: *mut f32, ld: usize| {
                 let out = TileOut { ptr: dst, ld };
                 // SAFETY: `visit` passes memory holding the tile (see `gemm` and `gemm_into`).
