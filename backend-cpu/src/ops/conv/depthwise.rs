@@ -120,7 +120,8 @@ pub(super) fn depthwise(
     // Every output plane (image, channel) on its own; planes split across threads, each task
     // with its own ring in scratch.
     let planes = &mut io.out[..g.n * g.m * plane_len];
-    let tile = par.split(g.n * g.m, 1);
+    // Tasks of whole channel groups where that keeps the threads even.
+    let tile = par.split(g.n * g.m, GROUP);
     let ring_floats = ring.map_or(0, |r| r.floats());
     // Channel groups read in place at any width; one channel needs 8 interior columns.
     let (group_direct, direct) = (direct, direct && can_direct(op, g));
