@@ -228,6 +228,8 @@ unsafe fn padded_avx2(
 /// [`GROUP`] channels' output rows together: read in place with the taps outside the row
 /// masked to zero (`direct`, stride 1), or through their padded rings (`rbuf` holds one ring
 /// per channel). Either way each output is [`Shape::padded`]'s sum, so the bits are its.
+/// Everything that depends only on the call's geometry (vector blocks, tap offsets, edge
+/// masks) is worked out once per call: on rows of 7-28 columns it outweighed the arithmetic.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn group_avx2(
@@ -240,28 +242,54 @@ unsafe fn group_avx2(
 ) {
     let (op, g, x, y) = (shape.op, shape.g, shape.x, shape.y);
     let [kh, kw] = op.kernel;
-    let (sw, dw) = (op.strides[1], op.dilations[1]);
+    let (sw, dw, pl) = (op.strides[1], op.dilations[1], op.pads[1]);
     let direct = direct && sw == 1;
-    let mut taps = [0usize; MAX_K];
-    for (kx, t) in taps.iter_mut().enumerate().take(kw) {
-        let c = kx * dw;
-        // In a padded slot: its phase, then its offset there.
-        *t = (c % sw) * ring.phase_len + c / sw;
+    let (wout, row_len) = (g.wout, if direct { g.w } else { ring.slot_len });
+    let ring_floats = ring.floats();
+    assert!(rbuf.len() >= GROUP * ring_floats && wout <= 32);
+    assert!(chs.iter().all(|c| c.wk.len() >= kh * kw));
+    // Eight-column blocks (the last moved back to end at wout; one below eight columns), and
+    // per block and tap the offset of its first input column in the row and, where some of
+    // its eight lanes fall outside the row (in place only), the mask of those inside.
+    let nblocks = wout.div_ceil(8);
+    let mut blocks = [0usize; 4];
+    let mut offs = [[0isize; MAX_K]; 4];
+    let mut masks = [[None; MAX_K]; 4];
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for b in 0..nblocks {
+        let at = (b * 8).min(wout.saturating_sub(8));
+        blocks[b] = at;
+        for kx in 0..kw {
+            let c = kx * dw;
+            let o = if direct {
+                at as isize + c as isize - pl as isize
+            } else {
+                // A padded slot: the tap's phase, then its offset there.
+                ((c % sw) * ring.phase_len + c / sw + at) as isize
+            };
+            offs[b][kx] = o;
+            if o < 0 || o + 8 > row_len as isize {
+                // Padded slots hold a whole block past every tap (`Ring::new`).
+                assert!(direct, "a padded slot too short for its taps");
+                let lo = _mm256_cmpgt_epi32(lanes, _mm256_set1_epi32((-o - 1) as i32));
+                let hi =
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32((row_len as isize - o) as i32), lanes);
+                masks[b][kx] = Some(_mm256_and_si256(lo, hi));
+            }
+        }
     }
     let post = simd::after_store(&op.act);
-    let ring_floats = ring.floats();
-    assert!(rbuf.len() >= GROUP * ring_floats);
     // Which input row each ring slot holds (none yet); the same for every channel of the
     // group, which pads the same rows at the same time.
     let mut held = [usize::MAX; MAX_SPAN];
+    let mut rows = [[std::ptr::null::<f32>(); MAX_K]; GROUP];
     for oy in y.first_row..y.first_row + y.rows {
-        // The kernel rows inside the image, and where their input rows start: in the input
-        // plane (in place) or in each channel's ring.
-        let (mut kys, mut at, mut nrows) = ([0usize; MAX_K], [0usize; MAX_K], 0);
+        // The kernel rows inside the image, and where each channel's input row starts: in
+        // its input plane (in place) or in its ring.
+        let (mut kys, mut nrows) = ([0usize; MAX_K], 0);
         for ky in 0..kh {
             let Some(iy) = shape.tap_row(oy, ky) else { continue };
-            kys[nrows] = ky;
-            at[nrows] = if direct {
+            let at = if direct {
                 (iy % x.capacity) * x.row_stride
             } else {
                 let s = iy % ring.span;
@@ -274,205 +302,61 @@ unsafe fn group_avx2(
                 }
                 s * ring.slot_len
             };
+            for (c, ch) in chs.iter().enumerate() {
+                let src = if direct { ch.input } else { &rbuf[c * ring_floats..] };
+                // The slice checks the row is there; the kernel keeps to its `row_len`.
+                rows[c][nrows] = src[at..at + row_len].as_ptr();
+            }
+            kys[nrows] = ky;
             nrows += 1;
         }
-        let row_len = if direct { g.w } else { ring.slot_len };
-        let rbuf = &*rbuf;
-        let mut rows: [[&[f32]; MAX_K]; GROUP] = [[&[]; MAX_K]; GROUP];
-        for (c, rows) in rows.iter_mut().enumerate() {
-            let src = if direct { chs[c].input } else { &rbuf[c * ring_floats..] };
-            for (row, &a) in rows.iter_mut().zip(&at[..nrows]) {
-                *row = &src[a..a + row_len];
-            }
-        }
         let start = (oy % y.capacity) * y.row_stride;
-        let mut each = planes.iter_mut();
-        let mut outs: [&mut [f32]; GROUP] = std::array::from_fn(|_| {
-            let plane = each.next().expect("GROUP planes");
-            &mut plane[start..start + g.wout]
-        });
-        let rows = Rows { kys: &kys[..nrows], rows: &rows, kw, act: shape.act };
-        let (wks, bias) = (chs.each_ref().map(|c| c.wk), chs.each_ref().map(|c| c.bias));
-        // SAFETY: AVX2 and FMA are available (caller).
-        unsafe {
-            if direct {
-                rows.masked_avx2(&wks, &bias, dw, op.pads[1], &mut outs);
-            } else {
-                rows.padded_avx2(&wks, &bias, &taps[..kw], &mut outs);
+        let mut outs = [std::ptr::null_mut::<f32>(); GROUP];
+        for (o, plane) in outs.iter_mut().zip(planes.iter_mut()) {
+            *o = plane[start..start + wout].as_mut_ptr();
+        }
+        for (&at, (offs, masks)) in blocks.iter().zip(offs.iter().zip(&masks)).take(nblocks) {
+            let mut acc = [_mm256_setzero_ps(); GROUP];
+            for (r, &ky) in kys.iter().enumerate().take(nrows) {
+                for kx in 0..kw {
+                    for c in 0..GROUP {
+                        // SAFETY: ky * kw + kx < kh * kw <= wk.len() (asserted); the row holds
+                        // `row_len` floats: an unmasked load has 0 <= o and o + 8 <= row_len,
+                        // a masked one reads only the lanes inside the row.
+                        unsafe {
+                            let wv = _mm256_set1_ps(*chs[c].wk.get_unchecked(ky * kw + kx));
+                            let p = rows[c][r].wrapping_offset(offs[kx]);
+                            let xv = match masks[kx] {
+                                None => _mm256_loadu_ps(p),
+                                Some(m) => _mm256_maskload_ps(p, m),
+                            };
+                            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wv, xv));
+                        }
+                    }
+                }
+            }
+            for c in 0..GROUP {
+                let mut v = _mm256_add_ps(acc[c], _mm256_set1_ps(chs[c].bias));
+                if let Some(act) = shape.act {
+                    // SAFETY: AVX is available (this function's target features).
+                    v = unsafe { simd::act8(act, v) };
+                }
+                // SAFETY: outs[c] holds wout floats; at + 8 <= wout from eight columns up,
+                // and narrower rows store through `tmp`.
+                unsafe {
+                    if wout >= 8 {
+                        _mm256_storeu_ps(outs[c].add(at), v);
+                    } else {
+                        let mut tmp = [0.0f32; 8];
+                        _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), outs[c], wout);
+                    }
+                }
             }
         }
         if let Some(act) = post {
-            outs.iter_mut().for_each(|out| act.apply_slice(out));
-        }
-    }
-}
-
-/// The input rows of one output row of `C` channels: `rows[c][r]` is channel `c`'s input row
-/// for kernel row `kys[r]` (a raw input row, or a padded ring slot).
-#[cfg(target_arch = "x86_64")]
-struct Rows<'a, const C: usize> {
-    kys: &'a [usize],
-    rows: &'a [[&'a [f32]; MAX_K]; C],
-    kw: usize,
-    act: Option<Activation>,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl<const C: usize> Rows<'_, C> {
-    /// Weights, bounds and output checks shared by the kernels below.
-    #[inline(always)]
-    fn check(&self, wks: &[&[f32]; C], outs: &[&mut [f32]; C], reach: usize) {
-        let wout = outs[0].len();
-        for c in 0..C {
-            assert!(outs[c].len() == wout);
-            assert!(self.kys.iter().all(|&ky| (ky + 1) * self.kw <= wks[c].len()));
-            assert!(self.rows[c][..self.kys.len()].iter().all(|r| r.len() >= reach));
-        }
-    }
-
-    /// Bias, the activation in registers, and the store of eight columns at `at` (fewer than
-    /// eight outputs: the first `out.len()`).
-    ///
-    /// # Safety
-    /// AVX2 must be available; `at + 8 <= out.len()` unless `out.len() < 8`.
-    #[inline(always)]
-    unsafe fn store(
-        &self,
-        acc: [__m256; C],
-        bias: &[f32; C],
-        outs: &mut [&mut [f32]; C],
-        at: usize,
-    ) {
-        // SAFETY: AVX2 is available (caller); the bounds each access relies on are
-        // stated where it happens.
-        unsafe {
-            for c in 0..C {
-                let mut v = _mm256_add_ps(acc[c], _mm256_set1_ps(bias[c]));
-                if let Some(act) = self.act {
-                    // SAFETY: AVX is available (caller).
-                    v = simd::act8(act, v);
-                }
-                let out = &mut *outs[c];
-                if out.len() < 8 {
-                    let mut tmp = [0.0f32; 8];
-                    // SAFETY: `tmp` holds eight floats.
-                    _mm256_storeu_ps(tmp.as_mut_ptr(), v);
-                    let n = out.len();
-                    out.copy_from_slice(&tmp[..n]);
-                } else {
-                    // SAFETY: at + 8 <= out.len() (caller).
-                    _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
-                }
-            }
-        }
-    }
-
-    /// Where the eight-column blocks of a row of `wout` outputs start: every eighth column,
-    /// the last moved back to end at `wout` (recomputing a column gives the same bits); one
-    /// block at 0 below eight columns.
-    fn blocks(wout: usize) -> impl Iterator<Item = usize> {
-        let last = wout.saturating_sub(8);
-        (0..wout.div_ceil(8)).map(move |b| (b * 8).min(last))
-    }
-
-    /// Stride 1 read in place: output column `ox`, tap `kx` reads input column
-    /// `ox + kx * dw - pl`; lanes outside the row load zero (masked: never read), which is
-    /// what a padded slot holds there.
-    ///
-    /// # Safety
-    /// AVX2 must be available (inlined into [`group_avx2`], which enables it).
-    #[inline(always)]
-    unsafe fn masked_avx2(
-        &self,
-        wks: &[&[f32]; C],
-        bias: &[f32; C],
-        dw: usize,
-        pl: usize,
-        outs: &mut [&mut [f32]; C],
-    ) {
-        // SAFETY: AVX2 is available (caller); the bounds each access relies on are
-        // stated where it happens.
-        unsafe {
-            let (kw, w) = (self.kw, self.rows[0][0].len());
-            self.check(wks, outs, w);
-            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            for at in Self::blocks(outs[0].len()) {
-                // Per tap: the first input column of the block and, unless all eight are inside
-                // the row, the lanes that are.
-                let mut offs = [0isize; MAX_K];
-                let mut masks = [None; MAX_K];
-                for kx in 0..kw {
-                    let o = at as isize + (kx * dw) as isize - pl as isize;
-                    offs[kx] = o;
-                    if o < 0 || o + 8 > w as isize {
-                        let lo = _mm256_cmpgt_epi32(lanes, _mm256_set1_epi32((-o - 1) as i32));
-                        let hi =
-                            _mm256_cmpgt_epi32(_mm256_set1_epi32((w as isize - o) as i32), lanes);
-                        masks[kx] = Some(_mm256_and_si256(lo, hi));
-                    }
-                }
-                let mut acc = [_mm256_setzero_ps(); C];
-                for (r, &ky) in self.kys.iter().enumerate() {
-                    for kx in 0..kw {
-                        for c in 0..C {
-                            // SAFETY: (ky + 1) * kw <= wk.len() (checked); an unmasked load has
-                            // 0 <= o and o + 8 <= w = row length, a masked one reads only the
-                            // lanes inside the row.
-                            {
-                                let wv = _mm256_set1_ps(*wks[c].get_unchecked(ky * kw + kx));
-                                let p = self.rows[c][r].as_ptr().wrapping_offset(offs[kx]);
-                                let xv = match masks[kx] {
-                                    None => _mm256_loadu_ps(p),
-                                    Some(m) => _mm256_maskload_ps(p, m),
-                                };
-                                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wv, xv));
-                            }
-                        }
-                    }
-                }
-                // SAFETY: `blocks` keeps at + 8 <= wout from eight columns up.
-                self.store(acc, bias, outs, at);
-            }
-        }
-    }
-
-    /// Padded ring slots: output column `ox`, tap `kx` reads `slot[taps[kx] + ox]` (the
-    /// slots hold a whole block past every tap, so narrow rows read zeros, not past them).
-    ///
-    /// # Safety
-    /// AVX2 must be available (inlined into [`group_avx2`], which enables it).
-    #[inline(always)]
-    unsafe fn padded_avx2(
-        &self,
-        wks: &[&[f32]; C],
-        bias: &[f32; C],
-        taps: &[usize],
-        outs: &mut [&mut [f32]; C],
-    ) {
-        // SAFETY: AVX2 is available (caller); the bounds each access relies on are
-        // stated where it happens.
-        unsafe {
-            let kw = self.kw;
-            let wout = outs[0].len();
-            assert!(taps.len() == kw);
-            self.check(wks, outs, taps.iter().max().copied().unwrap_or(0) + wout.max(8));
-            for at in Self::blocks(wout) {
-                let mut acc = [_mm256_setzero_ps(); C];
-                for (r, &ky) in self.kys.iter().enumerate() {
-                    for (kx, &t) in taps.iter().enumerate() {
-                        for c in 0..C {
-                            // SAFETY: (ky + 1) * kw <= wk.len() and t + at + 8 <= reach <= the
-                            // slot's length (checked).
-                            {
-                                let wv = _mm256_set1_ps(*wks[c].get_unchecked(ky * kw + kx));
-                                let xv = _mm256_loadu_ps(self.rows[c][r].as_ptr().add(t + at));
-                                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wv, xv));
-                            }
-                        }
-                    }
-                }
-                // SAFETY: `blocks` keeps at + 8 <= wout from eight columns up.
-                self.store(acc, bias, outs, at);
+            for plane in planes.iter_mut() {
+                act.apply_slice(&mut plane[start..start + wout]);
             }
         }
     }
