@@ -152,6 +152,7 @@ pub(super) fn depthwise(
         let mut i = 0;
         #[cfg(target_arch = "x86_64")]
         if let (Some(ring), true) = (ring, grouped) {
+            let blocks = Blocks::new(op, g, ring, group_direct);
             let mut groups = chunk.chunks_exact_mut(GROUP * plane_len);
             for group in &mut groups {
                 let mut planes = group.chunks_exact_mut(plane_len);
@@ -160,7 +161,7 @@ pub(super) fn depthwise(
                 let chs: [Channel<'_>; GROUP] = std::array::from_fn(|c| channel(t * tile + i + c));
                 // SAFETY: `grouped` holds only with `Isa::Avx2Fma`, selected after run-time
                 // detection of AVX2 and FMA.
-                unsafe { group_avx2(&shape, ring, group_direct, &chs, rbuf, &mut planes) };
+                unsafe { group_avx2(&shape, ring, group_direct, &blocks, &chs, rbuf, &mut planes) };
                 i += GROUP;
             }
         }
@@ -225,59 +226,93 @@ unsafe fn padded_avx2(
     shape.padded(ring, ch, rbuf, plane);
 }
 
+/// The eight-column blocks of a grouped call's output rows (the last moved back to end at
+/// `wout`; one below eight columns), and per block and tap the offset of its first input
+/// column in the row read and, where some of its eight lanes fall outside the row (in place
+/// only), the lanes inside (-1) and out (0).
+#[cfg(target_arch = "x86_64")]
+struct Blocks {
+    direct: bool,
+    wout: usize,
+    row_len: usize,
+    n: usize,
+    at: [usize; 4],
+    offs: [[isize; MAX_K]; 4],
+    masks: [[Option<[i32; 8]>; MAX_K]; 4],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Blocks {
+    /// For output rows narrower than 32 columns, read in place (`direct`, stride 1: rows of
+    /// the input) or from `ring`'s padded slots.
+    fn new(op: &Conv, g: &Geo, ring: Ring, direct: bool) -> Blocks {
+        let (kw, sw, dw, pl) = (op.kernel[1], op.strides[1], op.dilations[1], op.pads[1]);
+        let direct = direct && sw == 1;
+        let (wout, row_len) = (g.wout, if direct { g.w } else { ring.slot_len });
+        assert!(wout <= 32 && kw <= MAX_K);
+        let mut b = Blocks {
+            direct,
+            wout,
+            row_len,
+            n: wout.div_ceil(8),
+            at: [0; 4],
+            offs: [[0; MAX_K]; 4],
+            masks: [[None; MAX_K]; 4],
+        };
+        for k in 0..b.n {
+            let at = (k * 8).min(wout.saturating_sub(8));
+            b.at[k] = at;
+            for kx in 0..kw {
+                let c = kx * dw;
+                let o = if direct {
+                    at as isize + c as isize - pl as isize
+                } else {
+                    // A padded slot: the tap's phase, then its offset there.
+                    ((c % sw) * ring.phase_len + c / sw + at) as isize
+                };
+                b.offs[k][kx] = o;
+                if o < 0 || o + 8 > row_len as isize {
+                    // Padded slots hold a whole block past every tap (`Ring::new`).
+                    assert!(direct, "a padded slot too short for its taps");
+                    b.masks[k][kx] = Some(std::array::from_fn(|j| {
+                        let col = o + j as isize;
+                        if (0..row_len as isize).contains(&col) {
+                            -1
+                        } else {
+                            0
+                        }
+                    }));
+                }
+            }
+        }
+        b
+    }
+}
+
 /// [`GROUP`] channels' output rows together: read in place with the taps outside the row
 /// masked to zero (`direct`, stride 1), or through their padded rings (`rbuf` holds one ring
 /// per channel). Either way each output is [`Shape::padded`]'s sum, so the bits are its.
-/// Everything that depends only on the call's geometry (vector blocks, tap offsets, edge
-/// masks) is worked out once per call: on rows of 7-28 columns it outweighed the arithmetic.
+/// What depends only on the call's geometry ([`Blocks`]) is worked out once per call: on rows
+/// of 7-28 columns it outweighed the arithmetic.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn group_avx2(
     shape: &Shape<'_>,
     ring: Ring,
     direct: bool,
+    blocks: &Blocks,
     chs: &[Channel<'_>; GROUP],
     rbuf: &mut [f32],
     planes: &mut [&mut [f32]; GROUP],
 ) {
     let (op, g, x, y) = (shape.op, shape.g, shape.x, shape.y);
     let [kh, kw] = op.kernel;
-    let (sw, dw, pl) = (op.strides[1], op.dilations[1], op.pads[1]);
-    let direct = direct && sw == 1;
+    let direct = direct && op.strides[1] == 1;
     let (wout, row_len) = (g.wout, if direct { g.w } else { ring.slot_len });
     let ring_floats = ring.floats();
-    assert!(rbuf.len() >= GROUP * ring_floats && wout <= 32);
+    assert!(rbuf.len() >= GROUP * ring_floats);
     assert!(chs.iter().all(|c| c.wk.len() >= kh * kw));
-    // Eight-column blocks (the last moved back to end at wout; one below eight columns), and
-    // per block and tap the offset of its first input column in the row and, where some of
-    // its eight lanes fall outside the row (in place only), the mask of those inside.
-    let nblocks = wout.div_ceil(8);
-    let mut blocks = [0usize; 4];
-    let mut offs = [[0isize; MAX_K]; 4];
-    let mut masks = [[None; MAX_K]; 4];
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for b in 0..nblocks {
-        let at = (b * 8).min(wout.saturating_sub(8));
-        blocks[b] = at;
-        for kx in 0..kw {
-            let c = kx * dw;
-            let o = if direct {
-                at as isize + c as isize - pl as isize
-            } else {
-                // A padded slot: the tap's phase, then its offset there.
-                ((c % sw) * ring.phase_len + c / sw + at) as isize
-            };
-            offs[b][kx] = o;
-            if o < 0 || o + 8 > row_len as isize {
-                // Padded slots hold a whole block past every tap (`Ring::new`).
-                assert!(direct, "a padded slot too short for its taps");
-                let lo = _mm256_cmpgt_epi32(lanes, _mm256_set1_epi32((-o - 1) as i32));
-                let hi =
-                    _mm256_cmpgt_epi32(_mm256_set1_epi32((row_len as isize - o) as i32), lanes);
-                masks[b][kx] = Some(_mm256_and_si256(lo, hi));
-            }
-        }
-    }
+    assert!(blocks.direct == direct && blocks.row_len == row_len && blocks.wout == wout);
     let post = simd::after_store(&op.act);
     // Which input row each ring slot holds (none yet); the same for every channel of the
     // group, which pads the same rows at the same time.
@@ -315,7 +350,8 @@ unsafe fn group_avx2(
         for (o, plane) in outs.iter_mut().zip(planes.iter_mut()) {
             *o = plane[start..start + wout].as_mut_ptr();
         }
-        for (&at, (offs, masks)) in blocks.iter().zip(offs.iter().zip(&masks)).take(nblocks) {
+        for b in 0..blocks.n {
+            let (at, offs, masks) = (blocks.at[b], &blocks.offs[b], &blocks.masks[b]);
             let mut acc = [_mm256_setzero_ps(); GROUP];
             for (r, &ky) in kys.iter().enumerate().take(nrows) {
                 for kx in 0..kw {
@@ -326,9 +362,11 @@ unsafe fn group_avx2(
                         unsafe {
                             let wv = _mm256_set1_ps(*chs[c].wk.get_unchecked(ky * kw + kx));
                             let p = rows[c][r].wrapping_offset(offs[kx]);
-                            let xv = match masks[kx] {
+                            let xv = match &masks[kx] {
                                 None => _mm256_loadu_ps(p),
-                                Some(m) => _mm256_maskload_ps(p, m),
+                                Some(m) => {
+                                    _mm256_maskload_ps(p, _mm256_loadu_si256(m.as_ptr().cast()))
+                                }
                             };
                             acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wv, xv));
                         }
