@@ -96,11 +96,31 @@ def mb(n):
 
 
 def row(label, engine, rc, out, err, rss, note):
+    """One engine's result in one round: (label, engine, median ms or None, RSS, note)."""
     if rc != 0:
         lines = err.strip().splitlines() or ["(no output)"]
-        return [label, engine, "failed", "", mb(rss), f"exit {rc}: {lines[-1][:160]}"]
-    r = last_json(out)
-    return [label, engine, f"{r['median_ms']:.1f}", f"{1e3 / r['median_ms']:.1f}", mb(rss), note]
+        return (label, engine, None, rss, f"exit {rc}: {lines[-1][:160]}")
+    return (label, engine, last_json(out)["median_ms"], rss, note)
+
+
+def combine(rounds):
+    """Table rows from several rounds of the same engines: the median of the rounds' medians
+    (this machine's speed drifts over seconds, so each engine is timed in every round), the
+    rounds' range, and the largest peak RSS."""
+    rows = []
+    for results in zip(*rounds):
+        label, engine = results[0][0], results[0][1]
+        times = sorted(r[2] for r in results if r[2] is not None)
+        note = results[-1][4]
+        if not times:
+            rows.append([label, engine, "failed" if note.startswith("exit") else "refused",
+                         "", "", note])
+            continue
+        med = times[len(times) // 2]
+        spread = f"{times[0]:.1f}-{times[-1]:.1f}" if len(times) > 1 else f"{med:.1f}"
+        rss = max(r[3] for r in results if r[2] is not None)
+        rows.append([label, engine, f"{med:.1f}", spread, f"{1e3 / med:.1f}", mb(rss), note])
+    return rows
 
 
 def bench_model(label, path, threads, runs):
@@ -134,8 +154,8 @@ def bench_model(label, path, threads, runs):
                           capture_output=True, text=True, env={**os.environ, **env})
     refused = re.search(r"below the smallest achievable peak of (.*?) \((\d+) bytes\)", warm.stderr)
     if refused:
-        rows.append([label, engine, "refused", "", "",
-                     f"budget refused: the smallest achievable is {mb(int(refused[2]))} MB"])
+        rows.append((label, engine, None, 0,
+                     f"budget refused: the smallest achievable is {mb(int(refused[2]))} MB"))
     else:
         rc, out, err, rss = measure(fbench + ["--budget", str(budget)], env)
         note = ""
@@ -145,6 +165,24 @@ def bench_model(label, path, threads, runs):
                     f" predicted {r['predicted_ms']:.1f} ms")
         rows.append(row(label, engine, rc, out, err, rss, note))
     return rows
+
+
+def ratios(rows):
+    """Throughput ratios the speed issue names, per model, from the table's medians."""
+    by = {}
+    for r in rows:
+        if r[2] not in ("failed", "refused"):
+            by.setdefault(r[0], {})[r[1].split(" (")[0]] = float(r[2])
+    out = ["| model | layer by layer vs tract | vs onnxruntime | 1/8 budget vs tract | by parts vs tract |",
+           "|---|---|---|---|---|"]
+    for label, e in by.items():
+        def ratio(a, b):
+            return f"{e[b] / e[a]:.2f}x" if a in e and b in e else "-"
+        out.append(f"| {label} | {ratio('frugal layer by layer', 'tract')} | "
+                   f"{ratio('frugal layer by layer', 'onnxruntime')} | "
+                   f"{ratio('frugal budget 1/8 of layer by layer', 'tract')} | "
+                   f"{ratio('frugal by parts', 'tract')} |")
+    return "\n".join(out)
 
 
 def cpu_seconds():
@@ -190,6 +228,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="times every engine is run on every model, in turn (median reported)")
     a = ap.parse_args()
     ensure_venv()
     # A fresh kernel profile every run: a cached one measured on a busier machine (or an older
@@ -218,17 +258,22 @@ def main():
                                   stdout=subprocess.DEVNULL)
         else:
             path = os.path.join(ROOT, model)
-        rows.extend(bench_model(label, path, a.threads, a.runs))
+        rows.extend(combine([bench_model(label, path, a.threads, a.runs)
+                             for _ in range(max(1, a.rounds))]))
 
-    header = ["model", "engine", "median ms", "throughput /s", "peak RSS (MB)", "notes"]
+    header = ["model", "engine", "median ms", f"range over {a.rounds} rounds", "throughput /s",
+              "peak RSS (MB)", "notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + ratios(rows)
     text = "\n".join([
         table, "",
         machine_line(a.threads),
         other_load(cpu_before),
-        f"Input {SHAPE} f32, {a.runs} timed runs after 2 warm-ups, median (middle run).",
+        f"Input {SHAPE} f32; each engine runs in {a.rounds} rounds (all engines of a model in "
+        f"turn, then again), each round {a.runs} timed runs after 2 warm-ups; median ms is the "
+        "middle of the rounds' medians, peak RSS the largest round's. Ratios are throughputs "
+        "(time of the other engine / time of frugal).",
         "Peak RSS is the whole process's high-water mark (code, runtime, weights, activations); "
         "MB = 10^6 bytes. frugal's activations/arena are its plan's numbers. tract uses its pool "
         "only in the kernels that support one (matrix products, convolutions, pooling, element-wise "
