@@ -182,10 +182,23 @@ impl Program {
     /// Checks `plan`, uploads the weights to `backend`, lets it prepare each node, and sizes
     /// the scratch. The caller allocates `arena_bytes()` on the backend before running.
     pub fn bind(graph: &Graph, plan: &Plan, backend: &mut dyn Backend) -> Result<Program> {
+        Program::bind_with(graph, plan, backend, &mut Uploads::new(graph))
+    }
+
+    /// [`Program::bind`] with weights already uploaded through `uploads` reused (the profiler
+    /// binds a plan after timing the same model's kernels one by one).
+    pub fn bind_with(
+        graph: &Graph,
+        plan: &Plan,
+        backend: &mut dyn Backend,
+        uploads: &mut Uploads,
+    ) -> Result<Program> {
         verify::verify(graph, plan)?;
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
         let buffer_of = |v: ValueId| plan.buffer_index(v);
-        let mut uploads = Uploads::new(graph);
+        // Recomputation adds values: handles of the original graph's do not index them.
+        let mut fresh = Uploads::new(graph);
+        let uploads = if uploads.refs.len() == graph.values.len() { uploads } else { &mut fresh };
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for n in &graph.nodes {
             nodes.push(NodeExec::bind(graph, n, &buffer_of, &mut |v, t| {

@@ -25,7 +25,7 @@ use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, St
 
 /// Bumped whenever the executor or the profile format changes; the backend's
 /// `Capabilities::kernels` covers kernel changes.
-pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k6");
+pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k7");
 
 /// The revision a profile measured on `backend` now carries: frugal's [`REVISION`] and the
 /// backend's kernel identity.
@@ -145,7 +145,11 @@ impl Profile {
         // few milliseconds, and a shared machine's slow spells last seconds, so a single pass
         // let a spell inflate the kernels it covered (2-thread predictions came out 15-20%
         // above the runs they priced). The second timing of a kernel comes a whole pass later.
+        // The one-row plan's in-run timings ([`Profile::cold`]) are taken after each pass,
+        // for the same reason, and compared with the kernels' final times at the end.
         const PASSES: usize = 2;
+        let cold = self.lacks_cold(graph);
+        let mut steps: Option<Vec<f64>> = None;
         let mut best: Vec<Vec<(Option<&'static str>, f64)>> = Vec::with_capacity(todo.len());
         for pass in 0..PASSES {
             for (k, &(node, rows)) in todo.iter().enumerate() {
@@ -161,6 +165,13 @@ impl Profile {
                 }
                 progress(pass * todo.len() + k + 1, PASSES * todo.len());
             }
+            if cold {
+                let t = time_one_row_steps(graph, backend, &mut uploads)?;
+                steps = Some(match steps {
+                    None => t,
+                    Some(s) => s.iter().zip(&t).map(|(a, b)| a.min(*b)).collect(),
+                });
+            }
         }
         for (&(node, rows), times) in todo.iter().zip(best) {
             for (variant, t) in times {
@@ -171,8 +182,8 @@ impl Profile {
             }
         }
         drop(uploads);
-        if self.lacks_cold(graph) {
-            self.measure_cold(graph, backend)?;
+        if let Some(steps) = steps {
+            self.file_cold(graph, &steps)?;
         }
         Ok(())
     }
@@ -187,38 +198,12 @@ impl Profile {
         (0..graph.nodes.len()).any(|i| !self.cold.contains_key(&kernel_key(graph, NodeId(i))))
     }
 
-    /// Runs `graph`'s one-row plan several times, step by step, and files each kernel's mean
-    /// excess over its time alone (the fastest of the runs per step, as kernels are timed).
-    fn measure_cold(&mut self, graph: &Graph, backend: &mut dyn Backend) -> Result<()> {
+    /// Files each kernel's mean excess, per firing of `graph`'s one-row plan, of its in-run
+    /// step times `steps` ([`time_one_row_steps`]) over its time alone.
+    fn file_cold(&mut self, graph: &Graph, steps: &[f64]) -> Result<()> {
         let plan = Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?;
-        let mut program = crate::exec::Program::bind(graph, &plan, backend)?;
-        backend.alloc_arena(program.arena_bytes())?;
-        let numel = |v: &ValueId| graph.value(*v).shape.iter().product::<usize>();
-        let inputs: Vec<Vec<f32>> = graph
-            .inputs
-            .iter()
-            .map(|v| (0..numel(v)).map(|i| (i % 251) as f32 / 251.0).collect())
-            .collect();
-        let mut outputs: Vec<Vec<f32>> =
-            graph.outputs.iter().map(|v| vec![0.0; numel(v)]).collect();
-        let ins: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
-        let n = program.steps().len();
-        let (mut best, mut once) = (vec![f64::INFINITY; n], vec![0.0; n]);
-        program.run(backend, &ins, &mut outs)?;
-        // At least 3 runs spread over at least a second (at most 50): the excess is a
-        // difference of timings taken at different moments, so a few runs inside one slow
-        // spell of a shared machine would inflate it; the fastest of each step is kept.
-        let start = Instant::now();
-        for run in 0..50 {
-            if run >= 3 && start.elapsed().as_secs_f64() >= 1.0 {
-                break;
-            }
-            program.run_timed(backend, &ins, &mut outs, &mut once)?;
-            best.iter_mut().zip(&once).for_each(|(b, &t)| *b = b.min(t));
-        }
         let mut excess: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-        for (s, &t) in program.steps().iter().zip(&best) {
+        for (s, &t) in plan.steps.iter().zip(steps) {
             let StepKind::Fire(node) = s.kind else { continue };
             let Some(alone) = self.node_time(graph, node, s.rows[1] - s.rows[0]) else { continue };
             let e = excess.entry(kernel_key(graph, node)).or_default();
@@ -319,6 +304,42 @@ impl Profile {
         }
         Ok(total)
     }
+}
+
+/// Runs `graph`'s one-row plan several times, step by step, and returns each step's fastest
+/// time: what a firing costs in a run, with the other nodes' firings in between.
+fn time_one_row_steps(
+    graph: &Graph,
+    backend: &mut dyn Backend,
+    uploads: &mut Uploads,
+) -> Result<Vec<f64>> {
+    let plan = Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?;
+    let mut program = crate::exec::Program::bind_with(graph, &plan, backend, uploads)?;
+    backend.alloc_arena(program.arena_bytes())?;
+    let numel = |v: &ValueId| graph.value(*v).shape.iter().product::<usize>();
+    let inputs: Vec<Vec<f32>> = graph
+        .inputs
+        .iter()
+        .map(|v| (0..numel(v)).map(|i| (i % 251) as f32 / 251.0).collect())
+        .collect();
+    let mut outputs: Vec<Vec<f32>> = graph.outputs.iter().map(|v| vec![0.0; numel(v)]).collect();
+    let ins: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
+    let n = program.steps().len();
+    let (mut best, mut once) = (vec![f64::INFINITY; n], vec![0.0; n]);
+    program.run(backend, &ins, &mut outs)?;
+    // At least 3 runs spread over at least a second (at most 50): the excess is a difference
+    // of timings taken at different moments, so a few runs inside one slow spell of a shared
+    // machine would inflate it; the fastest of each step is kept.
+    let start = Instant::now();
+    for run in 0..50 {
+        if run >= 3 && start.elapsed().as_secs_f64() >= 1.0 {
+            break;
+        }
+        program.run_timed(backend, &ins, &mut outs, &mut once)?;
+        best.iter_mut().zip(&once).for_each(|(b, &t)| *b = b.min(t));
+    }
+    Ok(best)
 }
 
 /// Profile key of a kernel variant: the kernel's key, then `#name`.
