@@ -114,7 +114,7 @@ def combine(rounds):
         note = results[-1][4]
         if not times:
             rows.append([label, engine, "failed" if note.startswith("exit") else "refused",
-                         "", "", note])
+                         "", "", "", note])
             continue
         med = times[len(times) // 2]
         spread = f"{times[0]:.1f}-{times[-1]:.1f}" if len(times) > 1 else f"{med:.1f}"
