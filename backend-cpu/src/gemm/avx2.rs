@@ -35,23 +35,40 @@ pub(super) unsafe fn tile(
     unsafe {
         let (a, b) = (a.as_ptr(), panel.as_ptr());
         if cols == NR {
-            match rows {
-                1 => tile_n::<1, false>(k, a, rs, cs, b, bs, NR, epi, out),
-                2 => tile_n::<2, false>(k, a, rs, cs, b, bs, NR, epi, out),
-                3 => tile_n::<3, false>(k, a, rs, cs, b, bs, NR, epi, out),
-                4 => tile_n::<4, false>(k, a, rs, cs, b, bs, NR, epi, out),
-                5 => tile_n::<5, false>(k, a, rs, cs, b, bs, NR, epi, out),
-                _ => tile_n::<6, false>(k, a, rs, cs, b, bs, NR, epi, out),
-            }
+            rows_n::<false>(rows, k, a, rs, cs, b, bs, NR, epi, out)
         } else {
-            match rows {
-                1 => tile_n::<1, true>(k, a, rs, cs, b, bs, cols, epi, out),
-                2 => tile_n::<2, true>(k, a, rs, cs, b, bs, cols, epi, out),
-                3 => tile_n::<3, true>(k, a, rs, cs, b, bs, cols, epi, out),
-                4 => tile_n::<4, true>(k, a, rs, cs, b, bs, cols, epi, out),
-                5 => tile_n::<5, true>(k, a, rs, cs, b, bs, cols, epi, out),
-                _ => tile_n::<6, true>(k, a, rs, cs, b, bs, cols, epi, out),
-            }
+            rows_n::<true>(rows, k, a, rs, cs, b, bs, cols, epi, out)
+        }
+    }
+}
+
+/// [`tile_n`] for a run-time row count.
+///
+/// # Safety
+/// As [`tile_n`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_n<const MASKED: bool>(
+    rows: usize,
+    k: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    bs: usize,
+    cols: usize,
+    epi: TileEpilogue<'_>,
+    out: TileOut,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        match rows {
+            1 => tile_n::<1, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),
+            2 => tile_n::<2, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),
+            3 => tile_n::<3, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),
+            4 => tile_n::<4, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),
+            5 => tile_n::<5, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),
+            _ => tile_n::<6, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),
         }
     }
 }

@@ -164,9 +164,30 @@ pub unsafe fn gemm_into_raw(
     c: *mut f32,
     ldc: usize,
 ) {
+    // SAFETY: as this function's.
+    unsafe { into_raw(isa, m, n, k, a, BSrc::Packed(b_packed), epi, c, ldc) }
+}
+
+/// The product into `c` with `ldc` between rows: whole tiles from the microkernel's registers
+/// straight to `c`, partial ones (last rows or columns) through a tile on the stack.
+///
+/// # Safety
+/// As [`gemm_into_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn into_raw(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatA<'_>,
+    b: BSrc<'_>,
+    epi: Epilogue<'_>,
+    c: *mut f32,
+    ldc: usize,
+) {
     assert!(ldc >= n, "C rows overlap");
     let mut tile = [[0.0f32; NR]; MR];
-    tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, kernel| {
+    tiles(isa, m, n, k, a, b, epi, |i, j, rows, cols, kernel| {
         // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
         if cols == NR {
             kernel(unsafe { c.add(i * ldc + j) }, ldc);
@@ -210,21 +231,8 @@ pub unsafe fn gemm_rows_into_raw(
     c: *mut f32,
     ldc: usize,
 ) {
-    assert!(ldc >= n, "C rows overlap");
-    let mut tile = [[0.0f32; NR]; MR];
-    tiles(isa, m, n, k, a, BSrc::Rows { data: b, ld: ldb }, epi, |i, j, rows, cols, kernel| {
-        // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
-        if cols == NR {
-            kernel(unsafe { c.add(i * ldc + j) }, ldc);
-        } else {
-            kernel(tile.as_mut_ptr().cast(), NR);
-            for (r, vals) in tile.iter().take(rows).enumerate() {
-                unsafe {
-                    std::ptr::copy_nonoverlapping(vals.as_ptr(), c.add((i + r) * ldc + j), cols)
-                };
-            }
-        }
-    });
+    // SAFETY: as this function's.
+    unsafe { into_raw(isa, m, n, k, a, BSrc::Rows { data: b, ld: ldb }, epi, c, ldc) }
 }
 
 /// Walks the `MR x NR` tiles of C (panel by panel, rows inside a panel) and hands each to
