@@ -197,8 +197,13 @@ impl Program {
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
         let buffer_of = |v: ValueId| plan.buffer_index(v);
         // Recomputation adds values: handles of the original graph's do not index them.
-        let mut fresh = Uploads::new(graph);
-        let uploads = if uploads.refs.len() == graph.values.len() { uploads } else { &mut fresh };
+        let mut fresh;
+        let uploads = if uploads.refs.len() == graph.values.len() {
+            uploads
+        } else {
+            fresh = Uploads::new(graph);
+            &mut fresh
+        };
         let mut nodes = Vec::with_capacity(graph.nodes.len());
         for n in &graph.nodes {
             nodes.push(NodeExec::bind(graph, n, &buffer_of, &mut |v, t| {

@@ -148,7 +148,12 @@ impl Profile {
         // The one-row plan's in-run timings ([`Profile::cold`]) are taken after each pass,
         // for the same reason, and compared with the kernels' final times at the end.
         const PASSES: usize = 2;
-        let cold = self.lacks_cold(graph);
+        // The one-row plan whose in-run step times give the in-run costs, if some are missing.
+        let cold = if self.lacks_cold(graph) {
+            Some(Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?)
+        } else {
+            None
+        };
         let mut steps: Option<Vec<f64>> = None;
         let mut best: Vec<Vec<(Option<&'static str>, f64)>> = Vec::with_capacity(todo.len());
         for pass in 0..PASSES {
@@ -165,8 +170,8 @@ impl Profile {
                 }
                 progress(pass * todo.len() + k + 1, PASSES * todo.len());
             }
-            if cold {
-                let t = time_one_row_steps(graph, backend, &mut uploads)?;
+            if let Some(plan) = &cold {
+                let t = time_steps(graph, plan, backend, &mut uploads)?;
                 steps = Some(match steps {
                     None => t,
                     Some(s) => s.iter().zip(&t).map(|(a, b)| a.min(*b)).collect(),
@@ -182,8 +187,8 @@ impl Profile {
             }
         }
         drop(uploads);
-        if let Some(steps) = steps {
-            self.file_cold(graph, &steps)?;
+        if let (Some(plan), Some(steps)) = (&cold, steps) {
+            self.file_cold(graph, plan, &steps);
         }
         Ok(())
     }
@@ -198,10 +203,9 @@ impl Profile {
         (0..graph.nodes.len()).any(|i| !self.cold.contains_key(&kernel_key(graph, NodeId(i))))
     }
 
-    /// Files each kernel's mean excess, per firing of `graph`'s one-row plan, of its in-run
-    /// step times `steps` ([`time_one_row_steps`]) over its time alone.
-    fn file_cold(&mut self, graph: &Graph, steps: &[f64]) -> Result<()> {
-        let plan = Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?;
+    /// Files each kernel's mean excess, per firing of `plan` (the one-row plan), of its in-run
+    /// step times `steps` ([`time_steps`]) over its time alone.
+    fn file_cold(&mut self, graph: &Graph, plan: &Plan, steps: &[f64]) {
         let mut excess: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for (s, &t) in plan.steps.iter().zip(steps) {
             let StepKind::Fire(node) = s.kind else { continue };
@@ -217,7 +221,6 @@ impl Profile {
         for i in 0..graph.nodes.len() {
             self.cold.entry(kernel_key(graph, NodeId(i))).or_insert(0.0);
         }
-        Ok(())
     }
 
     /// Seconds for one firing of `node` on `rows` rows, interpolated between measured sizes.
@@ -306,15 +309,15 @@ impl Profile {
     }
 }
 
-/// Runs `graph`'s one-row plan several times, step by step, and returns each step's fastest
-/// time: what a firing costs in a run, with the other nodes' firings in between.
-fn time_one_row_steps(
+/// Runs `plan` several times, step by step, and returns each step's fastest time: what a
+/// firing costs in a run, with the other nodes' firings in between.
+fn time_steps(
     graph: &Graph,
+    plan: &Plan,
     backend: &mut dyn Backend,
     uploads: &mut Uploads,
 ) -> Result<Vec<f64>> {
-    let plan = Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?;
-    let mut program = crate::exec::Program::bind_with(graph, &plan, backend, uploads)?;
+    let mut program = crate::exec::Program::bind_with(graph, plan, backend, uploads)?;
     backend.alloc_arena(program.arena_bytes())?;
     let numel = |v: &ValueId| graph.value(*v).shape.iter().product::<usize>();
     let inputs: Vec<Vec<f32>> = graph

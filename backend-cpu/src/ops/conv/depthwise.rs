@@ -61,10 +61,24 @@ impl Ring {
     }
 }
 
-/// Scratch floats for one call on `threads` threads (a ring per channel of a group, per task).
+/// Rows narrower than this go in channel groups with AVX2: wider rows have vector blocks
+/// enough of their own, and one channel's blocks share each weight broadcast (measured: 96
+/// channels at 112x112 ran 1.3x slower grouped, 576 at 14x14 1.2x faster).
+const GROUP_BELOW: usize = 32;
+
+/// Rings per task: one per channel of a group where rows may go in groups.
+fn rings_per_task(g: &Geo) -> usize {
+    if g.wout < GROUP_BELOW {
+        GROUP
+    } else {
+        1
+    }
+}
+
+/// Scratch floats for one call on `threads` threads (a task's rings, per task).
 pub(super) fn workspace(op: &Conv, g: &Geo, threads: usize) -> usize {
     let tasks = if threads > 1 { 2 * threads } else { 1 };
-    Ring::new(op, g).map_or(0, |r| r.floats() * GROUP * tasks)
+    Ring::new(op, g).map_or(0, |r| r.floats() * rings_per_task(g) * tasks)
 }
 
 /// Output columns `[a, b)` whose taps are all inside the input row (for stride 1).
@@ -82,11 +96,11 @@ pub(super) fn can_direct(op: &Conv, g: &Geo) -> bool {
     op.strides[1] == 1 && Ring::new(op, g).is_some() && b >= a + 8
 }
 
-/// The default loop nest. With AVX2, in place whenever the stride is 1: rows narrower than 32
-/// columns go in channel groups whose edge taps are masked loads (no copy, no scalar edges),
-/// wider rows have few edge columns. Otherwise in place unless the scalar edge columns are more than an eighth of the row
-/// (narrow rows), where padding the rows costs less. Both give the same bits; the planner's
-/// profile measures both per node anyway.
+/// The default loop nest. With AVX2, in place whenever the stride is 1: narrow rows go in
+/// channel groups whose edge taps are masked loads (no copy, no scalar edges), wider rows have
+/// few edge columns. Otherwise in place unless the scalar edge columns are more than an eighth
+/// of the row (narrow rows), where padding the rows costs less. Both give the same bits; the
+/// planner's profile measures both per node anyway.
 pub(super) fn prefers_direct(op: &Conv, g: &Geo, isa: Isa) -> bool {
     if isa == Isa::Avx2Fma {
         return op.strides[1] == 1 && Ring::new(op, g).is_some();
@@ -123,10 +137,11 @@ pub(super) fn depthwise(
     // Tasks of whole channel groups where that keeps the threads even.
     let tile = par.split(g.n * g.m, GROUP);
     let ring_floats = ring.map_or(0, |r| r.floats());
-    // Channel groups read in place at any width; one channel needs 8 interior columns.
-    let (group_direct, direct) = (direct, direct && can_direct(op, g));
+    // Channel groups read in place at any width (`Blocks::new` takes `direct` as asked); one
+    // channel needs 8 interior columns.
+    let one_direct = direct && can_direct(op, g);
     let tasks = (g.n * g.m).div_ceil(tile);
-    let task_floats = ring_floats * GROUP;
+    let task_floats = ring_floats * rings_per_task(g);
     assert!(io.scratch.len() >= task_floats * tasks, "depthwise scratch too small");
     let scratch = SharedMut::new(io.scratch);
     let channel = |p: usize| {
@@ -139,10 +154,14 @@ pub(super) fn depthwise(
         }
     };
     // Channels in groups with AVX2 where a row has few vector blocks: the channels' sums are
-    // independent chains of adds. Wider rows have enough blocks of their own, and one
-    // channel's four blocks share each weight broadcast (measured: 96 channels at 112x112
-    // ran 1.3x slower grouped, 576 at 14x14 1.2x faster).
-    let grouped = isa == Isa::Avx2Fma && ring.is_some() && g.wout < 32;
+    // independent chains of adds. Their geometry is the call's, worked out once.
+    #[cfg(target_arch = "x86_64")]
+    let grouped = match ring {
+        Some(ring) if isa == Isa::Avx2Fma && g.wout < GROUP_BELOW => {
+            Some((ring, Blocks::new(op, g, ring, direct)))
+        }
+        _ => None,
+    };
     par.chunks(planes, tile * plane_len, |t, chunk| {
         // SAFETY: task t uses scratch floats t * task_floats .. (t + 1) * task_floats only (in
         // bounds, asserted above), and the scratch stays mutably borrowed while tasks run.
@@ -151,8 +170,7 @@ pub(super) fn depthwise(
         };
         let mut i = 0;
         #[cfg(target_arch = "x86_64")]
-        if let (Some(ring), true) = (ring, grouped) {
-            let blocks = Blocks::new(op, g, ring, group_direct);
+        if let Some((ring, blocks)) = &grouped {
             let mut groups = chunk.chunks_exact_mut(GROUP * plane_len);
             for group in &mut groups {
                 let mut planes = group.chunks_exact_mut(plane_len);
@@ -161,7 +179,7 @@ pub(super) fn depthwise(
                 let chs: [Channel<'_>; GROUP] = std::array::from_fn(|c| channel(t * tile + i + c));
                 // SAFETY: `grouped` holds only with `Isa::Avx2Fma`, selected after run-time
                 // detection of AVX2 and FMA.
-                unsafe { group_avx2(&shape, ring, group_direct, &blocks, &chs, rbuf, &mut planes) };
+                unsafe { group_avx2(&shape, *ring, blocks, &chs, rbuf, &mut planes) };
                 i += GROUP;
             }
         }
@@ -169,7 +187,7 @@ pub(super) fn depthwise(
         for (i, plane) in chunk.chunks_mut(plane_len).enumerate().skip(i) {
             let ch = channel(t * tile + i);
             match ring {
-                Some(_) if direct => {
+                Some(_) if one_direct => {
                     #[cfg(target_arch = "x86_64")]
                     if isa == Isa::Avx2Fma {
                         // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of
@@ -243,13 +261,13 @@ struct Blocks {
 
 #[cfg(target_arch = "x86_64")]
 impl Blocks {
-    /// For output rows narrower than 32 columns, read in place (`direct`, stride 1: rows of
+    /// For output rows narrower than [`GROUP_BELOW`] columns, read in place (`direct`, stride 1: rows of
     /// the input) or from `ring`'s padded slots.
     fn new(op: &Conv, g: &Geo, ring: Ring, direct: bool) -> Blocks {
         let (kw, sw, dw, pl) = (op.kernel[1], op.strides[1], op.dilations[1], op.pads[1]);
         let direct = direct && sw == 1;
         let (wout, row_len) = (g.wout, if direct { g.w } else { ring.slot_len });
-        assert!(wout <= 32 && kw <= MAX_K);
+        assert!(wout <= 32 && kw <= MAX_K, "rows too wide for channel groups");
         let mut b = Blocks {
             direct,
             wout,
@@ -299,20 +317,17 @@ impl Blocks {
 unsafe fn group_avx2(
     shape: &Shape<'_>,
     ring: Ring,
-    direct: bool,
     blocks: &Blocks,
     chs: &[Channel<'_>; GROUP],
     rbuf: &mut [f32],
     planes: &mut [&mut [f32]; GROUP],
 ) {
-    let (op, g, x, y) = (shape.op, shape.g, shape.x, shape.y);
+    let (op, x, y) = (shape.op, shape.x, shape.y);
     let [kh, kw] = op.kernel;
-    let direct = direct && op.strides[1] == 1;
-    let (wout, row_len) = (g.wout, if direct { g.w } else { ring.slot_len });
+    let Blocks { direct, wout, row_len, .. } = *blocks;
     let ring_floats = ring.floats();
     assert!(rbuf.len() >= GROUP * ring_floats);
     assert!(chs.iter().all(|c| c.wk.len() >= kh * kw));
-    assert!(blocks.direct == direct && blocks.row_len == row_len && blocks.wout == wout);
     let post = simd::after_store(&op.act);
     // Which input row each ring slot holds (none yet); the same for every channel of the
     // group, which pads the same rows at the same time.
@@ -355,6 +370,8 @@ unsafe fn group_avx2(
             let mut acc = [_mm256_setzero_ps(); GROUP];
             for (r, &ky) in kys.iter().enumerate().take(nrows) {
                 for kx in 0..kw {
+                    // SAFETY: `m` holds eight lanes.
+                    let mask = masks[kx].map(|m| unsafe { _mm256_loadu_si256(m.as_ptr().cast()) });
                     for c in 0..GROUP {
                         // SAFETY: ky * kw + kx < kh * kw <= wk.len() (asserted); the row holds
                         // `row_len` floats: an unmasked load has 0 <= o and o + 8 <= row_len,
@@ -362,11 +379,9 @@ unsafe fn group_avx2(
                         unsafe {
                             let wv = _mm256_set1_ps(*chs[c].wk.get_unchecked(ky * kw + kx));
                             let p = rows[c][r].wrapping_offset(offs[kx]);
-                            let xv = match &masks[kx] {
+                            let xv = match mask {
                                 None => _mm256_loadu_ps(p),
-                                Some(m) => {
-                                    _mm256_maskload_ps(p, _mm256_loadu_si256(m.as_ptr().cast()))
-                                }
+                                Some(m) => _mm256_maskload_ps(p, m),
                             };
                             acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wv, xv));
                         }
