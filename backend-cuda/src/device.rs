@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    result as cu, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
-    LaunchConfig, PushKernelArg,
+    result as cu, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr,
+    DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use frugal_core::Result;
 
@@ -79,6 +79,27 @@ unsafe impl Send for Mapped {}
 impl std::fmt::Debug for Mapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Mapped({} floats)", self.len)
+    }
+}
+
+/// A point in the stream (an event, created on first use and recorded again each time): what
+/// was queued before it has finished once [`Done::wait`] returns. Never recorded, or on the
+/// emulator (which runs everything at once), waiting returns at once.
+#[derive(Default)]
+pub(crate) struct Done(Option<CudaEvent>);
+
+impl Done {
+    pub(crate) fn wait(&self) -> Result<()> {
+        match &self.0 {
+            Some(e) => e.synchronize().map_err(|e| driver_err("sync", e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Done")
     }
 }
 
@@ -203,40 +224,60 @@ impl Dev {
         }
     }
 
-    /// Copies `src` to device address `dst` (ordered on the stream; the source may be reused
-    /// when this returns).
-    pub(crate) fn htod(&self, dst: u64, src: &[f32]) -> Result<()> {
+    /// Marks `done` at the end of the work queued so far.
+    pub(crate) fn record(&self, done: &mut Done) -> Result<()> {
         match self {
-            // SAFETY: the caller passes an address with room for src.len() floats; pageable
-            // sources are staged by the driver before the call returns.
-            Dev::Gpu(g) => unsafe { cu::memcpy_htod_async(dst, src, g.stream.cu_stream()) }
-                .map_err(|e| driver_err("write", e)),
-            #[cfg(feature = "emulator")]
-            Dev::Emu(_) => {
-                // SAFETY: as above; the emulator's addresses are host addresses.
-                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut f32, src.len()) };
-                Ok(())
+            Dev::Gpu(g) => {
+                if done.0.is_none() {
+                    done.0 = Some(g.ctx.new_event(None).map_err(|e| driver_err("event", e))?);
+                }
+                let e = done.0.as_ref().expect("created above");
+                e.record(&g.stream).map_err(|e| driver_err("event", e))
             }
+            #[cfg(feature = "emulator")]
+            Dev::Emu(_) => Ok(()),
         }
     }
 
-    /// Copies `dst.len()` floats from device address `src` (complete when this returns).
-    pub(crate) fn dtoh(&self, dst: &mut [f32], src: u64) -> Result<()> {
+    /// Queues a copy of pinned host memory `src` to device address `dst`: it runs after the
+    /// work queued before it, and `src` must stay untouched until it has (see [`Done`]).
+    pub(crate) fn htod_pinned(&self, dst: u64, src: &Mapped, n: usize) -> Result<()> {
+        let n = n.min(src.len);
         match self {
-            Dev::Gpu(g) => {
-                // SAFETY: the caller passes an address holding dst.len() floats.
-                unsafe { cu::memcpy_dtoh_async(dst, src, g.stream.cu_stream()) }
-                    .map_err(|e| driver_err("read", e))?;
-                g.stream.synchronize().map_err(|e| driver_err("read", e))
+            // SAFETY: src holds n floats of pinned memory kept until the copy is done (the
+            // caller's Done); dst has room for n floats.
+            Dev::Gpu(g) => unsafe {
+                let src = std::slice::from_raw_parts(src.host, n);
+                cu::memcpy_htod_async(dst, src, g.stream.cu_stream())
             }
+            .map_err(|e| driver_err("write", e)),
             #[cfg(feature = "emulator")]
-            Dev::Emu(_) => {
-                // SAFETY: as above; the emulator's addresses are host addresses.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src as *const f32, dst.as_mut_ptr(), dst.len())
-                };
+            // SAFETY: the emulator's addresses are host addresses with room for n floats.
+            Dev::Emu(_) => unsafe {
+                std::ptr::copy_nonoverlapping(src.host, dst as *mut f32, n);
                 Ok(())
+            },
+        }
+    }
+
+    /// Queues a copy of `n` floats at device address `src` into pinned host memory `dst`
+    /// (complete once the stream is synchronised).
+    pub(crate) fn dtoh_pinned(&self, dst: &mut Mapped, src: u64, n: usize) -> Result<()> {
+        let n = n.min(dst.len);
+        match self {
+            // SAFETY: dst holds n floats of pinned memory, not read before a synchronisation;
+            // src holds n floats.
+            Dev::Gpu(g) => unsafe {
+                let d = std::slice::from_raw_parts_mut(dst.host, n);
+                cu::memcpy_dtoh_async(d, src, g.stream.cu_stream())
             }
+            .map_err(|e| driver_err("read", e)),
+            #[cfg(feature = "emulator")]
+            // SAFETY: the emulator's addresses are host addresses holding n floats.
+            Dev::Emu(_) => unsafe {
+                std::ptr::copy_nonoverlapping(src as *const f32, dst.host, n);
+                Ok(())
+            },
         }
     }
 

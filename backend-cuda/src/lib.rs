@@ -31,16 +31,18 @@ mod device;
 mod emulator;
 mod kernels;
 mod params;
+mod staging;
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
 use cudarc::driver::CudaContext;
-use device::{driver_err, Dev, DevBuf, Gpu, Mapped};
+use device::{driver_err, Dev, DevBuf, Gpu};
 use frugal_core::backend::{Capabilities, Kernel, Operand, RowWindow, Scratch, WeightId};
 use frugal_core::ops::{PoolKind, ReduceKind, ResizeMode};
 use frugal_core::{Backend, DType, Error, Result, Tensor};
+use staging::Staging;
 
 pub use params::{blocks, Act, Win, BLOCK};
 
@@ -98,15 +100,6 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
             .unwrap_or_default();
         Err(unavailable(format!("{what} failed inside the CUDA libraries: {msg}")))
     })
-}
-
-/// Where `write` and `read` stage rows.
-#[derive(Debug, Default)]
-enum Staging {
-    #[default]
-    None,
-    Device(DevBuf),
-    Mapped(Mapped),
 }
 
 /// The CUDA backend.
@@ -206,7 +199,7 @@ impl CudaBackend {
             dev: Dev::Gpu(Gpu { ctx, stream, funcs }),
             arena: None,
             weights: Vec::new(),
-            staging: Staging::None,
+            staging: Staging::default(),
             resize_taps: HashMap::new(),
             options,
             device,
@@ -222,7 +215,7 @@ impl CudaBackend {
             dev: Dev::Emu(emulator::Emu::new()?),
             arena: None,
             weights: Vec::new(),
-            staging: Staging::None,
+            staging: Staging::default(),
             resize_taps: HashMap::new(),
             options,
             device: "host emulation of the CUDA kernels (C++ build, one thread at a time)".into(),
@@ -254,31 +247,6 @@ impl CudaBackend {
 
     fn launch<P: cudarc::driver::DeviceRepr>(&self, name: &str, n: u64, p: &P) -> Result<()> {
         self.dev.launch(name, n, p)
-    }
-
-    /// Staging memory for `n` floats: (device address, host slice when mapped).
-    fn staging(&mut self, n: usize) -> Result<u64> {
-        let n = n.max(1);
-        let fits = match &self.staging {
-            Staging::None => false,
-            Staging::Device(b) => b.len() >= n,
-            Staging::Mapped(m) => m.len >= n,
-        };
-        if !fits {
-            if self.options.host_mapped_io {
-                // The old buffer may still be read by queued kernels.
-                self.dev.sync()?;
-                self.staging = Staging::None;
-                self.staging = Staging::Mapped(self.dev.mapped(n)?);
-            } else {
-                self.staging = Staging::Device(self.dev.alloc(n)?);
-            }
-        }
-        Ok(match &self.staging {
-            Staging::Device(b) => b.ptr,
-            Staging::Mapped(m) => m.dev,
-            Staging::None => unreachable!("staging allocated above"),
-        })
     }
 
     fn resize_table(&mut self, op: &frugal_core::ops::Resize, h: usize, w: usize) -> Result<u64> {
@@ -929,28 +897,26 @@ impl Backend for CudaBackend {
         if v.threads() == 0 {
             return Ok(());
         }
-        let n = planes * src_rows.len() * width;
-        let host = self.staging(n)?;
-        match &mut self.staging {
-            // The copy is ordered before the scatter on the one stream.
-            Staging::Device(_) => self.dev.htod(host, &src[..n])?,
-            Staging::Mapped(_) => {
-                // Kernels queued earlier may still read the mapped buffer.
-                self.dev.sync()?;
-                if let Staging::Mapped(m) = &mut self.staging {
-                    m.slice_mut(n).copy_from_slice(&src[..n]);
-                }
-            }
-            Staging::None => unreachable!("staging allocated above"),
+        // Only the window's rows are staged, plane after plane.
+        let (rows, host_plane) = (dst.rows * width, src_rows.len() * width);
+        let skip = (dst.first_row - src_rows.start) * width;
+        let n = planes * rows;
+        let t = self.staging.take(&self.dev, n, self.options.host_mapped_io)?;
+        let staged = self.staging.host(&t, n);
+        for p in 0..planes {
+            let from = p * host_plane + skip;
+            staged[p * rows..(p + 1) * rows].copy_from_slice(&src[from..from + rows]);
         }
+        self.staging.upload(&self.dev, &t, n)?;
         let p = RowsParams {
             arena,
-            host,
+            host: t.addr,
             v,
-            host_lo: src_rows.start as i32,
-            host_rows: src_rows.len() as i32,
+            host_lo: dst.first_row as i32,
+            host_rows: dst.rows as i32,
         };
-        self.launch("scatter_rows", v.threads(), &p)
+        self.launch("scatter_rows", v.threads(), &p)?;
+        self.staging.release(&self.dev, &t)
     }
 
     fn read(&mut self, src: &RowWindow, dst: &mut [f32], dst_rows: Range<usize>) -> Result<()> {
@@ -961,35 +927,24 @@ impl Backend for CudaBackend {
         if v.threads() == 0 {
             return Ok(());
         }
-        let n = planes * dst_rows.len() * width;
-        let host = self.staging(n)?;
+        // The window's rows come back plane after plane; rows of dst outside it keep their
+        // values.
+        let (rows, host_plane) = (src.rows * width, dst_rows.len() * width);
+        let skip = (src.first_row - dst_rows.start) * width;
+        let n = planes * rows;
+        let t = self.staging.take(&self.dev, n, self.options.host_mapped_io)?;
         let p = RowsParams {
             arena,
-            host,
+            host: t.addr,
             v,
-            host_lo: dst_rows.start as i32,
-            host_rows: dst_rows.len() as i32,
+            host_lo: src.first_row as i32,
+            host_rows: src.rows as i32,
         };
         self.launch("gather_rows", v.threads(), &p)?;
-        // Rows of dst outside the window keep their values: copy only the window's rows.
-        let (r0, r1) = (src.first_row - dst_rows.start, src.first_row + src.rows - dst_rows.start);
-        let plane = dst_rows.len() * width;
-        match &mut self.staging {
-            Staging::Device(_) => {
-                for p in 0..planes {
-                    let (s, e) = (p * plane + r0 * width, p * plane + r1 * width);
-                    self.dev.dtoh(&mut dst[s..e], host + (s * 4) as u64)?;
-                }
-            }
-            Staging::Mapped(m) => {
-                self.dev.sync()?;
-                let staged = m.slice_mut(n);
-                for p in 0..planes {
-                    let (s, e) = (p * plane + r0 * width, p * plane + r1 * width);
-                    dst[s..e].copy_from_slice(&staged[s..e]);
-                }
-            }
-            Staging::None => unreachable!("staging allocated above"),
+        let staged = self.staging.download(&self.dev, &t, n)?;
+        for p in 0..planes {
+            let to = p * host_plane + skip;
+            dst[to..to + rows].copy_from_slice(&staged[p * rows..(p + 1) * rows]);
         }
         Ok(())
     }

@@ -31,6 +31,8 @@ struct Report {
     peak_bytes: usize,
     peak_bytes_with_io: usize,
     arena_bytes: usize,
+    /// Bytes the backend holds for the uploaded weights (on a GPU: device memory).
+    weight_bytes: usize,
     median_ms: f64,
     min_ms: f64,
     throughput_per_s: f64,
@@ -76,6 +78,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         peak_bytes: plan.peak_bytes,
         peak_bytes_with_io: plan.peak_bytes_with_io,
         arena_bytes: session.arena_bytes(),
+        weight_bytes: session.weight_bytes(),
         median_ms: median,
         min_ms: min,
         throughput_per_s: 1e3 / median,

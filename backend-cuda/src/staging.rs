@@ -1,0 +1,114 @@
+//! Host <-> device staging for [`Backend::write`](frugal_core::Backend::write) and
+//! [`Backend::read`](frugal_core::Backend::read).
+//!
+//! Only a window's rows travel (a by-parts run feeds its input a few rows at a time: copying
+//! the whole host tensor on every feed made it quadratic), and they travel through pinned host
+//! slots used in turn, each with an event: a write fills a slot the GPU has finished with and
+//! queues its copy, without waiting for the kernels queued before it. A copy from pageable
+//! memory would synchronise the stream on every feed and leave the GPU idle between firings.
+//!
+//! On a discrete GPU the slot is copied to a device staging buffer (the copy engine; the buffer
+//! is reused in stream order, so one suffices). With `host_mapped_io` (Jetson) the scatter and
+//! gather kernels use the slot's device-mapped address directly.
+
+use frugal_core::Result;
+
+use crate::device::{Dev, DevBuf, Done, Mapped};
+
+/// Pinned host slots: a writer can run this many feeds ahead of the GPU.
+const SLOTS: usize = 4;
+
+struct Slot {
+    mem: Mapped,
+    /// Recorded after the last work that reads `mem`.
+    done: Done,
+}
+
+#[derive(Default)]
+pub(crate) struct Staging {
+    slots: Vec<Option<Slot>>,
+    next: usize,
+    /// Device staging (discrete GPUs): `None` until needed, never with `host_mapped_io`.
+    device: Option<DevBuf>,
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host: usize = self.slots.iter().flatten().map(|s| s.mem.len).sum();
+        let device = self.device.as_ref().map_or(0, |d| d.len());
+        write!(f, "Staging({host} host floats, {device} device floats)")
+    }
+}
+
+/// A slot taken for one transfer: its index and the device address kernels use.
+pub(crate) struct Taken {
+    slot: usize,
+    pub(crate) addr: u64,
+    mapped: bool,
+}
+
+impl Staging {
+    /// Takes the next slot with room for `n` floats, once the GPU is done with it, and the
+    /// address the scatter/gather kernel uses: the device staging buffer, or (`mapped`) the
+    /// slot's own mapping.
+    pub(crate) fn take(&mut self, dev: &Dev, n: usize, mapped: bool) -> Result<Taken> {
+        let n = n.max(1);
+        if self.slots.is_empty() {
+            self.slots.resize_with(SLOTS, || None);
+        }
+        let i = self.next;
+        self.next = (self.next + 1) % SLOTS;
+        let fits = self.slots[i].as_ref().is_some_and(|s| s.mem.len >= n);
+        if fits {
+            self.slots[i].as_ref().expect("checked").done.wait()?;
+        } else {
+            // Queued work may still read the slot being replaced: let it finish first.
+            dev.sync()?;
+            self.slots[i] = None;
+            self.slots[i] = Some(Slot { mem: dev.mapped(n)?, done: Done::default() });
+        }
+        let addr = if mapped {
+            self.slots[i].as_ref().expect("set above").mem.dev
+        } else {
+            if self.device.as_ref().is_none_or(|d| d.len() < n) {
+                dev.sync()?;
+                self.device = None;
+                self.device = Some(dev.alloc(n)?);
+            }
+            self.device.as_ref().expect("set above").ptr
+        };
+        Ok(Taken { slot: i, addr, mapped })
+    }
+
+    /// The host side of a taken slot, `n` floats.
+    pub(crate) fn host(&mut self, t: &Taken, n: usize) -> &mut [f32] {
+        self.slots[t.slot].as_mut().expect("taken slots exist").mem.slice_mut(n)
+    }
+
+    /// After the host filled the slot: queues its copy to the device staging buffer (unless
+    /// the kernel reads the mapping itself).
+    pub(crate) fn upload(&self, dev: &Dev, t: &Taken, n: usize) -> Result<()> {
+        if t.mapped {
+            return Ok(());
+        }
+        let slot = self.slots[t.slot].as_ref().expect("taken slots exist");
+        dev.htod_pinned(t.addr, &slot.mem, n)
+    }
+
+    /// After the kernel that reads the slot (or its copy) was queued: the slot is free again
+    /// once that work has run.
+    pub(crate) fn release(&mut self, dev: &Dev, t: &Taken) -> Result<()> {
+        dev.record(&mut self.slots[t.slot].as_mut().expect("taken slots exist").done)
+    }
+
+    /// After the gather kernel was queued: brings its `n` floats into the slot and waits for
+    /// them.
+    pub(crate) fn download(&mut self, dev: &Dev, t: &Taken, n: usize) -> Result<&[f32]> {
+        let slot = self.slots[t.slot].as_mut().expect("taken slots exist");
+        if !t.mapped {
+            dev.dtoh_pinned(&mut slot.mem, t.addr, n)?;
+        }
+        dev.sync()?;
+        Ok(slot.mem.slice_mut(n))
+    }
+}
