@@ -446,25 +446,36 @@ fn time_kernel(
     Ok(times)
 }
 
-/// Warms up, then times batches of at least 2 ms and keeps the fastest batch's mean (the
-/// figure that repeats on a shared machine).
+/// Warms up, then times batches of at least 3 calls and 2 ms and keeps the fastest batch's
+/// mean (the figure that repeats on a shared machine). Each batch ends with a sync: on an
+/// asynchronous backend (a GPU) queueing calls is far faster than running them, so the batch
+/// size is found by doubling until a synced batch lasts 2 ms, not by watching the clock while
+/// queueing (which queued thousands of launches per batch and made profiling take minutes).
 fn time_calls(
     backend: &mut dyn Backend,
     k: &crate::backend::Kernel<'_>,
     variant: Option<usize>,
     scratch: Scratch,
 ) -> Result<f64> {
-    backend.execute_variant(k, variant, scratch)?;
-    backend.sync()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let (mut reps, start) = (0u32, Instant::now());
-        while reps < 3 || start.elapsed().as_secs_f64() < 0.002 {
+    let batch = |reps: u32, backend: &mut dyn Backend| -> Result<f64> {
+        let start = Instant::now();
+        for _ in 0..reps {
             backend.execute_variant(k, variant, scratch)?;
-            reps += 1;
         }
         backend.sync()?;
-        best = best.min(start.elapsed().as_secs_f64() / reps as f64);
+        Ok(start.elapsed().as_secs_f64())
+    };
+    batch(1, backend)?;
+    let mut reps = 3u32;
+    let mut best = loop {
+        let t = batch(reps, backend)?;
+        if t >= 0.002 || reps >= 1 << 20 {
+            break t / reps as f64;
+        }
+        reps = (reps * 2).max((reps as f64 * 0.0025 / t.max(1e-9)).min(1e6) as u32);
+    };
+    for _ in 0..4 {
+        best = best.min(batch(reps, backend)? / reps as f64);
     }
     Ok(best)
 }
