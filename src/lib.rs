@@ -8,8 +8,8 @@
 //! | feature   | backend | status |
 //! |-----------|---------|--------|
 //! | `cpu` (default) | `frugal_cpu::CpuBackend` | x86-64 (AVX2/FMA detected at run time) and portable |
-//! | `wgpu`    | Vulkan, Metal, DX12, GL | in progress |
-//! | `cuda`    | NVIDIA GPUs through NVRTC | in progress |
+//! | `wgpu`    | Vulkan, Metal, DX12, GL | works (tested on Mesa's software drivers; untiled shaders) |
+//! | `cuda`    | NVIDIA GPUs through NVRTC | works (tested on an H100; simple kernels, not yet fast) |
 //! | `plugins` | third-party backends from a shared library (`plugin:PATH`, `FRUGAL_PLUGIN_PATH`; see `plugin`) | works |
 //!
 //! ```

@@ -230,6 +230,8 @@ fn convolutions_match_the_cpu_whole_and_by_bands_on(gpu: &mut dyn Backend) {
         ),
         (conv(3, 1, 2, 2, 2, Some(Activation::Sigmoid)), [1, 6, 11, 12], 4, true),
         (conv(5, 2, 2, 1, 1, None), [1, 3, 17, 16], 5, false),
+        // Seven input channels: one group of four chains, three left over.
+        (conv(3, 1, 1, 1, 1, None), [1, 7, 9, 8], 3, true),
     ];
     for (i, (op, x, m, bias)) in cases.into_iter().enumerate() {
         let op = leak(op);

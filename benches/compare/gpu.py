@@ -215,12 +215,15 @@ def main():
     h = pynvml.nvmlDeviceGetHandleByIndex(0)
     gpu = pynvml.nvmlDeviceGetName(h)
     driver = pynvml.nvmlSystemGetDriverVersion()
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    commit = commit or os.environ.get("FRUGAL_COMMIT", "unknown")
+    # FRUGAL_COMMIT names the build of a binary made elsewhere (--frugal).
+    commit = os.environ.get("FRUGAL_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                                    capture_output=True, text=True).stdout.strip()
+        except OSError:
+            pass
+    commit = commit or "unknown"
     header = ["model", "engine", "median ms", "throughput /s", "peak GPU memory (MB)",
               "max rel. diff vs reference", "notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
