@@ -9,9 +9,8 @@
 //!   (no synchronisation between kernels). [`Backend::read`] waits for the results.
 //! - **Bit identity**: each output element is computed by one thread that visits its inputs
 //!   in a fixed order (convolutions: four chains over the input channels, added pairwise),
-//!   whatever rows a call produces, and the
-//!   program is compiled without floating-point contraction: execution by parts gives the
-//!   same bits as layer by layer. cuBLAS is not used, because its algorithms depend on the
+//!   whatever rows a call produces, and the program is compiled without floating-point
+//!   contraction: execution by parts gives the same bits as layer by layer. cuBLAS is not used, because its algorithms depend on the
 //!   problem size (a band of rows would not give the whole layer's bits).
 //! - **No CUDA needed to build**: cudarc opens `libcuda` and `libnvrtc` at run time. Without
 //!   them, [`CudaBackend::new`] returns [`Error::BackendUnavailable`] (the libraries are looked
