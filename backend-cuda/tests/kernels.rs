@@ -705,6 +705,78 @@ fn host_mapped_io_gives_the_same_bits() {
 }
 
 #[test]
+fn feeds_and_drains_move_only_the_window_rows() {
+    for mapped in [false, true] {
+        let Some(mut gpu) = device(CudaOptions { device: 0, host_mapped_io: mapped }) else {
+            return;
+        };
+        feeds_and_drains_move_only_the_window_rows_on(&mut gpu);
+    }
+}
+
+/// One-row feeds into a 3-row ring, each drained with the rows the ring still holds; ten
+/// one-row feeds queued before one drain (more feeds than the backend has staging slots);
+/// host tensors that hold only some rows. Rows of the host buffer outside a drained window
+/// keep their values.
+fn feeds_and_drains_move_only_the_window_rows_on(b: &mut dyn Backend) {
+    let (planes, h, w) = (2, 10, 5);
+    let d = dims(&[1, planes, h, w]);
+    let host = data(planes * h * w, 7);
+    let row = |buf: &[f32], rows: usize, lo: usize, p: usize, r: usize| -> Vec<u32> {
+        let at = (p * rows + r - lo) * w;
+        buf[at..at + w].iter().map(|v| v.to_bits()).collect()
+    };
+    let win = |capacity: usize, first_row: usize, rows: usize| RowWindow {
+        offset: 0,
+        dtype: DType::F32,
+        dims: d,
+        capacity,
+        row_stride: w,
+        first_row,
+        rows,
+    };
+    b.alloc_arena(planes * h * w * 4).unwrap();
+    for r in 0..h {
+        b.write(&win(3, r, 1), &host, 0..h).unwrap();
+        let lo = r.saturating_sub(2);
+        let mut got = vec![-7.0f32; planes * h * w];
+        b.read(&win(3, lo, r + 1 - lo), &mut got, 0..h).unwrap();
+        for p in 0..planes {
+            for q in 0..h {
+                let want = if (lo..=r).contains(&q) {
+                    row(&host, h, 0, p, q)
+                } else {
+                    vec![(-7.0f32).to_bits(); w]
+                };
+                assert_eq!(row(&got, h, 0, p, q), want, "ring: fed row {r}, plane {p}, row {q}");
+            }
+        }
+    }
+    for r in 0..h {
+        b.write(&win(h, r, 1), &host, 0..h).unwrap();
+    }
+    let mut got = vec![0.0f32; planes * h * w];
+    b.read(&win(h, 0, h), &mut got, 0..h).unwrap();
+    assert_bits(&got, &host, "ten feeds, one drain");
+    // The host holds rows 4..8 only; the window has rows 5..7.
+    let sub: Vec<f32> =
+        (0..planes).flat_map(|p| host[(p * h + 4) * w..(p * h + 8) * w].to_vec()).collect();
+    b.write(&win(h, 5, 2), &sub, 4..8).unwrap();
+    let mut back = vec![-7.0f32; planes * 4 * w];
+    b.read(&win(h, 5, 2), &mut back, 4..8).unwrap();
+    for p in 0..planes {
+        for q in 4..8 {
+            let want = if (5..7).contains(&q) {
+                row(&sub, 4, 4, p, q)
+            } else {
+                vec![(-7.0f32).to_bits(); w]
+            };
+            assert_eq!(row(&back, 4, 4, p, q), want, "partial host rows: plane {p}, row {q}");
+        }
+    }
+}
+
+#[test]
 fn bad_calls_are_errors_not_crashes() {
     let Some(mut gpu) = cuda() else { return };
     gpu.alloc_arena(1024).unwrap();
@@ -733,4 +805,5 @@ fn the_harness_is_sound_on_the_cpu() {
     resize_matches_the_cpu_whole_and_by_bands_on(&mut cpu);
     dense_kernels_match_the_cpu_on(&mut cpu);
     reductions_match_the_cpu_on(&mut cpu);
+    feeds_and_drains_move_only_the_window_rows_on(&mut cpu);
 }
