@@ -95,6 +95,14 @@ impl Done {
             None => Ok(()),
         }
     }
+
+    /// Whether the work before it has finished, without waiting.
+    pub(crate) fn is_done(&self) -> Result<bool> {
+        match &self.0 {
+            Some(e) => e.try_is_complete().map_err(|e| driver_err("sync", e)),
+            None => Ok(true),
+        }
+    }
 }
 
 impl std::fmt::Debug for Done {

@@ -20,7 +20,7 @@
 //!   device-side staging buffer); on a Jetson this memory is the same DRAM as the GPU's.
 //!
 //! - **I/O**: [`Backend::write`] and [`Backend::read`] stage only the window's rows, through
-//!   pinned host slots used in turn (`staging.rs`): a feed never synchronises the stream.
+//!   up to four pinned host slots (`staging.rs`): a feed never synchronises the stream.
 //!
 //! Storage is f32 only (f16 windows are refused with an error). CUDA graphs are not used:
 //! the trait hands kernels over one at a time, and each is one asynchronous launch.
@@ -904,7 +904,7 @@ impl Backend for CudaBackend {
         let (rows, host_plane) = (dst.rows * width, src_rows.len() * width);
         let skip = (dst.first_row - src_rows.start) * width;
         let n = planes * rows;
-        let t = self.staging.take(&self.dev, n, self.options.host_mapped_io)?;
+        let t = self.staging.take(&self.dev, n, self.options.host_mapped_io, false)?;
         let staged = self.staging.host(&t, n);
         for p in 0..planes {
             let from = p * host_plane + skip;
@@ -935,7 +935,9 @@ impl Backend for CudaBackend {
         let (rows, host_plane) = (src.rows * width, dst_rows.len() * width);
         let skip = (src.first_row - dst_rows.start) * width;
         let n = planes * rows;
-        let t = self.staging.take(&self.dev, n, self.options.host_mapped_io)?;
+        // Reads wait for the stream anyway: waiting first frees every staging slot.
+        self.dev.sync()?;
+        let t = self.staging.take(&self.dev, n, self.options.host_mapped_io, true)?;
         let p = RowsParams {
             arena,
             host: t.addr,

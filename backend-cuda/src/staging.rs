@@ -2,9 +2,10 @@
 //! [`Backend::read`](frugal_core::Backend::read).
 //!
 //! Only a window's rows travel (a by-parts run feeds its input a few rows at a time: copying
-//! the whole host tensor on every feed made it quadratic), and they travel through pinned host
-//! slots used in turn, each with an event: a write fills a slot the GPU has finished with and
-//! queues its copy, without waiting for the kernels queued before it. A copy from pageable
+//! the whole host tensor on every feed made it quadratic), and they travel through up to four
+//! pinned host slots, each with an event: a write fills a slot the GPU has finished with and
+//! queues its copy, without waiting for the kernels queued before it (a layer-by-layer run
+//! reuses one slot, so pinned memory stays one input's size there). A copy from pageable
 //! memory would synchronise the stream on every feed and leave the GPU idle between firings.
 //!
 //! On a discrete GPU the slot is copied to a device staging buffer (the copy engine; the buffer
@@ -15,7 +16,7 @@ use frugal_core::Result;
 
 use crate::device::{Dev, DevBuf, Done, Mapped};
 
-/// Pinned host slots: a writer can run this many feeds ahead of the GPU.
+/// Pinned host slots at most: a writer can run this many feeds ahead of the GPU.
 const SLOTS: usize = 4;
 
 struct Slot {
@@ -48,25 +49,54 @@ pub(crate) struct Taken {
 }
 
 impl Staging {
-    /// Takes the next slot with room for `n` floats, once the GPU is done with it, and the
-    /// address the scatter/gather kernel uses: the device staging buffer, or (`mapped`) the
-    /// slot's own mapping.
-    pub(crate) fn take(&mut self, dev: &Dev, n: usize, mapped: bool) -> Result<Taken> {
+    /// Takes a slot with room for `n` floats that the GPU is done with, and the address the
+    /// scatter/gather kernel uses: the device staging buffer, or (`mapped`) the slot's own
+    /// mapping. `idle`: the stream was just synchronised (a read), so every slot is free.
+    ///
+    /// In turn from the last one taken: a free slot that fits; else an unallocated one (a
+    /// layer-by-layer run, one feed and one drain, keeps reusing a single slot; by parts grows
+    /// up to [`SLOTS`] slots of a few rows); else the first slot that fits, once its work has
+    /// run; else, after a sync, the next slot grown to `n`.
+    pub(crate) fn take(&mut self, dev: &Dev, n: usize, mapped: bool, idle: bool) -> Result<Taken> {
         let n = n.max(1);
         if self.slots.is_empty() {
             self.slots.resize_with(SLOTS, || None);
         }
-        let i = self.next;
-        self.next = (self.next + 1) % SLOTS;
-        let fits = self.slots[i].as_ref().is_some_and(|s| s.mem.len >= n);
-        if fits {
-            self.slots[i].as_ref().expect("checked").done.wait()?;
-        } else {
-            // Queued work may still read the slot being replaced: let it finish first.
-            dev.sync()?;
-            self.slots[i] = None;
-            self.slots[i] = Some(Slot { mem: dev.mapped(n)?, done: Done::default() });
+        let order: Vec<usize> = (0..SLOTS).map(|k| (self.next + k) % SLOTS).collect();
+        let fits = |s: &Option<Slot>| s.as_ref().is_some_and(|s| s.mem.len >= n);
+        let mut pick = None;
+        for &i in &order {
+            if fits(&self.slots[i])
+                && (idle || self.slots[i].as_ref().expect("fits").done.is_done()?)
+            {
+                pick = Some(i);
+                break;
+            }
         }
+        if pick.is_none() {
+            if let Some(&i) = order.iter().find(|&&i| self.slots[i].is_none()) {
+                self.slots[i] = Some(Slot { mem: dev.mapped(n)?, done: Done::default() });
+                pick = Some(i);
+            }
+        }
+        if pick.is_none() {
+            if let Some(&i) = order.iter().find(|&&i| fits(&self.slots[i])) {
+                self.slots[i].as_ref().expect("fits").done.wait()?;
+                pick = Some(i);
+            }
+        }
+        let i = match pick {
+            Some(i) => i,
+            None => {
+                // Queued work may still read the slot being replaced: let it finish first.
+                let i = order[0];
+                dev.sync()?;
+                self.slots[i] = None;
+                self.slots[i] = Some(Slot { mem: dev.mapped(n)?, done: Done::default() });
+                i
+            }
+        };
+        self.next = (i + 1) % SLOTS;
         let addr = if mapped {
             self.slots[i].as_ref().expect("set above").mem.dev
         } else {
@@ -110,5 +140,38 @@ impl Staging {
         }
         dev.sync()?;
         Ok(slot.mem.slice_mut(n))
+    }
+}
+
+#[cfg(all(test, feature = "emulator"))]
+mod tests {
+    use super::*;
+
+    fn slots(s: &Staging) -> Vec<usize> {
+        s.slots.iter().flatten().map(|s| s.mem.len).collect()
+    }
+
+    #[test]
+    fn a_feed_and_a_drain_per_run_keep_one_slot_and_bigger_transfers_grow_at_most_four() {
+        let dev = Dev::Emu(crate::emulator::Emu::new().unwrap());
+        let mut s = Staging::default();
+        for _ in 0..5 {
+            let t = s.take(&dev, 1000, false, false).unwrap();
+            s.release(&dev, &t).unwrap();
+            s.take(&dev, 400, false, true).unwrap();
+        }
+        assert_eq!(slots(&s), [1000], "layer by layer reuses one slot");
+        let t = s.take(&dev, 5000, true, false).unwrap();
+        assert!(t.mapped && t.addr == s.slots[t.slot].as_ref().unwrap().mem.dev);
+        assert_eq!(slots(&s), [1000, 5000], "a bigger transfer takes a free, larger slot");
+        assert!(s.device.as_ref().is_some_and(|d| d.len() == 1000), "mapped: no device staging");
+        for n in [6000, 7000, 8000] {
+            s.take(&dev, n, false, false).unwrap();
+        }
+        let mut lens = slots(&s);
+        lens.sort();
+        assert_eq!(lens.len(), SLOTS, "never more than {SLOTS} slots");
+        assert_eq!(lens.last(), Some(&8000), "the largest transfer replaced a slot");
+        assert!(s.device.as_ref().is_some_and(|d| d.len() == 8000));
     }
 }
