@@ -10,15 +10,15 @@
 //! - **Bit identity**: each output element is computed by one thread that visits its inputs
 //!   in a fixed order (convolutions: four chains over the input channels, added pairwise),
 //!   whatever rows a call produces, and the program is compiled without floating-point
-//!   contraction: execution by parts gives the same bits as layer by layer. cuBLAS is not used, because its algorithms depend on the
-//!   problem size (a band of rows would not give the whole layer's bits).
+//!   contraction: execution by parts gives the same bits as layer by layer. cuBLAS is not
+//!   used, because its algorithms depend on the problem size (a band of rows would not give
+//!   the whole layer's bits).
 //! - **No CUDA needed to build**: cudarc opens `libcuda` and `libnvrtc` at run time. Without
 //!   them, [`CudaBackend::new`] returns [`Error::BackendUnavailable`] (the libraries are looked
 //!   for before any driver call, as cudarc panics on a missing library).
 //! - **Jetson**: [`CudaOptions::host_mapped_io`] stages inputs and outputs in pinned,
 //!   device-mapped host memory that kernels read and write directly (no copy engine, no
 //!   device-side staging buffer); on a Jetson this memory is the same DRAM as the GPU's.
-//!
 //! - **I/O**: [`Backend::write`] and [`Backend::read`] stage only the window's rows, through
 //!   up to four pinned host slots (`staging.rs`): a feed never synchronises the stream.
 //!

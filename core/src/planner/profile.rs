@@ -449,8 +449,9 @@ fn time_kernel(
 /// Warms up, then times batches of at least 3 calls and 2 ms and keeps the fastest batch's
 /// mean (the figure that repeats on a shared machine). Each batch ends with a sync: on an
 /// asynchronous backend (a GPU) queueing calls is far faster than running them, so the batch
-/// size is found by doubling until a synced batch lasts 2 ms, not by watching the clock while
-/// queueing (which queued thousands of launches per batch and made profiling take minutes).
+/// size grows (at least doubling, else to the size a 2.5 ms batch needs at the rate measured)
+/// until a synced batch lasts 2 ms, instead of watching the clock while queueing (which queued
+/// thousands of launches per batch and made profiling take minutes).
 fn time_calls(
     backend: &mut dyn Backend,
     k: &crate::backend::Kernel<'_>,
