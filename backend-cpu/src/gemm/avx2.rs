@@ -1,9 +1,11 @@
-//! AVX2 + FMA microkernel: 6 rows x 16 columns in twelve 8-lane accumulators,
-//! `acc = fma(a[k], b[k], acc)` in k order.
+//! AVX2 + FMA microkernels: 6 rows x 16 columns in twelve 8-lane accumulators, and for
+//! panels of at most 8 columns (a row of a 7x7 map, the last columns of a 56-wide row) 12 rows
+//! x 8 columns, so that half of every vector is not spent on missing columns. Both compute
+//! `acc = fma(a[k], b[k], acc)` in k order: the same bits per element.
 
 use std::arch::x86_64::*;
 
-use super::{TileEpilogue, TileOut, NR};
+use super::{TileEpilogue, TileOut, MR_NARROW, NARROW, NR};
 use crate::simd::act8;
 
 /// Computes a `rows x NR` tile (rows <= MR) of `A * B_panel` into `out`, reading the first
@@ -137,5 +139,116 @@ unsafe fn tile_n<const R: usize, const MASKED: bool>(
             _mm256_storeu_ps(dst, lo[r]);
             _mm256_storeu_ps(dst.add(8), hi[r]);
         }
+    }
+}
+
+/// Computes a `rows x NARROW` tile (rows <= [`MR_NARROW`]) of `A * B_panel` into `out`,
+/// reading the first `cols` (<= [`NARROW`]) columns of each panel row (the others load as
+/// zero, masked). Same order of operations per element as [`tile`].
+///
+/// # Safety
+/// `out` must point at memory holding `rows` rows of `NARROW` floats, `out.ld` apart.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile_narrow(
+    rows: usize,
+    k: usize,
+    a: &[f32],
+    rs: usize,
+    cs: usize,
+    panel: &[f32],
+    bs: usize,
+    cols: usize,
+    epi: TileEpilogue<'_>,
+    out: TileOut,
+) {
+    let cols = cols.min(NARROW);
+    assert!(rows <= MR_NARROW);
+    assert!(bs >= cols && (k == 0 || (k - 1) * bs + cols <= panel.len()));
+    assert!(k == 0 || rows == 0 || (rows - 1) * rs + (k - 1) * cs < a.len());
+    // SAFETY: as in `tile`.
+    unsafe {
+        let (a, b) = (a.as_ptr(), panel.as_ptr());
+        if cols == NARROW {
+            rows_narrow::<false>(rows, k, a, rs, cs, b, bs, NARROW, epi, out)
+        } else {
+            rows_narrow::<true>(rows, k, a, rs, cs, b, bs, cols, epi, out)
+        }
+    }
+}
+
+/// [`narrow_n`] for a run-time row count.
+///
+/// # Safety
+/// As [`narrow_n`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_narrow<const MASKED: bool>(
+    rows: usize,
+    k: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    bs: usize,
+    cols: usize,
+    epi: TileEpilogue<'_>,
+    out: TileOut,
+) {
+    macro_rules! call {
+        ($($r:literal)*) => {
+            match rows {
+                $($r => narrow_n::<$r, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),)*
+                _ => narrow_n::<12, MASKED>(k, a, rs, cs, b, bs, cols, epi, out),
+            }
+        };
+    }
+    // SAFETY: the caller's.
+    unsafe { call!(1 2 3 4 5 6 7 8 9 10 11) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn narrow_n<const R: usize, const MASKED: bool>(
+    k: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    bs: usize,
+    cols: usize,
+    epi: TileEpilogue<'_>,
+    out: TileOut,
+) {
+    let mut acc = [_mm256_setzero_ps(); R];
+    let (m0, _) = masks(cols);
+    for kk in 0..k {
+        // SAFETY: the caller checked `b` holds `cols` floats at every kk * bs (NARROW unless
+        // MASKED; masked lanes are not read) and `a` every (r, kk) element.
+        unsafe {
+            let b0 = if MASKED {
+                _mm256_maskload_ps(b.add(kk * bs), m0)
+            } else {
+                _mm256_loadu_ps(b.add(kk * bs))
+            };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*a.add(r * rs + kk * cs));
+                *acc = _mm256_fmadd_ps(av, b0, *acc);
+            }
+        }
+    }
+    if let Some(bias) = epi.bias {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_add_ps(*acc, _mm256_set1_ps(bias[r]));
+        }
+    }
+    if let Some(act) = epi.act {
+        for acc in acc.iter_mut() {
+            // SAFETY: AVX is available (`narrow_n` is only called with it).
+            *acc = unsafe { act8(act, *acc) };
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        // SAFETY: each output row holds NARROW = 8 floats (see `tile_narrow`).
+        unsafe { _mm256_storeu_ps(out.ptr.add(r * out.ld), *acc) };
     }
 }

@@ -18,6 +18,10 @@ mod generic;
 pub const NR: usize = 16;
 /// Rows per microkernel tile.
 pub const MR: usize = 6;
+/// Panels of at most this many columns take the narrow AVX2 microkernel...
+const NARROW: usize = 8;
+/// ...which computes this many rows per tile.
+const MR_NARROW: usize = 12;
 
 /// Instruction sets the CPU kernels are compiled for, picked at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +120,7 @@ pub fn gemm(
     epi: Epilogue<'_>,
     mut store: impl FnMut(usize, usize, &[f32]),
 ) {
-    let mut tile = [[0.0f32; NR]; MR];
+    let mut tile = [[0.0f32; NR]; MR_NARROW];
     tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, kernel| {
         kernel(tile.as_mut_ptr().cast(), NR);
         for (r, vals) in tile.iter().take(rows).enumerate() {
@@ -186,7 +190,7 @@ unsafe fn into_raw(
     ldc: usize,
 ) {
     assert!(ldc >= n, "C rows overlap");
-    let mut tile = [[0.0f32; NR]; MR];
+    let mut tile = [[0.0f32; NR]; MR_NARROW];
     tiles(isa, m, n, k, a, b, epi, |i, j, rows, cols, kernel| {
         // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
         if cols == NR {
@@ -235,9 +239,10 @@ pub unsafe fn gemm_rows_into_raw(
     unsafe { into_raw(isa, m, n, k, a, BSrc::Rows { data: b, ld: ldb }, epi, c, ldc) }
 }
 
-/// Walks the `MR x NR` tiles of C (panel by panel, rows inside a panel) and hands each to
+/// Walks the `MR x NR` tiles of C (panel by panel, rows inside a panel; `MR_NARROW x NARROW`
+/// in a panel of at most NARROW columns with AVX2) and hands each to
 /// `visit(i, j, rows, cols, kernel)`, where `kernel(dst, ld)` computes the tile and stores its
-/// `rows x NR` values at `dst + r * ld + c`.
+/// `rows x NR` (narrow: `rows x NARROW`) values at `dst + r * ld + c`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn tiles(
@@ -272,9 +277,13 @@ fn tiles(
             BSrc::Packed(b) => (&b[p * NR * k..(p + 1) * NR * k], NR, NR),
             BSrc::Rows { data, ld } => (&data[j..], ld, cols),
         };
+        // A panel of at most NARROW columns: 12 rows x 8 columns per tile with AVX2 (no half
+        // empty vectors); the tile's stored width is then NARROW, of which `cols` are C's.
+        let narrow = cfg!(target_arch = "x86_64") && isa == Isa::Avx2Fma && cols <= NARROW;
+        let mr = if narrow { MR_NARROW } else { MR };
         let mut i = 0;
         while i < m {
-            let rows = MR.min(m - i);
+            let rows = mr.min(m - i);
             let a_tile = &a.data[i * a.rs..];
             // The bias read in place (a copy per tile cost a store-forwarding stall).
             let ep = TileEpilogue { bias: epi.bias.map(|b| &b[i..i + rows]), act: epi.act };
@@ -283,6 +292,19 @@ fn tiles(
                 // SAFETY: `visit` passes memory holding the tile (see `gemm` and `gemm_into`).
                 unsafe {
                     match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2Fma if narrow => avx2::tile_narrow(
+                            rows,
+                            k,
+                            a_tile,
+                            a.rs,
+                            a.cs,
+                            panel,
+                            bs,
+                            loads.min(NARROW),
+                            ep,
+                            out,
+                        ),
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma => {
                             avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out)
