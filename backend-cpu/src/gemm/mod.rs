@@ -293,22 +293,9 @@ fn tiles(
                 unsafe {
                     match isa {
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2Fma if narrow => avx2::tile_narrow(
-                            rows,
-                            k,
-                            a_tile,
-                            a.rs,
-                            a.cs,
-                            panel,
-                            bs,
-                            loads.min(NARROW),
-                            ep,
-                            out,
+                        Isa::Avx2Fma => avx2::tile(
+                            rows, k, a_tile, a.rs, a.cs, panel, bs, loads, narrow, ep, out,
                         ),
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2Fma => {
-                            avx2::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out)
-                        }
                         _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out),
                     }
                 }
