@@ -25,9 +25,15 @@ struct Slot {
     done: Done,
 }
 
+impl Slot {
+    fn new(dev: &Dev, n: usize) -> Result<Slot> {
+        Ok(Slot { mem: dev.mapped(n)?, done: Done::default() })
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Staging {
-    slots: Vec<Option<Slot>>,
+    slots: [Option<Slot>; SLOTS],
     next: usize,
     /// Device staging (discrete GPUs): `None` until needed, never with `host_mapped_io`.
     device: Option<DevBuf>,
@@ -59,42 +65,32 @@ impl Staging {
     /// run; else, after a sync, the next slot grown to `n`.
     pub(crate) fn take(&mut self, dev: &Dev, n: usize, mapped: bool, idle: bool) -> Result<Taken> {
         let n = n.max(1);
-        if self.slots.is_empty() {
-            self.slots.resize_with(SLOTS, || None);
-        }
-        let order: Vec<usize> = (0..SLOTS).map(|k| (self.next + k) % SLOTS).collect();
+        let order: [usize; SLOTS] = std::array::from_fn(|k| (self.next + k) % SLOTS);
         let fits = |s: &Option<Slot>| s.as_ref().is_some_and(|s| s.mem.len >= n);
-        let mut pick = None;
-        for &i in &order {
-            if fits(&self.slots[i])
-                && (idle || self.slots[i].as_ref().expect("fits").done.is_done()?)
-            {
-                pick = Some(i);
-                break;
+        let mut free = None;
+        for i in order {
+            if let Some(s) = self.slots[i].as_ref().filter(|s| s.mem.len >= n) {
+                if idle || s.done.is_done()? {
+                    free = Some(i);
+                    break;
+                }
             }
         }
-        if pick.is_none() {
-            if let Some(&i) = order.iter().find(|&&i| self.slots[i].is_none()) {
-                self.slots[i] = Some(Slot { mem: dev.mapped(n)?, done: Done::default() });
-                pick = Some(i);
-            }
-        }
-        if pick.is_none() {
-            if let Some(&i) = order.iter().find(|&&i| fits(&self.slots[i])) {
-                self.slots[i].as_ref().expect("fits").done.wait()?;
-                pick = Some(i);
-            }
-        }
-        let i = match pick {
-            Some(i) => i,
-            None => {
-                // Queued work may still read the slot being replaced: let it finish first.
-                let i = order[0];
-                dev.sync()?;
-                self.slots[i] = None;
-                self.slots[i] = Some(Slot { mem: dev.mapped(n)?, done: Done::default() });
-                i
-            }
+        let i = if let Some(i) = free {
+            i
+        } else if let Some(i) = order.into_iter().find(|&i| self.slots[i].is_none()) {
+            self.slots[i] = Some(Slot::new(dev, n)?);
+            i
+        } else if let Some(i) = order.into_iter().find(|&i| fits(&self.slots[i])) {
+            self.slots[i].as_ref().expect("fits").done.wait()?;
+            i
+        } else {
+            // Queued work may still read the slot being replaced: let it finish first.
+            let i = order[0];
+            dev.sync()?;
+            self.slots[i] = None;
+            self.slots[i] = Some(Slot::new(dev, n)?);
+            i
         };
         self.next = (i + 1) % SLOTS;
         let addr = if mapped {
