@@ -227,7 +227,7 @@ impl Backend for CpuBackend {
     }
 
     fn variants(&self, kernel: &Kernel<'_>) -> Vec<&'static str> {
-        ops::variants(kernel, self.threads()).to_vec()
+        ops::variants(kernel, self.isa, self.threads()).to_vec()
     }
 
     fn execute_variant(

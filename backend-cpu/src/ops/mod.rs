@@ -21,6 +21,7 @@ use frugal_core::backend::{Dims, Kernel, Operand, RowWindow, MAX_RANK};
 use frugal_core::{Result, WeightId};
 
 use crate::arena::{Io, Src};
+use crate::gemm::Isa;
 use crate::{fail, CpuBackend, Ctx, Weight};
 
 /// An operand with its weight looked up.
@@ -62,9 +63,9 @@ pub(crate) fn workspace_floats(k: &Kernel<'_>, threads: usize) -> usize {
 }
 
 /// The interchangeable implementations of a kernel on `threads` threads (same bits).
-pub(crate) fn variants(k: &Kernel<'_>, threads: usize) -> &'static [&'static str] {
+pub(crate) fn variants(k: &Kernel<'_>, isa: Isa, threads: usize) -> &'static [&'static str] {
     match k {
-        Kernel::Conv { op, x, w, y, .. } => conv::variants(op, x, w, y, threads),
+        Kernel::Conv { op, x, w, y, .. } => conv::variants(op, x, w, y, isa, threads),
         _ => &[],
     }
 }

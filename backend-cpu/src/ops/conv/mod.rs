@@ -67,14 +67,15 @@ pub(crate) fn variants(
     x: &RowWindow,
     w: &frugal_core::WeightRef,
     y: &RowWindow,
+    isa: gemm::Isa,
     threads: usize,
 ) -> &'static [&'static str] {
-    variant_names(op, &geo(op, x, &w.dims, y), threads)
+    variant_names(op, &geo(op, x, &w.dims, y), isa, threads)
 }
 
-fn variant_names(op: &Conv, g: &Geo, threads: usize) -> &'static [&'static str] {
+fn variant_names(op: &Conv, g: &Geo, isa: gemm::Isa, threads: usize) -> &'static [&'static str] {
     if is_depthwise(op, g) {
-        if depthwise::can_direct(op, g) {
+        if depthwise::can_direct(op, g, isa) {
             DEPTHWISE
         } else {
             &[]
@@ -190,7 +191,7 @@ fn product(
 ) -> Result<()> {
     let Ctx { isa, par, variant } = ctx;
     let g = geo(op, x, wd, y);
-    let names = variant_names(op, &g, par.threads());
+    let names = variant_names(op, &g, isa, par.threads());
     let variant = match variant {
         Some(v) if v >= names.len() => {
             return Err(fail("conv", format!("no kernel variant {v} (it has {names:?})")));
@@ -815,9 +816,10 @@ mod tests {
         }
     }
 
-    /// The AVX2 depthwise kernels (channels in groups of four, rows narrower than a vector
-    /// block, stride phases, in place) give the portable kernel's bits, whole and one row per
-    /// call, on one and on two threads (which regroup the channels).
+    /// The AVX2 depthwise kernel (units of several rows or channels, rows narrower than a
+    /// vector block and many blocks wide, strides 1 and 2, masked edges) gives the portable
+    /// kernels' bits, whole and one row per call, on one and on two threads (which regroup the
+    /// units).
     #[test]
     fn depthwise_vector_kernels_give_the_portable_bits() {
         if Isa::detect() != Isa::Avx2Fma {
@@ -838,6 +840,16 @@ mod tests {
             (act(dw(3, 2, 1, 1, 5), Activation::Sigmoid), [1, 5, 27, 57]),
             (dw(3, 1, 2, 2, 4), [1, 4, 6, 3]),
             (dw(3, 1, 1, 1, 12), [1, 12, 3, 40]),
+            // Wide rows (many blocks per unit), stride 2 with odd widths, dilation with
+            // stride 2, asymmetric padding, a kernel wider than the row, 1x1.
+            (act(dw(3, 1, 1, 1, 5), Activation::Relu), [1, 5, 5, 130]),
+            (dw(3, 2, 1, 1, 3), [1, 3, 9, 113]),
+            (act(dw(5, 2, 1, 2, 4), Activation::HardSwish), [1, 4, 15, 70]),
+            (dw(3, 2, 2, 2, 3), [1, 3, 11, 41]),
+            (conv([3, 3], [2, 2], [1, 1], [0, 0, 1, 1], 6), [1, 6, 10, 20]),
+            (conv([3, 5], [1, 2], [1, 1], [1, 2, 0, 1], 5), [1, 5, 8, 23]),
+            (dw(7, 1, 1, 3, 6), [1, 6, 9, 5]),
+            (dw(1, 2, 1, 0, 4), [1, 4, 6, 17]),
         ];
         let bits = |xs: &[f32]| xs.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for (i, (op, xd)) in cases.into_iter().enumerate() {

@@ -1,15 +1,20 @@
 //! Depthwise convolution (one input channel per group), computed directly rather than as a
 //! matrix product: with one input channel there is nothing for a gemm to share.
 //!
-//! With stride 1 the row kernel reads the input rows in place: the interior columns (all taps
-//! inside the row) in vector blocks, the few edge columns one by one. Otherwise each input row a
-//! channel needs is copied once into a small per-task ring, zero-padded left and right and split
-//! into `stride` phases (phase `r` holds padded columns `r, r + s, ...`), so every tap of every
-//! output column is a contiguous load and the row kernel has no edge cases.
+//! With AVX2 and a horizontal stride of 1 or 2, [`avx2`] reads the input rows in place, many
+//! output rows at once. The portable kernels: with stride 1 the row kernel reads the input
+//! rows in place, the interior columns (all taps inside the row) in vector blocks, the few
+//! edge columns one by one; otherwise each input row a channel needs is copied once into a
+//! small per-task ring, zero-padded left and right and split into `stride` phases (phase `r`
+//! holds padded columns `r, r + s, ...`), so every tap of every output column is a contiguous
+//! load and the row kernel has no edge cases.
 //! An output is the sum, in (ky, kx) order from zero, of `w * x` over the kernel rows inside
 //! the image (padding columns contribute `w * 0`), then the bias and the activation. That
 //! depends only on the output's position, so any split of rows or columns gives the same bits;
 //! products and sums are separate (never fused), so the AVX2 build matches the portable one.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 use frugal_core::backend::RowWindow;
 use frugal_core::ops::{Activation, Conv};
@@ -19,16 +24,13 @@ use crate::arena::Io;
 use crate::gemm::Isa;
 use crate::par::{Par, SharedMut};
 use crate::simd;
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
 
 /// Largest kernel height and width the kernel takes (bigger ones fall back to `by_taps`).
 const MAX_K: usize = 16;
 /// Most input rows one output row spans (`(kh - 1) * dilation + 1`) for the ring.
 const MAX_SPAN: usize = 64;
-/// Channels the AVX2 kernels compute together where a row has few vector blocks: one
-/// channel's sum is a chain of dependent adds, so narrow rows left the adder waiting.
-const GROUP: usize = 4;
+/// Channels per task are a multiple of this where that keeps the threads even.
+const ALIGN: usize = 4;
 
 /// Row geometry of the padded ring, the same for every channel of a call.
 #[derive(Clone, Copy, Debug)]
@@ -61,24 +63,27 @@ impl Ring {
     }
 }
 
-/// Rows narrower than this go in channel groups with AVX2: wider rows have vector blocks
-/// enough of their own, and one channel's blocks share each weight broadcast (measured: 96
-/// channels at 112x112 ran 1.3x slower grouped, 576 at 14x14 1.2x faster).
-const GROUP_BELOW: usize = 32;
-
-/// Rings per task: one per channel of a group where rows may go in groups.
-fn rings_per_task(g: &Geo) -> usize {
-    if g.wout < GROUP_BELOW {
-        GROUP
-    } else {
-        1
-    }
+/// Whether the AVX2 kernel takes the call: horizontal stride 1 or 2, a kernel of at most
+/// [`MAX_K`] rows and columns.
+fn vector_kernel(op: &Conv, isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa == Isa::Avx2Fma
+        && (1..=2).contains(&op.strides[1])
+        && op.kernel[0] <= MAX_K
+        && op.kernel[1] <= MAX_K
 }
 
-/// Scratch floats for one call on `threads` threads (a task's rings, per task).
+/// Scratch floats for one call on `threads` threads: a ring per task for the portable
+/// kernels, or for the AVX2 kernel a row of zeros (its padding rows) and its mask table.
 pub(super) fn workspace(op: &Conv, g: &Geo, threads: usize) -> usize {
     let tasks = if threads > 1 { 2 * threads } else { 1 };
-    Ring::new(op, g).map_or(0, |r| r.floats() * rings_per_task(g) * tasks)
+    let rings = Ring::new(op, g).map_or(0, |r| r.floats() * tasks);
+    rings.max(vector_scratch(g))
+}
+
+/// The AVX2 kernel's scratch: `w` zeros, then `w + 16` masks.
+fn vector_scratch(g: &Geo) -> usize {
+    2 * g.w + 16
 }
 
 /// Output columns `[a, b)` whose taps are all inside the input row (for stride 1).
@@ -89,24 +94,20 @@ fn interior(op: &Conv, g: &Geo) -> (usize, usize) {
     (a, b.max(a))
 }
 
-/// Whether the in-place loop nest applies: stride 1, a kernel the ring takes, and at least 8
-/// interior columns.
-pub(super) fn can_direct(op: &Conv, g: &Geo) -> bool {
+/// Whether the portable kernels have two loop nests to choose from (ring or in place): stride
+/// 1, a kernel the ring takes, and at least 8 interior columns; never where the AVX2 kernel
+/// takes the call (it has one).
+pub(super) fn can_direct(op: &Conv, g: &Geo, isa: Isa) -> bool {
     let (a, b) = interior(op, g);
-    op.strides[1] == 1 && Ring::new(op, g).is_some() && b >= a + 8
+    !vector_kernel(op, isa) && op.strides[1] == 1 && Ring::new(op, g).is_some() && b >= a + 8
 }
 
-/// The default loop nest. With AVX2, in place whenever the stride is 1: narrow rows go in
-/// channel groups whose edge taps are masked loads (no copy, no scalar edges), wider rows have
-/// few edge columns. Otherwise in place unless the scalar edge columns are more than an eighth
-/// of the row (narrow rows), where padding the rows costs less. Both give the same bits; the
-/// planner's profile measures both per node anyway.
+/// The portable kernels' default loop nest: in place unless the scalar edge columns are more
+/// than an eighth of the row (narrow rows), where padding the rows costs less. Both give the
+/// same bits; the planner's profile measures both per node anyway.
 pub(super) fn prefers_direct(op: &Conv, g: &Geo, isa: Isa) -> bool {
-    if isa == Isa::Avx2Fma {
-        return op.strides[1] == 1 && Ring::new(op, g).is_some();
-    }
     let (a, b) = interior(op, g);
-    can_direct(op, g) && (g.wout - (b - a)) * 8 <= g.wout
+    can_direct(op, g, isa) && (g.wout - (b - a)) * 8 <= g.wout
 }
 
 /// Runs output rows `y.first_row .. y.first_row + y.rows` of a depthwise convolution.
@@ -131,72 +132,51 @@ pub(super) fn depthwise(
     // Piecewise-linear activations are applied in the row kernel's registers, others after it.
     let act = simd::in_registers(op.act);
     let shape = Shape { op, g, x, y, act, isa };
-    // Every output plane (image, channel) on its own; planes split across threads, each task
-    // with its own ring in scratch.
+    // Every output plane (image, channel) on its own; planes split across threads.
     let planes = &mut io.out[..g.n * g.m * plane_len];
-    // Tasks of whole channel groups where that keeps the threads even.
-    let tile = par.split(g.n * g.m, GROUP);
-    let ring_floats = ring.map_or(0, |r| r.floats());
-    // Channel groups read in place at any width (`Blocks::new` takes `direct` as asked); one
-    // channel needs 8 interior columns.
-    let one_direct = direct && can_direct(op, g);
-    let tasks = (g.n * g.m).div_ceil(tile);
-    let task_floats = ring_floats * rings_per_task(g);
-    assert!(io.scratch.len() >= task_floats * tasks, "depthwise scratch too small");
-    let scratch = SharedMut::new(io.scratch);
+    let tile = par.split(g.n * g.m, ALIGN);
     let channel = |p: usize| {
-        let (b, m) = (p / g.m, p % g.m);
+        // Divisions only where needed: per plane they cost as much as a 7x7 map's arithmetic.
+        let (b, m) = if g.n == 1 { (0, p) } else { (p / g.m, p % g.m) };
+        let ci = b * g.cin + if mult == 1 { m } else { m / mult };
         Channel {
             // The input plane's whole ring: rows are found by slot.
-            input: src.slice(x.row_start(b * g.cin + m / mult, 0), x.capacity * x.row_stride),
+            input: src.slice(x.row_start(ci, 0), x.capacity * x.row_stride),
             wk: &weight[m * kh * kw..(m + 1) * kh * kw],
             bias: bias.map_or(0.0, |bb| bb[m]),
         }
     };
-    // Channels in groups with AVX2 where a row has few vector blocks: the channels' sums are
-    // independent chains of adds. Their geometry is the call's, worked out once.
     #[cfg(target_arch = "x86_64")]
-    let grouped = match ring {
-        Some(ring) if isa == Isa::Avx2Fma && g.wout < GROUP_BELOW => {
-            Some((ring, Blocks::new(op, g, ring, direct)))
-        }
-        _ => None,
-    };
+    if vector_kernel(op, isa) {
+        assert!(io.scratch.len() >= vector_scratch(g), "depthwise scratch too small");
+        let (zeros, masks) = io.scratch[..vector_scratch(g)].split_at_mut(g.w);
+        zeros.fill(0.0);
+        let masks: &mut [i32] = bytemuck::cast_slice_mut(masks);
+        avx2::mask_table(masks, g.w);
+        let (zeros, masks) = (&*zeros, &*masks);
+        par.chunks(planes, tile * plane_len, |t, chunk| {
+            // SAFETY: `vector_kernel` holds only with `Isa::Avx2Fma`, selected after run-time
+            // detection of AVX2 and FMA.
+            unsafe { shape.vector_rows(zeros, masks, chunk, |i| channel(t * tile + i)) };
+        });
+        return;
+    }
+    // The portable kernels: each task with its own ring in scratch.
+    let ring_floats = ring.map_or(0, |r| r.floats());
+    let one_direct = direct && can_direct(op, g, isa);
+    let tasks = (g.n * g.m).div_ceil(tile);
+    assert!(io.scratch.len() >= ring_floats * tasks, "depthwise scratch too small");
+    let scratch = SharedMut::new(io.scratch);
     par.chunks(planes, tile * plane_len, |t, chunk| {
-        // SAFETY: task t uses scratch floats t * task_floats .. (t + 1) * task_floats only (in
+        // SAFETY: task t uses scratch floats t * ring_floats .. (t + 1) * ring_floats only (in
         // bounds, asserted above), and the scratch stays mutably borrowed while tasks run.
         let rbuf = unsafe {
-            std::slice::from_raw_parts_mut(scratch.ptr().add(t * task_floats), task_floats)
+            std::slice::from_raw_parts_mut(scratch.ptr().add(t * ring_floats), ring_floats)
         };
-        let mut i = 0;
-        #[cfg(target_arch = "x86_64")]
-        if let Some((ring, blocks)) = &grouped {
-            let mut groups = chunk.chunks_exact_mut(GROUP * plane_len);
-            for group in &mut groups {
-                let mut planes = group.chunks_exact_mut(plane_len);
-                let mut planes: [&mut [f32]; GROUP] =
-                    std::array::from_fn(|_| planes.next().expect("GROUP planes"));
-                let chs: [Channel<'_>; GROUP] = std::array::from_fn(|c| channel(t * tile + i + c));
-                // SAFETY: `grouped` holds only with `Isa::Avx2Fma`, selected after run-time
-                // detection of AVX2 and FMA.
-                unsafe { group_avx2(&shape, *ring, blocks, &chs, rbuf, &mut planes) };
-                i += GROUP;
-            }
-        }
-        let rbuf = &mut rbuf[..ring_floats];
-        for (i, plane) in chunk.chunks_mut(plane_len).enumerate().skip(i) {
+        for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
             let ch = channel(t * tile + i);
             match ring {
-                Some(_) if one_direct => {
-                    #[cfg(target_arch = "x86_64")]
-                    if isa == Isa::Avx2Fma {
-                        // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of
-                        // AVX2 and FMA.
-                        unsafe { direct_avx2(&shape, &ch, plane) };
-                        continue;
-                    }
-                    shape.direct(&ch, plane);
-                }
+                Some(_) if one_direct => shape.direct(&ch, plane),
                 Some(ring) => {
                     #[cfg(target_arch = "x86_64")]
                     if isa == Isa::Avx2Fma {
@@ -211,7 +191,6 @@ pub(super) fn depthwise(
             }
         }
     });
-    let _ = isa;
 }
 
 /// What every channel of a call shares.
@@ -244,188 +223,118 @@ unsafe fn padded_avx2(
     shape.padded(ring, ch, rbuf, plane);
 }
 
-/// The eight-column blocks of a grouped call's output rows (the last moved back to end at
-/// `wout`; one below eight columns), and per block and tap the offset of its first input
-/// column in the row read and, where some of its eight lanes fall outside the row (in place
-/// only), the lanes inside (-1) and out (0).
-#[cfg(target_arch = "x86_64")]
-struct Blocks {
-    direct: bool,
-    wout: usize,
-    row_len: usize,
-    n: usize,
-    at: [usize; 4],
-    offs: [[isize; MAX_K]; 4],
-    masks: [[Option<[i32; 8]>; MAX_K]; 4],
-}
-
-#[cfg(target_arch = "x86_64")]
-impl Blocks {
-    /// For output rows narrower than [`GROUP_BELOW`] columns, read in place (`direct`, stride 1: rows of
-    /// the input) or from `ring`'s padded slots.
-    fn new(op: &Conv, g: &Geo, ring: Ring, direct: bool) -> Blocks {
-        let (kw, sw, dw, pl) = (op.kernel[1], op.strides[1], op.dilations[1], op.pads[1]);
-        let direct = direct && sw == 1;
-        let (wout, row_len) = (g.wout, if direct { g.w } else { ring.slot_len });
-        assert!(wout <= 32 && kw <= MAX_K, "rows too wide for channel groups");
-        let mut b = Blocks {
-            direct,
-            wout,
-            row_len,
-            n: wout.div_ceil(8),
-            at: [0; 4],
-            offs: [[0; MAX_K]; 4],
-            masks: [[None; MAX_K]; 4],
-        };
-        for k in 0..b.n {
-            let at = (k * 8).min(wout.saturating_sub(8));
-            b.at[k] = at;
-            for kx in 0..kw {
-                let c = kx * dw;
-                let o = if direct {
-                    at as isize + c as isize - pl as isize
-                } else {
-                    // A padded slot: the tap's phase, then its offset there.
-                    ((c % sw) * ring.phase_len + c / sw + at) as isize
-                };
-                b.offs[k][kx] = o;
-                if o < 0 || o + 8 > row_len as isize {
-                    // Padded slots hold a whole block past every tap (`Ring::new`).
-                    assert!(direct, "a padded slot too short for its taps");
-                    b.masks[k][kx] = Some(std::array::from_fn(|j| {
-                        let col = o + j as isize;
-                        if (0..row_len as isize).contains(&col) {
-                            -1
-                        } else {
-                            0
-                        }
-                    }));
-                }
-            }
-        }
-        b
-    }
-}
-
-/// [`GROUP`] channels' output rows together: read in place with the taps outside the row
-/// masked to zero (`direct`, stride 1), or through their padded rings (`rbuf` holds one ring
-/// per channel). Either way each output is [`Shape::padded`]'s sum, so the bits are its.
-/// What depends only on the call's geometry ([`Blocks`]) is worked out once per call: on rows
-/// of 7-28 columns it outweighed the arithmetic.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn group_avx2(
-    shape: &Shape<'_>,
-    ring: Ring,
-    blocks: &Blocks,
-    chs: &[Channel<'_>; GROUP],
-    rbuf: &mut [f32],
-    planes: &mut [&mut [f32]; GROUP],
-) {
-    let (op, x, y) = (shape.op, shape.x, shape.y);
-    let [kh, kw] = op.kernel;
-    let Blocks { direct, wout, row_len, .. } = *blocks;
-    let ring_floats = ring.floats();
-    assert!(rbuf.len() >= GROUP * ring_floats);
-    assert!(chs.iter().all(|c| c.wk.len() >= kh * kw));
-    let post = simd::after_store(&op.act);
-    // Which input row each ring slot holds (none yet); the same for every channel of the
-    // group, which pads the same rows at the same time.
-    let mut held = [usize::MAX; MAX_SPAN];
-    let mut rows = [[std::ptr::null::<f32>(); MAX_K]; GROUP];
-    for oy in y.first_row..y.first_row + y.rows {
-        // The kernel rows inside the image, and where each channel's input row starts: in
-        // its input plane (in place) or in its ring.
-        let (mut kys, mut nrows) = ([0usize; MAX_K], 0);
-        for ky in 0..kh {
-            let Some(iy) = shape.tap_row(oy, ky) else { continue };
-            let at = if direct {
-                (iy % x.capacity) * x.row_stride
-            } else {
-                let s = iy % ring.span;
-                if held[s] != iy {
-                    for (c, ch) in chs.iter().enumerate() {
-                        let slot = c * ring_floats + s * ring.slot_len;
-                        shape.pad_row(ring, ch, iy, &mut rbuf[slot..slot + ring.slot_len]);
-                    }
-                    held[s] = iy;
-                }
-                s * ring.slot_len
-            };
-            for (c, ch) in chs.iter().enumerate() {
-                let src = if direct { ch.input } else { &rbuf[c * ring_floats..] };
-                // The slice checks the row is there; the kernel keeps to its `row_len`.
-                rows[c][nrows] = src[at..at + row_len].as_ptr();
-            }
-            kys[nrows] = ky;
-            nrows += 1;
-        }
-        let start = (oy % y.capacity) * y.row_stride;
-        let mut outs = [std::ptr::null_mut::<f32>(); GROUP];
-        for (o, plane) in outs.iter_mut().zip(planes.iter_mut()) {
-            *o = plane[start..start + wout].as_mut_ptr();
-        }
-        for b in 0..blocks.n {
-            let (at, offs, masks) = (blocks.at[b], &blocks.offs[b], &blocks.masks[b]);
-            let mut acc = [_mm256_setzero_ps(); GROUP];
-            for (r, &ky) in kys.iter().enumerate().take(nrows) {
-                for kx in 0..kw {
-                    // SAFETY: `m` holds eight lanes.
-                    let mask = masks[kx].map(|m| unsafe { _mm256_loadu_si256(m.as_ptr().cast()) });
-                    for c in 0..GROUP {
-                        // SAFETY: ky * kw + kx < kh * kw <= wk.len() (asserted); the row holds
-                        // `row_len` floats: an unmasked load has 0 <= o and o + 8 <= row_len,
-                        // a masked one reads only the lanes inside the row.
-                        unsafe {
-                            let wv = _mm256_set1_ps(*chs[c].wk.get_unchecked(ky * kw + kx));
-                            let p = rows[c][r].wrapping_offset(offs[kx]);
-                            let xv = match mask {
-                                None => _mm256_loadu_ps(p),
-                                Some(m) => _mm256_maskload_ps(p, m),
-                            };
-                            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wv, xv));
-                        }
-                    }
-                }
-            }
-            for c in 0..GROUP {
-                let mut v = _mm256_add_ps(acc[c], _mm256_set1_ps(chs[c].bias));
-                if let Some(act) = shape.act {
-                    // SAFETY: AVX is available (this function's target features).
-                    v = unsafe { simd::act8(act, v) };
-                }
-                // SAFETY: outs[c] holds wout floats; at + 8 <= wout from eight columns up,
-                // and narrower rows store through `tmp`.
-                unsafe {
-                    if wout >= 8 {
-                        _mm256_storeu_ps(outs[c].add(at), v);
-                    } else {
-                        let mut tmp = [0.0f32; 8];
-                        _mm256_storeu_ps(tmp.as_mut_ptr(), v);
-                        std::ptr::copy_nonoverlapping(tmp.as_ptr(), outs[c], wout);
-                    }
-                }
-            }
-        }
-        if let Some(act) = post {
-            for plane in planes.iter_mut() {
-                act.apply_slice(&mut plane[start..start + wout]);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn direct_avx2(shape: &Shape<'_>, ch: &Channel<'_>, plane: &mut [f32]) {
-    shape.direct(ch, plane);
-}
-
 impl Shape<'_> {
+    /// The output rows of the planes in `chunk` (`channel(i)`: plane `i` of it) through the
+    /// AVX2 kernel, batches of (plane, row) units at a time; `zeros` holds `w` zeros, `masks`
+    /// the kernel's mask table.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available, and [`vector_kernel`] must hold.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn vector_rows<'c>(
+        &self,
+        zeros: &[f32],
+        masks: &[i32],
+        chunk: &mut [f32],
+        channel: impl Fn(usize) -> Channel<'c>,
+    ) {
+        const BATCH: usize = 32;
+        let (op, g, y) = (self.op, self.g, self.y);
+        let [kh, kw] = op.kernel;
+        let plane_len = y.capacity * y.row_stride;
+        assert!(zeros.len() >= g.w && masks.len() >= g.w + 16);
+        assert!(self.x.row_stride >= g.w && g.wout <= y.row_stride);
+        let cols = avx2::Cols {
+            kh,
+            kw,
+            sw: op.strides[1],
+            dw: op.dilations[1],
+            pl: op.pads[1],
+            w: g.w,
+            wout: g.wout,
+            masks: masks.as_ptr(),
+        };
+        let post = simd::after_store(&op.act);
+        let run = |units: &[avx2::Unit]| {
+            // SAFETY: every unit's rows hold `w` floats (input rows or `zeros`), its weights
+            // `kh * kw`, its output row `wout` floats of this task's chunk; the caller's
+            // AVX2 and `vector_kernel`.
+            unsafe { avx2::rows(units, &cols, self.act) };
+            if let Some(act) = post {
+                for u in units {
+                    // SAFETY: as above; the kernel is done with the row.
+                    act.apply_slice(unsafe { std::slice::from_raw_parts_mut(u.out, g.wout) });
+                }
+            }
+        };
+        let blank = avx2::Unit {
+            rows: [zeros.as_ptr(); MAX_K],
+            wk: std::ptr::null(),
+            bias: 0.0,
+            out: std::ptr::null_mut(),
+        };
+        let mut units = [blank; BATCH];
+        let mut n = 0;
+        let base = chunk.as_mut_ptr();
+        let planes = chunk.len() / plane_len;
+        let ring = self.x.capacity * self.x.row_stride;
+        // Output rows a few at a time: where each kernel row's input row and the output row
+        // sit in a plane is the same for every plane, so it is worked out once (ring slots
+        // cost a division each, as much as a narrow row's arithmetic).
+        const ROWS: usize = 16;
+        let (mut oy0, end) = (y.first_row, y.first_row + y.rows);
+        while oy0 < end {
+            let oy1 = (oy0 + ROWS).min(end);
+            let mut ins = [[usize::MAX; MAX_K]; ROWS];
+            let mut outs = [0usize; ROWS];
+            for (r, oy) in (oy0..oy1).enumerate() {
+                for (ky, at) in ins[r].iter_mut().enumerate().take(kh) {
+                    if let Some(iy) = self.tap_row(oy, ky) {
+                        *at = slot(iy, self.x.capacity) * self.x.row_stride;
+                    }
+                }
+                outs[r] = slot(oy, y.capacity) * y.row_stride;
+            }
+            for i in 0..planes {
+                let ch = channel(i);
+                // Every offset above plus `w` (input) or `wout` (output) stays in its plane.
+                assert!(ch.wk.len() >= kh * kw && ch.input.len() >= ring);
+                let input = ch.input.as_ptr();
+                for r in 0..oy1 - oy0 {
+                    // Filled in place: a unit built aside and copied in was read back as
+                    // vectors right after its pointers' scalar stores, a store-forwarding
+                    // stall per unit.
+                    let u = &mut units[n];
+                    for (row, &at) in u.rows.iter_mut().zip(&ins[r]).take(kh) {
+                        // SAFETY: `at` is a row start inside the input plane's ring (above).
+                        *row = if at == usize::MAX {
+                            zeros.as_ptr()
+                        } else {
+                            unsafe { input.add(at) }
+                        };
+                    }
+                    u.wk = ch.wk.as_ptr();
+                    u.bias = ch.bias;
+                    // SAFETY: plane i of `chunk`, row slot inside it; `chunk` is only written
+                    // through these.
+                    u.out = unsafe { base.add(i * plane_len + outs[r]) };
+                    n += 1;
+                    if n == BATCH {
+                        run(&units);
+                        n = 0;
+                    }
+                }
+            }
+            oy0 = oy1;
+        }
+        run(&units[..n]);
+    }
+
     /// Input row `iy` of the channel (`iy` inside the image).
     #[inline(always)]
     fn input_row<'c>(&self, ch: &Channel<'c>, iy: usize) -> &'c [f32] {
-        let start = (iy % self.x.capacity) * self.x.row_stride;
+        let start = slot(iy, self.x.capacity) * self.x.row_stride;
         &ch.input[start..start + self.g.w]
     }
 
@@ -605,6 +514,17 @@ impl Shape<'_> {
                 act.apply_slice(out);
             }
         }
+    }
+}
+
+/// Where row `r` sits in a ring of `capacity` rows (no division when the ring holds the
+/// whole map: it cost as much as a narrow row's arithmetic).
+#[inline(always)]
+fn slot(r: usize, capacity: usize) -> usize {
+    if r < capacity {
+        r
+    } else {
+        r % capacity
     }
 }
 
