@@ -51,6 +51,7 @@ impl Dims {
     }
 
     /// `(planes, rows, width)`, see [`crate::plan::row_geometry`].
+    #[inline]
     pub fn rows(&self) -> (usize, usize, usize) {
         crate::plan::row_geometry(self.as_slice())
     }
@@ -98,15 +99,18 @@ impl RowWindow {
     }
 
     /// `(planes, height, width)` of the whole tensor.
+    #[inline]
     pub fn geometry(&self) -> (usize, usize, usize) {
         self.dims.rows()
     }
 
     /// Element index (relative to the arena, in elements of `dtype`) of row `row`, plane `plane`.
+    /// Kernels call it per row: no division where the ring holds the row's index as it is (a
+    /// whole tensor), and the element size inlined (both were divisions per row of a 7x7 map).
     #[inline]
     pub fn row_start(&self, plane: usize, row: usize) -> usize {
-        self.offset / self.dtype.size()
-            + (plane * self.capacity + row % self.capacity) * self.row_stride
+        let slot = if row < self.capacity { row } else { row % self.capacity };
+        self.offset / self.dtype.size() + (plane * self.capacity + slot) * self.row_stride
     }
 
     /// Whether the window covers the whole tensor contiguously (no ring, no row padding).

@@ -28,6 +28,7 @@ pub enum DType {
 
 impl DType {
     /// Bytes per element.
+    #[inline]
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,

@@ -237,6 +237,7 @@ pub fn folds_whole_map(g: &Graph, n: &crate::graph::Node) -> bool {
 
 /// The row geometry of a tensor: `planes x rows x width`, rows along axis `rank - 2`.
 /// Rank-4 `[N, C, H, W]` gives `(N*C, H, W)`; rank 1 and 0 are a single row.
+#[inline]
 pub fn row_geometry(dims: &[usize]) -> (usize, usize, usize) {
     match dims.len() {
         0 => (1, 1, 1),
