@@ -167,17 +167,26 @@ def bench_model(label, path, threads, runs):
     return rows
 
 
-def ratios(rows):
-    """Throughput ratios the speed issue names, per model, from the table's medians."""
-    by = {}
-    for r in rows:
-        if r[2] not in ("failed", "refused"):
-            by.setdefault(r[0], {})[r[1].split(" (")[0]] = float(r[2])
+def ratios(model_rounds):
+    """Throughput ratios the speed issue names, per model: in every round, the other engine's
+    time over frugal's (engines of a round run seconds apart, so a slow spell of the machine
+    mostly hits both sides of a ratio); the median of the rounds' ratios and their range."""
     out = ["| model | layer by layer vs tract | vs onnxruntime | 1/8 budget vs tract | by parts vs tract |",
            "|---|---|---|---|---|"]
-    for label, e in by.items():
+    for rounds in model_rounds:
+        label = rounds[0][0][0]
+
         def ratio(a, b):
-            return f"{e[b] / e[a]:.2f}x" if a in e and b in e else "-"
+            rs = []
+            for results in rounds:
+                t = {r[1].split(" (")[0]: r[2] for r in results if r[2] is not None}
+                if a in t and b in t:
+                    rs.append(t[b] / t[a])
+            if not rs:
+                return "-"
+            rs.sort()
+            med = rs[len(rs) // 2]
+            return f"{med:.2f}x ({rs[0]:.2f}-{rs[-1]:.2f})" if len(rs) > 1 else f"{med:.2f}x"
         out.append(f"| {label} | {ratio('frugal layer by layer', 'tract')} | "
                    f"{ratio('frugal layer by layer', 'onnxruntime')} | "
                    f"{ratio('frugal budget 1/8 of layer by layer', 'tract')} | "
@@ -250,7 +259,7 @@ def main():
 
     ort_base = measure([sys.executable, "-c", "import numpy, onnxruntime"])[3]
     cpu_before = cpu_seconds()
-    rows = []
+    rows, model_rounds = [], []
     for label, model in MODELS:
         if model.startswith("zoo:"):
             path = os.path.join(OUT, model[4:] + ".onnx")
@@ -258,14 +267,15 @@ def main():
                                   stdout=subprocess.DEVNULL)
         else:
             path = os.path.join(ROOT, model)
-        rows.extend(combine([bench_model(label, path, a.threads, a.runs)
-                             for _ in range(max(1, a.rounds))]))
+        rounds = [bench_model(label, path, a.threads, a.runs) for _ in range(max(1, a.rounds))]
+        model_rounds.append(rounds)
+        rows.extend(combine(rounds))
 
     header = ["model", "engine", "median ms", f"range over {a.rounds} rounds", "throughput /s",
               "peak RSS (MB)", "notes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    table = "\n".join(lines) + "\n\n" + ratios(rows)
+    table = "\n".join(lines) + "\n\n" + ratios(model_rounds)
     text = "\n".join([
         table, "",
         machine_line(a.threads),
@@ -273,7 +283,8 @@ def main():
         f"Input {SHAPE} f32; each engine runs in {a.rounds} rounds (all engines of a model in "
         f"turn, then again), each round {a.runs} timed runs after 2 warm-ups; median ms is the "
         "middle of the rounds' medians, peak RSS the largest round's. Ratios are throughputs "
-        "(time of the other engine / time of frugal).",
+        "(time of the other engine / time of frugal), taken per round and given as the median "
+        "of the rounds' ratios with their range.",
         "Peak RSS is the whole process's high-water mark (code, runtime, weights, activations); "
         "MB = 10^6 bytes. frugal's activations/arena are its plan's numbers. tract uses its pool "
         "only in the kernels that support one (matrix products, convolutions, pooling, element-wise "
