@@ -17,6 +17,22 @@ pub(crate) fn after_store(act: &Option<Activation>) -> Option<&Activation> {
     act.as_ref().filter(|a| !a.is_piecewise_linear())
 }
 
+/// The even lanes of the 16 floats `lo, hi` (columns `0, 2, ..., 14` of a stride-2 run), in
+/// order: a shuffle gives `[lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]`, a permute puts the 64-bit
+/// pairs back as `0 2 1 3`.
+///
+/// # Safety
+/// AVX2 must be available.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn even8(lo: __m256, hi: __m256) -> __m256 {
+    // SAFETY: AVX2 is available (caller).
+    unsafe {
+        let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even)))
+    }
+}
+
 /// [`Activation::apply`] on eight lanes.
 ///
 /// # Safety

@@ -104,13 +104,22 @@ impl RowWindow {
         self.dims.rows()
     }
 
+    /// Where row `row` sits in the ring. Kernels ask per row: no division where the ring holds
+    /// the row's index as it is (a whole tensor; a division per row cost as much as a 7x7
+    /// row's arithmetic).
+    #[inline]
+    pub fn slot(&self, row: usize) -> usize {
+        if row < self.capacity {
+            row
+        } else {
+            row % self.capacity
+        }
+    }
+
     /// Element index (relative to the arena, in elements of `dtype`) of row `row`, plane `plane`.
-    /// Kernels call it per row: no division where the ring holds the row's index as it is (a
-    /// whole tensor), and the element size inlined (both were divisions per row of a 7x7 map).
     #[inline]
     pub fn row_start(&self, plane: usize, row: usize) -> usize {
-        let slot = if row < self.capacity { row } else { row % self.capacity };
-        self.offset / self.dtype.size() + (plane * self.capacity + slot) * self.row_stride
+        self.offset / self.dtype.size() + (plane * self.capacity + self.slot(row)) * self.row_stride
     }
 
     /// Whether the window covers the whole tensor contiguously (no ring, no row padding).

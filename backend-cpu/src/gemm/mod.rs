@@ -269,6 +269,11 @@ fn tiles(
         assert!(b.len() >= m, "bias shorter than the rows of C");
     }
     assert!(epi.act.is_none_or(|a| a.is_piecewise_linear()), "activation not for registers");
+    // Twelve rows of A 4 KB apart (depth 1024, 2048) fall in one set of the 8-way L1 cache
+    // and evict each other at every step: narrow panels take 6-row tiles then (`cargo run
+    // --release --example kernel_min "pw 2048"`, by parts, where every panel is narrow: 2995
+    // -> 1590 us; 2 KB apart, two sets, 12-row tiles stay faster).
+    let aliased = a.cs == 1 && (a.rs * 4) % 4096 == 0;
     for p in 0..n.div_ceil(NR) {
         let j = p * NR;
         let cols = NR.min(n - j);
@@ -280,11 +285,6 @@ fn tiles(
         // A panel of at most NARROW columns: 12 rows x 8 columns per tile with AVX2 (no half
         // empty vectors); the tile's stored width is then NARROW, of which `cols` are C's.
         let narrow = cfg!(target_arch = "x86_64") && isa == Isa::Avx2Fma && cols <= NARROW;
-        // Twelve rows of A 4 KB apart (depth 1024, 2048) fall in one set of the 8-way L1
-        // cache and evict each other at every step: six rows then (a 2048-deep, 8-column
-        // product ran 413 us in 12-row tiles, 203 us in 6-row ones; 512 deep, 2 sets, 45 vs
-        // 53 us the other way).
-        let aliased = a.cs == 1 && (a.rs * 4) % 4096 == 0;
         let mr = if narrow && !aliased { MR_NARROW } else { MR };
         let mut i = 0;
         while i < m {
@@ -360,7 +360,16 @@ mod tests {
             (s >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
         for &(m, n, k) in
-            &[(1, 1, 1), (6, 16, 9), (7, 17, 33), (13, 40, 300), (2, 5, 0), (64, 3, 27)]
+            // 13 x 7 x 1024: narrow panels with A's rows 4 KB apart (6-row tiles).
+            &[
+                (1, 1, 1),
+                (6, 16, 9),
+                (7, 17, 33),
+                (13, 40, 300),
+                (2, 5, 0),
+                (64, 3, 27),
+                (13, 7, 1024),
+            ]
         {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();

@@ -568,10 +568,7 @@ unsafe fn gather2_avx2(dst: &mut [f32], src: &[f32]) {
     unsafe {
         while t + 8 <= n && 2 * t + 16 <= src.len() {
             let (lo, hi) = (_mm256_loadu_ps(s.add(2 * t)), _mm256_loadu_ps(s.add(2 * t + 8)));
-            // Even lanes of lo and hi, then the 64-bit pairs back in order.
-            let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-            let v = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even));
-            _mm256_storeu_ps(d.add(t), _mm256_castpd_ps(v));
+            _mm256_storeu_ps(d.add(t), crate::simd::even8(lo, hi));
             t += 8;
         }
     }
@@ -715,7 +712,8 @@ mod tests {
             (conv([5, 5], [1, 1], [1, 1], [2; 4], 4), [1, 4, 7, 5], 8),
             (conv([3, 3], [1, 1], [2, 2], [2; 4], 3), [1, 3, 6, 6], 3),
             (conv([7, 7], [2, 2], [1, 1], [3; 4], 1), [1, 3, 16, 13], 8),
-            // Rows wide enough for the im2col's vector gathers (stride 1 and 2, odd widths).
+            // Rows wide enough for the im2col's stride-2 vector gather (and stride 1 beside
+            // it), odd widths.
             (conv([3, 3], [2, 2], [1, 1], [1; 4], 1), [1, 3, 6, 41], 5),
             (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 2, 4, 37], 4),
             (

@@ -66,6 +66,12 @@ pub(super) fn mask_table(table: &mut [i32], w: usize) {
 pub(super) unsafe fn rows(units: &[Unit], c: &Cols, act: Option<Activation>) {
     assert!((1..=2).contains(&c.sw) && c.kh <= MAX_K && c.kw <= MAX_K && c.w >= 1);
     let nb = c.wout.div_ceil(8);
+    // Blocks [lo, hi) load inside the row, the others are edges: the test is monotone in the
+    // block (both ends of its loads move right with it), so once per call, not per unit.
+    let lo = (0..nb).find(|&b| inside(c, b)).unwrap_or(nb);
+    let hi = (lo..nb).rev().find(|&b| inside(c, b)).map_or(lo, |b| b + 1);
+    debug_assert!((lo..hi).all(|b| inside(c, b)));
+    let edges = Edges { nb, lo, hi };
     // Units per step so that units x blocks fill about eight accumulators.
     let most = match nb {
         1 => 8,
@@ -77,15 +83,15 @@ pub(super) unsafe fn rows(units: &[Unit], c: &Cols, act: Option<Activation>) {
     // SAFETY (all four): the caller's.
     unsafe {
         if most >= 8 {
-            rest = steps::<8>(rest, c, act, nb);
+            rest = steps::<8>(rest, c, act, edges);
         }
         if most >= 4 {
-            rest = steps::<4>(rest, c, act, nb);
+            rest = steps::<4>(rest, c, act, edges);
         }
         if most >= 2 {
-            rest = steps::<2>(rest, c, act, nb);
+            rest = steps::<2>(rest, c, act, edges);
         }
-        steps::<1>(rest, c, act, nb);
+        steps::<1>(rest, c, act, edges);
     }
 }
 
@@ -98,9 +104,10 @@ unsafe fn steps<'u, const U: usize>(
     mut units: &'u [Unit],
     c: &Cols,
     act: Option<Activation>,
-    nb: usize,
+    Edges { nb, lo, hi }: Edges,
 ) -> &'u [Unit] {
     let per = (8 / U).max(1);
+    let inside = |b: usize| (lo..hi).contains(&b);
     while units.len() >= U {
         let group: &[Unit; U] = units[..U].try_into().expect("U units");
         // Calls of at most `per` blocks whose inner blocks load inside the row: only a first
@@ -108,15 +115,15 @@ unsafe fn steps<'u, const U: usize>(
         // adds of its own, so edge blocks do not run alone.
         let mut b = 0;
         while b < nb {
-            let left = !inside(c, b);
+            let left = !inside(b);
             let mut v = 1;
             while v < per && b + v < nb {
                 v += 1;
-                if !inside(c, b + v - 1) {
+                if !inside(b + v - 1) {
                     break;
                 }
             }
-            let right = v > 1 && !inside(c, b + v - 1);
+            let right = v > 1 && !inside(b + v - 1);
             // SAFETY: the caller's.
             unsafe { dispatch(group, c, act, 8 * b, v, left, right) };
             b += v;
@@ -124,6 +131,14 @@ unsafe fn steps<'u, const U: usize>(
         units = &units[U..];
     }
     units
+}
+
+/// The row's `nb` blocks: `[lo, hi)` load inside the input row, the rest are edges.
+#[derive(Clone, Copy)]
+struct Edges {
+    nb: usize,
+    lo: usize,
+    hi: usize,
 }
 
 /// Whether every load of block `b` lies inside the input row (stride 2: 16 columns per tap,
@@ -153,10 +168,11 @@ unsafe fn dispatch<const U: usize>(
     macro_rules! go {
         ($($v:literal)*) => {
             match (v, left, right, s2) {
-                (1, l, _, false) if l => block::<U, 1, true, false, false>(units, c, act, ox),
-                (1, l, _, true) if l => block::<U, 1, true, false, true>(units, c, act, ox),
-                (1, _, _, false) => block::<U, 1, false, false, false>(units, c, act, ox),
-                (1, _, _, true) => block::<U, 1, false, false, true>(units, c, act, ox),
+                // One block: `left` says whether it is masked (`right` is never set).
+                (1, true, _, false) => block::<U, 1, true, false, false>(units, c, act, ox),
+                (1, true, _, true) => block::<U, 1, true, false, true>(units, c, act, ox),
+                (1, false, _, false) => block::<U, 1, false, false, false>(units, c, act, ox),
+                (1, false, _, true) => block::<U, 1, false, false, true>(units, c, act, ox),
                 $(
                     ($v, false, false, false) => block::<U, $v, false, false, false>(units, c, act, ox),
                     ($v, false, false, true) => block::<U, $v, false, false, true>(units, c, act, ox),
@@ -215,10 +231,7 @@ unsafe fn taps<const EDGE: bool, const S2: bool>(row: *const f32, s: isize, c: &
     // SAFETY: as `load8`.
     unsafe {
         if S2 {
-            let (lo, hi) = (load8::<EDGE>(row, s, c), load8::<EDGE>(row, s + 8, c));
-            // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then the 64-bit pairs in order 0 2 1 3.
-            let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
-            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even)))
+            simd::even8(load8::<EDGE>(row, s, c), load8::<EDGE>(row, s + 8, c))
         } else {
             load8::<EDGE>(row, s, c)
         }

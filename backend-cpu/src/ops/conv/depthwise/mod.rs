@@ -280,8 +280,8 @@ impl Shape<'_> {
         let planes = chunk.len() / plane_len;
         let ring = self.x.capacity * self.x.row_stride;
         // Output rows a few at a time: where each kernel row's input row and the output row
-        // sit in a plane is the same for every plane, so it is worked out once (ring slots
-        // cost a division each, as much as a narrow row's arithmetic).
+        // sit in a plane is the same for every plane, so it is worked out once per call, not
+        // per plane.
         const ROWS: usize = 16;
         let (mut oy0, end) = (y.first_row, y.first_row + y.rows);
         while oy0 < end {
@@ -291,10 +291,10 @@ impl Shape<'_> {
             for (r, oy) in (oy0..oy1).enumerate() {
                 for (ky, at) in ins[r].iter_mut().enumerate().take(kh) {
                     if let Some(iy) = self.tap_row(oy, ky) {
-                        *at = slot(iy, self.x.capacity) * self.x.row_stride;
+                        *at = self.x.slot(iy) * self.x.row_stride;
                     }
                 }
-                outs[r] = slot(oy, y.capacity) * y.row_stride;
+                outs[r] = y.slot(oy) * y.row_stride;
             }
             for i in 0..planes {
                 let ch = channel(i);
@@ -334,7 +334,7 @@ impl Shape<'_> {
     /// Input row `iy` of the channel (`iy` inside the image).
     #[inline(always)]
     fn input_row<'c>(&self, ch: &Channel<'c>, iy: usize) -> &'c [f32] {
-        let start = slot(iy, self.x.capacity) * self.x.row_stride;
+        let start = self.x.slot(iy) * self.x.row_stride;
         &ch.input[start..start + self.g.w]
     }
 
@@ -514,17 +514,6 @@ impl Shape<'_> {
                 act.apply_slice(out);
             }
         }
-    }
-}
-
-/// Where row `r` sits in a ring of `capacity` rows (no division when the ring holds the
-/// whole map: it cost as much as a narrow row's arithmetic).
-#[inline(always)]
-fn slot(r: usize, capacity: usize) -> usize {
-    if r < capacity {
-        r
-    } else {
-        r % capacity
     }
 }
 
