@@ -319,3 +319,26 @@ fn max_memory_refuses_plans_above_it_before_allocating() {
     let o = frugal(&["run", model, "--max-memory", "8MB", "--strategy", "by-parts"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn bench_per_node_times_every_node_inside_runs() {
+    let net = ["zoo:resnet18", "--input-shape", "1,3,32,32", "--threads", "1", "--runs", "3"];
+    let o = frugal(
+        &[&["bench"][..], &net, &["--strategy", "by-parts", "--per-node", "--json"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = v["per_node"].as_array().expect("per_node rows");
+    // Every node of the graph once (plus the feed and drain pseudo-nodes), largest first, and
+    // by parts most nodes fire more than once.
+    assert!(
+        rows.iter().any(|r| r["node"] == "(feed)") && rows.iter().any(|r| r["node"] == "(drain)")
+    );
+    let ms: Vec<f64> = rows.iter().map(|r| r["median_ms"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]) && ms[0] > 0.0, "{ms:?}");
+    assert!(rows.iter().filter(|r| r["firings"].as_u64().unwrap() > 1).count() > rows.len() / 2);
+    assert!(rows.iter().any(|r| r["op"].as_str().unwrap().starts_with("Conv 3x3")), "{v}");
+    // The table form names the per-operator sums.
+    let o = frugal(&[&["bench"][..], &net, &["--per-node"]].concat());
+    assert!(o.status.success() && stdout(&o).contains("per operator:"), "{}", stdout(&o));
+}

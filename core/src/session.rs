@@ -110,6 +110,36 @@ impl Session {
         self.check_io(inputs, outputs)?;
         self.program.run(&mut *self.backend, inputs, outputs)
     }
+
+    /// [`Session::run_into`], recording each step's seconds in `seconds` (one per
+    /// [`Session::steps`] entry). The backend is synchronised after every step, so on a GPU the
+    /// run is slower than [`Session::run_into`]; on the CPU each step is timed in place, with
+    /// whatever the steps before it left in the caches (what `frugal bench --per-node` shows).
+    pub fn run_timed_into(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        seconds: &mut [f64],
+    ) -> Result<()> {
+        self.check_io(inputs, outputs)?;
+        if seconds.len() != self.program.steps().len() {
+            return Err(Error::Input {
+                name: "seconds".into(),
+                reason: format!(
+                    "the plan has {} steps, {} timings given",
+                    self.program.steps().len(),
+                    seconds.len()
+                ),
+            });
+        }
+        self.program.run_timed(&mut *self.backend, inputs, outputs, seconds)
+    }
+
+    /// The plan's steps, in the order a run executes them.
+    pub fn steps(&self) -> &[crate::plan::Step] {
+        self.program.steps()
+    }
+
     fn check_io(&self, inputs: &[&[f32]], outputs: &[&mut [f32]]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Input {

@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also time every step inside the runs and report each node's share (the backend is
+    /// synchronised after each step; on the CPU that costs nothing).
+    #[arg(long)]
+    per_node: bool,
 }
 
 #[derive(Serialize)]
@@ -41,6 +45,112 @@ struct Report {
     budget: Option<usize>,
     /// The planner's prediction, when it chose the plan.
     predicted_ms: Option<f64>,
+    /// With `--per-node`: each node's time in a run, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_node: Option<Vec<NodeTime>>,
+}
+
+/// One node's share of a run: the median over runs of the summed seconds of its firings.
+#[derive(Serialize)]
+struct NodeTime {
+    node: String,
+    op: String,
+    output_shape: Vec<usize>,
+    firings: usize,
+    median_ms: f64,
+}
+
+/// Times every step of `runs` runs (after one warm-up) and sums them per node; feeds and
+/// drains are reported as the pseudo-nodes `(feed)` and `(drain)`.
+fn per_node(
+    graph: &frugal::Graph,
+    session: &mut Session,
+    input: &[f32],
+    runs: usize,
+) -> anyhow::Result<Vec<NodeTime>> {
+    use frugal::plan::StepKind;
+    let mut outs: Vec<Vec<f32>> =
+        session.outputs().iter().map(|o| vec![0.0; o.shape.iter().product()]).collect();
+    let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let steps = session.steps().to_vec();
+    // Row of the report per step: node index, then feed and drain.
+    let (feed, drain) = (graph.nodes.len(), graph.nodes.len() + 1);
+    let slot = |k: StepKind| match k {
+        StepKind::Fire(n) => n.0,
+        StepKind::Feed(_) => feed,
+        StepKind::Drain(_) => drain,
+    };
+    let mut firings = vec![0usize; graph.nodes.len() + 2];
+    steps.iter().for_each(|s| firings[slot(s.kind)] += 1);
+    let mut seconds = vec![0.0; steps.len()];
+    let mut per_run: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); firings.len()];
+    session.run_timed_into(&[input], &mut views, &mut seconds)?;
+    for _ in 0..runs.max(1) {
+        session.run_timed_into(&[input], &mut views, &mut seconds)?;
+        let mut sum = vec![0.0; firings.len()];
+        steps.iter().zip(&seconds).for_each(|(s, t)| sum[slot(s.kind)] += t);
+        per_run.iter_mut().zip(sum).for_each(|(v, t)| v.push(t));
+    }
+    let mut rows: Vec<NodeTime> = per_run
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| firings[i] > 0)
+        .map(|(i, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let (node, op, output_shape) = match graph.nodes.get(i) {
+                Some(n) => (n.name.clone(), n.op.describe(), graph.value(n.output()).shape.clone()),
+                None => {
+                    let name = if i == feed { "(feed)" } else { "(drain)" };
+                    (name.to_string(), String::new(), Vec::new())
+                }
+            };
+            NodeTime {
+                node,
+                op,
+                output_shape,
+                firings: firings[i],
+                median_ms: v[v.len() / 2] * 1e3,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
+    Ok(rows)
+}
+
+/// The per-node table, then the same times summed per operator description.
+fn print_per_node(rows: &[NodeTime], median_ms: f64) {
+    let total: f64 = rows.iter().map(|r| r.median_ms).sum();
+    println!(
+        "per node (median of the timed runs; steps sum to {total:.3} ms, a whole run {median_ms:.3} ms):"
+    );
+    println!("{:>9} {:>6} {:>8}  {:<28} {:<22} node", "ms", "share", "firings", "op", "output");
+    for r in rows {
+        println!(
+            "{:>9.3} {:>5.1}% {:>8}  {:<28} {:<22} {}",
+            r.median_ms,
+            100.0 * r.median_ms / total,
+            r.firings,
+            r.op,
+            format!("{:?}", r.output_shape),
+            r.node
+        );
+    }
+    let mut kinds: Vec<(String, f64, usize)> = Vec::new();
+    for r in rows {
+        match kinds.iter_mut().find(|k| k.0 == r.op) {
+            Some(k) => {
+                k.1 += r.median_ms;
+                k.2 += 1;
+            }
+            None => kinds.push((r.op.clone(), r.median_ms, 1)),
+        };
+    }
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("per operator:");
+    for (op, ms, n) in kinds {
+        let op = if op.is_empty() { "(feed/drain)" } else { op.as_str() };
+        println!("{ms:>9.3} {:>5.1}% {n:>8}  {op}", 100.0 * ms / total);
+    }
 }
 
 /// Median and minimum of `runs` timed runs of `session` on `input`, after two warm-ups.
@@ -72,6 +182,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let input: Vec<f32> =
         (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
     let (median, min) = time_runs(&mut session, &input, a.runs)?;
+    let nodes =
+        if a.per_node { Some(per_node(&graph, &mut session, &input, a.runs)?) } else { None };
     let report = Report {
         model: a.model.clone(),
         strategy: strategy.name(),
@@ -86,6 +198,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         threads,
         budget: a.target.budget,
         predicted_ms: chosen.map(|c| c.seconds * 1e3),
+        per_node: nodes,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -103,6 +216,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             format::bytes(report.peak_bytes_with_io),
             format::bytes(report.arena_bytes)
         );
+        if let Some(rows) = &report.per_node {
+            print_per_node(rows, median);
+        }
     }
     Ok(())
 }
