@@ -3,6 +3,7 @@
 //! the gemm panel layout in scratch. Bias and activation are applied as the tile is stored.
 
 mod depthwise;
+mod im2col;
 
 use frugal_core::backend::{Dims, RowWindow};
 use frugal_core::ops::{Activation, Conv};
@@ -13,6 +14,7 @@ use crate::fail;
 use crate::gemm::{self, MatA};
 use crate::par::{Par, SharedMut};
 use crate::{simd, Ctx};
+use im2col::im2col;
 
 /// Upper bound of one band's packed im2col, in floats (keeps it in L2).
 const BAND_FLOATS: usize = 128 * 1024;
@@ -439,142 +441,6 @@ fn check_rows(op: &Conv, x: &RowWindow, y: &RowWindow, h: usize) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// im2col of output rows `[r0, r1)` for the channels `c0 .. c0 + cg` of one image/group,
-/// written in packed-panel layout: the band columns `cols` (a whole number of panels from the
-/// start) into `part`, which holds those panels.
-#[allow(clippy::too_many_arguments)]
-fn im2col(
-    op: &Conv,
-    x: &RowWindow,
-    src: &crate::arena::Src<'_>,
-    part: &mut [f32],
-    c0: usize,
-    (r0, r1): (usize, usize),
-    cols: std::ops::Range<usize>,
-    g: &Geo,
-    isa: gemm::Isa,
-) {
-    let [kh, kw] = op.kernel;
-    let (sh, dh, pt) = (op.strides[0], op.dilations[0], op.pads[0]);
-    let taps = ColumnTaps::new(op, g);
-    // Output rows of the band these columns touch.
-    let (oy0, oy1) = (r0 + cols.start / g.wout, (r0 + cols.end.div_ceil(g.wout)).min(r1));
-    for ci in 0..g.cg {
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let kidx = (ci * kh + ky) * kw + kx;
-                let (lo, hi, st) = taps.get(op, g, kx);
-                for oy in oy0..oy1 {
-                    let iy = (oy * sh + ky * dh) as isize - pt as isize;
-                    let jrow = (oy - r0) * g.wout;
-                    let row = if iy < 0 || iy >= g.h as isize {
-                        None
-                    } else {
-                        Some(src.slice(x.row_start(c0 + ci, iy as usize), g.w))
-                    };
-                    let oxs = cols.start.saturating_sub(jrow)..(cols.end - jrow).min(g.wout);
-                    let at = PackAt { depth: g.k, kidx, jrow, base: cols.start };
-                    pack_row(part, at, oxs, row, (lo, hi, st), op.strides[1], isa);
-                }
-            }
-        }
-    }
-    // Padding columns of the last panel stay as they are: their products are never stored.
-}
-
-/// Where [`pack_row`] writes: row `kidx` of a packed B of depth `depth` whose first column is
-/// band column `base`; output column `ox` of the row is band column `jrow + ox`.
-#[derive(Clone, Copy)]
-struct PackAt {
-    depth: usize,
-    kidx: usize,
-    jrow: usize,
-    base: usize,
-}
-
-/// Writes the output columns `oxs` of one output row into row `at.kidx` of the packed B:
-/// `row[st + (ox - lo) * sw]` for `ox` in `[lo, hi)`, zero elsewhere or when the input row is
-/// padding. Runs that stay inside one panel are contiguous in the packed layout.
-#[inline]
-fn pack_row(
-    packed: &mut [f32],
-    PackAt { depth, kidx, jrow, base }: PackAt,
-    oxs: std::ops::Range<usize>,
-    row: Option<&[f32]>,
-    (lo, hi, st): (usize, usize, usize),
-    sw: usize,
-    isa: gemm::Isa,
-) {
-    let nr = gemm::NR;
-    let mut ox = oxs.start;
-    while ox < oxs.end {
-        let j = jrow + ox - base;
-        let (p, c) = (j / nr, j % nr);
-        let n = (nr - c).min(oxs.end - ox);
-        let base = p * nr * depth + kidx * nr + c;
-        let dst = &mut packed[base..base + n];
-        // Columns of the run whose tap lands in the row: [a, b) of `dst`, zeros around.
-        let (a, b) = (lo.clamp(ox, ox + n) - ox, hi.clamp(ox, ox + n) - ox);
-        match row {
-            Some(row) if a < b => {
-                dst[..a].fill(0.0);
-                dst[b..].fill(0.0);
-                let s = st + (ox + a - lo) * sw;
-                gather(&mut dst[a..b], &row[s..], sw, isa);
-            }
-            _ => dst.fill(0.0),
-        }
-        ox += n;
-    }
-}
-
-/// `dst[t] = src[t * step]`. Runs are at most a panel (16 columns) long: step 1 is a copy
-/// (`memcpy`'s overlapping moves beat 8-wide vectors and a scalar tail on runs of 14), step 2
-/// with AVX2 deinterleaves eight at a time in registers (an indexed loop with a bounds check
-/// per element took half of a stride-2 first layer's time).
-#[inline]
-fn gather(dst: &mut [f32], src: &[f32], step: usize, isa: gemm::Isa) {
-    assert!(dst.is_empty() || (dst.len() - 1) * step < src.len(), "gather past the row");
-    if step == 1 {
-        dst.copy_from_slice(&src[..dst.len()]);
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa == gemm::Isa::Avx2Fma && step == 2 {
-        // SAFETY: AVX2 was detected at run time (`Isa::Avx2Fma`); bounds asserted above.
-        unsafe { gather2_avx2(dst, src) };
-        return;
-    }
-    let _ = isa;
-    for (d, v) in dst.iter_mut().zip(src.iter().step_by(step)) {
-        *d = *v;
-    }
-}
-
-/// [`gather`] for step 2 with AVX2.
-///
-/// # Safety
-/// AVX2 must be available and `2 * (dst.len() - 1) < src.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gather2_avx2(dst: &mut [f32], src: &[f32]) {
-    use std::arch::x86_64::*;
-    let (n, d, s) = (dst.len(), dst.as_mut_ptr(), src.as_ptr());
-    let mut t = 0;
-    // SAFETY: every vector reads src[2t .. 2t + 16] (checked against src.len()) and writes
-    // dst[t .. t + 8] (t + 8 <= n).
-    unsafe {
-        while t + 8 <= n && 2 * t + 16 <= src.len() {
-            let (lo, hi) = (_mm256_loadu_ps(s.add(2 * t)), _mm256_loadu_ps(s.add(2 * t + 8)));
-            _mm256_storeu_ps(d.add(t), crate::simd::even8(lo, hi));
-            t += 8;
-        }
-    }
-    for (dv, sv) in dst[t..].iter_mut().zip(src[2 * t..].iter().step_by(2)) {
-        *dv = *sv;
-    }
 }
 
 /// Most kernel columns handled with precomputed ranges (wider kernels compute them per row).
