@@ -333,6 +333,15 @@ impl<'a> Par<'a> {
         Par { pool }
     }
 
+    /// Calls `f(i)` for each `i < tasks`, in parallel when threads are available and there is
+    /// more than one task.
+    pub fn each(&self, tasks: usize, f: impl Fn(usize) + Sync) {
+        match self.pool {
+            Some(pool) if tasks > 1 => pool.run(tasks, &f),
+            _ => (0..tasks).for_each(f),
+        }
+    }
+
     /// Threads available.
     pub fn threads(&self) -> usize {
         self.pool.map_or(1, Pool::threads)

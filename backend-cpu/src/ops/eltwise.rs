@@ -120,29 +120,58 @@ impl<'a> Side<'a> {
         }
     }
 
-    /// The operand row read by output row `r` of the plane whose multi-index is `idx`.
+    /// The operand rows read by output rows `r .. r + n` of the plane whose multi-index is
+    /// `idx`: `n` consecutive rows where the operand follows the output's rows (`n` must be
+    /// at most [`Side::run`]), else its one row.
     #[inline]
-    fn row(&self, src: Src<'a>, idx: &[usize; MAX_RANK], r: usize) -> &'a [f32] {
+    fn rows(&self, src: Src<'a>, idx: &[usize; MAX_RANK], r: usize, n: usize) -> &'a [f32] {
         let plane: usize = idx.iter().zip(&self.pstride).map(|(i, s)| i * s).sum();
-        let row = if self.follows_rows { r } else { 0 };
+        let (row, n) = if self.follows_rows { (r, n) } else { (0, 1) };
         match &self.opd {
-            Opd::Rows(w) => in_row(src, w, plane, row),
+            Opd::Rows(w) if n == 1 => in_row(src, w, plane, row),
+            Opd::Rows(w) => src.slice(w.row_start(plane, row), n * self.hw.1),
             Opd::Const { data, .. } => {
                 let (h, w) = self.hw;
-                &data[(plane * h + row) * w..][..w]
+                &data[(plane * h + row) * w..][..n * w]
             }
+        }
+    }
+
+    /// The whole operand as one slice in the output's element order, when it has the output's
+    /// shape and is stored contiguously, or is a single value (then of length 1).
+    fn flat(&self, src: Src<'a>, y: &Dims) -> Option<&'a [f32]> {
+        let dims = self.opd.dims();
+        let n = if dims == *y { y.numel() } else { 1 };
+        if dims != *y && dims.numel() != 1 {
+            return None;
+        }
+        match &self.opd {
+            Opd::Rows(w) if w.is_contiguous_whole() => Some(src.slice(w.row_start(0, 0), n)),
+            Opd::Rows(_) => None,
+            Opd::Const { data, .. } => data.get(..n),
+        }
+    }
+
+    /// How many output rows from `r` (before `end`, of `width` columns) this operand can give
+    /// as one run: consecutive rows in memory, or one value broadcast over all of them.
+    fn run(&self, r: usize, end: usize, width: usize) -> usize {
+        match &self.opd {
+            _ if !self.follows_rows => {
+                if self.hw.1 == 1 {
+                    end - r
+                } else {
+                    1
+                }
+            }
+            _ if self.hw.1 != width => 1,
+            Opd::Rows(w) => contiguous_rows(w, r, end),
+            Opd::Const { .. } => end - r,
         }
     }
 }
 
 /// Broadcasting `y = act(a op b)`; either operand may be a constant.
-pub(crate) fn binary(
-    op: &Binary,
-    a: Opd<'_>,
-    b: Opd<'_>,
-    y: &RowWindow,
-    mut io: Io<'_>,
-) -> Result<()> {
+pub(crate) fn binary(op: &Binary, a: Opd<'_>, b: Opd<'_>, y: &RowWindow, io: Io<'_>) -> Result<()> {
     let yd = y.dims.as_slice();
     let (ra, rb) = (a.dims().rank(), b.dims().rank());
     if ra.max(rb) != yd.len() {
@@ -168,18 +197,50 @@ pub(crate) fn binary(
     let lead = &yd[..yd.len().saturating_sub(2)];
     let mut idx = [0; MAX_RANK];
     let src = io.src;
-    for p in 0..planes {
-        unravel(p, lead, &mut idx);
-        for r in rows(y) {
-            let (ar, br) = (sa.row(src, &idx, r), sb.row(src, &idx, r));
-            let dst = io.out_row(y, p, r);
+    if y.is_contiguous_whole() {
+        if let (Some(ar), Some(br)) = (sa.flat(src, &y.dims), sb.flat(src, &y.dims)) {
+            // Whole tensors elementwise (or against one value): one call for everything.
+            let (n, at) = (y.dims.numel(), y.row_start(0, 0) - io.out_base);
+            let dst = &mut io.out[at..at + n];
             apply(op.kind, ar, br, dst);
             if let Some(act) = &op.act {
                 act.apply_slice(dst);
             }
+            return Ok(());
+        }
+    }
+    let (_, _, width) = y.geometry();
+    let end = y.first_row + y.rows;
+    for p in 0..planes {
+        unravel(p, lead, &mut idx);
+        // Runs of rows that are consecutive in the output and in both operands, one call
+        // each: an excitation scale over 7 x 7 maps was 7-float rows, one at a time.
+        let mut r = y.first_row;
+        while r < end {
+            let n =
+                contiguous_rows(y, r, end).min(sa.run(r, end, width)).min(sb.run(r, end, width));
+            let (ar, br) = (sa.rows(src, &idx, r, n), sb.rows(src, &idx, r, n));
+            let at = y.row_start(p, r) - io.out_base;
+            let dst = &mut io.out[at..at + n * width];
+            apply(op.kind, ar, br, dst);
+            if let Some(act) = &op.act {
+                act.apply_slice(dst);
+            }
+            r += n;
         }
     }
     Ok(())
+}
+
+/// Rows of window `w` from `r` (before `end`) that follow each other in memory: unpadded
+/// rows up to the ring's wrap.
+fn contiguous_rows(w: &RowWindow, r: usize, end: usize) -> usize {
+    let (_, _, width) = w.geometry();
+    if w.row_stride == width {
+        (end - r).min(w.capacity - w.slot(r))
+    } else {
+        1
+    }
 }
 
 /// One output row of `a op b`; an operand row of length 1 is broadcast along the row.

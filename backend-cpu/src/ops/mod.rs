@@ -142,7 +142,7 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
                 Some(c) => Some((data(c.id, &c.dims)?, c.dims)),
                 None => None,
             };
-            dense::gemm(op, a, opd(&Operand::Weight(*b))?, c, y, io, isa)
+            dense::gemm(op, a, opd(&Operand::Weight(*b))?, c, y, io, ctx)
         }
         Kernel::MatMul { op, a, b, y } => dense::matmul(op, opd(a)?, opd(b)?, y, io, isa),
         Kernel::Reduce { op, x, y } => reduce::reduce(op, x, y, io),
