@@ -219,7 +219,7 @@ impl Backend for CpuBackend {
     }
 
     fn workspace_bytes(&self, kernel: &Kernel<'_>) -> usize {
-        ops::workspace_floats(kernel, self.threads()) * 4 + staging::bytes(kernel)
+        ops::workspace_floats(kernel, self.isa, self.threads()) * 4 + staging::bytes(kernel)
     }
 
     fn execute(&mut self, kernel: &Kernel<'_>, scratch: Scratch) -> Result<()> {

@@ -53,9 +53,9 @@ pub(crate) fn prepare(b: &mut CpuBackend, k: &Kernel<'_>) -> Result<()> {
 }
 
 /// Scratch floats a kernel call needs on `threads` threads.
-pub(crate) fn workspace_floats(k: &Kernel<'_>, threads: usize) -> usize {
+pub(crate) fn workspace_floats(k: &Kernel<'_>, isa: Isa, threads: usize) -> usize {
     match k {
-        Kernel::Conv { op, x, w, y, .. } => conv::workspace(op, x, w, y, threads),
+        Kernel::Conv { op, x, w, y, .. } => conv::workspace(op, x, w, y, isa, threads),
         Kernel::Resize { op, y, .. } => resize::workspace(op, y),
         Kernel::MatMul { b, .. } => dense::matmul_workspace(b),
         _ => 0,

@@ -95,11 +95,12 @@ pub(crate) fn workspace(
     x: &RowWindow,
     w: &frugal_core::WeightRef,
     y: &RowWindow,
+    isa: gemm::Isa,
     threads: usize,
 ) -> usize {
     let g = geo(op, x, &w.dims, y);
     if is_depthwise(op, &g) {
-        return depthwise::workspace(op, &g, threads);
+        return depthwise::workspace(op, &g, isa, y.rows, threads);
     }
     let rows = band_rows(&g).min(y.rows.max(1));
     gemm::packed_len(g.k, rows * g.wout)
@@ -588,6 +589,9 @@ mod tests {
                 13,
             ),
             (conv([2, 2], [1, 1], [1, 1], [0; 4], 1), [1, 2, 2, 2], 3),
+            // Depthwise over nine channels and 12-column rows: eight channels per vector
+            // where a call has 4 rows or more, through rings too.
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 9), [1, 9, 10, 12], 9),
             // Depthwise through the padded ring's stride phases: pads wider than the stride,
             // stride 3, asymmetric pads.
             (conv([5, 5], [2, 2], [1, 1], [3; 4], 4), [1, 4, 11, 13], 4),
@@ -733,10 +737,10 @@ mod tests {
         }
     }
 
-    /// The AVX2 depthwise kernel (units of several rows or channels, rows narrower than a
-    /// vector block and many blocks wide, strides 1 and 2, masked edges) gives the portable
-    /// kernels' bits, whole and one row per call, on one and on two threads (which regroup the
-    /// units).
+    /// The AVX2 depthwise kernels (units of several rows or channels, rows narrower than a
+    /// vector block and many blocks wide, strides 1 and 2, masked edges; eight channels per
+    /// vector for whole calls on 8- to 32-column rows) give the portable kernels' bits, whole
+    /// and one row per call, on one and on two threads (which regroup the units).
     #[test]
     fn depthwise_vector_kernels_give_the_portable_bits() {
         if Isa::detect() != Isa::Avx2Fma {
@@ -767,6 +771,14 @@ mod tests {
             (conv([3, 5], [1, 2], [1, 1], [1, 2, 0, 1], 5), [1, 5, 8, 23]),
             (dw(7, 1, 1, 3, 6), [1, 6, 9, 5]),
             (dw(1, 2, 1, 0, 4), [1, 4, 6, 17]),
+            // Eight channels per vector (rows of 8 to 32 columns, calls of 4 rows or more):
+            // two groups and three channels left over, stride 2 with an activation in
+            // registers, dilation, one after the store, asymmetric pads.
+            (dw(3, 1, 1, 1, 19), [1, 19, 9, 17]),
+            (act(dw(5, 2, 1, 2, 16), Activation::HardSwish), [1, 16, 20, 31]),
+            (dw(3, 1, 2, 2, 9), [1, 9, 12, 12]),
+            (act(dw(3, 1, 1, 1, 8), Activation::Sigmoid), [1, 8, 6, 8]),
+            (conv([3, 3], [1, 1], [1, 1], [0, 2, 1, 0], 10), [1, 10, 7, 9]),
         ];
         let bits = |xs: &[f32]| xs.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for (i, (op, xd)) in cases.into_iter().enumerate() {

@@ -224,6 +224,36 @@ unsafe fn load8<const EDGE: bool>(row: *const f32, s: isize, c: &Cols) -> __m256
     }
 }
 
+/// The masks of an edge block's loads for one tap at column `s` (stride 2: two loads), from
+/// the call's table.
+#[inline(always)]
+unsafe fn edge_masks<const S2: bool>(s: isize, c: &Cols) -> [__m256i; 2] {
+    // SAFETY: the index is clamped to `0..=w + 8`: eight entries of the `w + 16` table.
+    let at = |s: isize| unsafe {
+        _mm256_loadu_si256(c.masks.add((s.clamp(-8, c.w as isize) + 8) as usize).cast())
+    };
+    if S2 {
+        [at(s), at(s + 8)]
+    } else {
+        let m = at(s);
+        [m, m]
+    }
+}
+
+/// [`taps`] of an edge block with its masks ([`edge_masks`]).
+#[inline(always)]
+unsafe fn taps_masked<const S2: bool>(row: *const f32, s: isize, m: [__m256i; 2]) -> __m256 {
+    // SAFETY: masked lanes are not read; the others are inside the row (the masks' table).
+    unsafe {
+        if S2 {
+            let (lo, hi) = (row.wrapping_offset(s), row.wrapping_offset(s + 8));
+            simd::even8(_mm256_maskload_ps(lo, m[0]), _mm256_maskload_ps(hi, m[1]))
+        } else {
+            _mm256_maskload_ps(row.wrapping_offset(s), m[0])
+        }
+    }
+}
+
 /// The input of eight output columns for one tap starting at column `s`: stride 1 reads
 /// `s .. s + 8`, stride 2 the even columns of `s .. s + 16`.
 #[inline(always)]
@@ -267,14 +297,22 @@ unsafe fn block<
         let wrow: [*const f32; U] = std::array::from_fn(|u| unsafe { units[u].wk.add(ky * c.kw) });
         for kx in 0..c.kw {
             let d = (kx * c.dw) as isize;
+            // The edge blocks' masks for this tap, shared by the units.
+            let zero = _mm256_setzero_si256();
+            // SAFETY: the table holds what `Cols::masks` says.
+            let lm = if LEFT { unsafe { edge_masks::<S2>(starts[0] + d, c) } } else { [zero; 2] };
+            let rm =
+                if RIGHT { unsafe { edge_masks::<S2>(starts[V - 1] + d, c) } } else { [zero; 2] };
             for u in 0..U {
                 // SAFETY: kx < kw weights of the row; loads as the contract says.
                 unsafe {
                     let wv = _mm256_broadcast_ss(&*wrow[u].add(kx));
                     for v in 0..V {
                         let s = starts[v] + d;
-                        let xv = if (LEFT && v == 0) || (RIGHT && v == V - 1) {
-                            taps::<true, S2>(rows[u], s, c)
+                        let xv = if LEFT && v == 0 {
+                            taps_masked::<S2>(rows[u], s, lm)
+                        } else if RIGHT && v == V - 1 {
+                            taps_masked::<S2>(rows[u], s, rm)
                         } else {
                             taps::<false, S2>(rows[u], s, c)
                         };
@@ -308,7 +346,7 @@ unsafe fn block<
 /// Stores the first `n < 8` lanes of `r` at `p` (4, 2 and 1 at a time: masked stores are slow
 /// on AMD processors, and a copy through memory called `memcpy`).
 #[inline(always)]
-unsafe fn store_first(p: *mut f32, r: __m256, n: usize) {
+pub(super) unsafe fn store_first(p: *mut f32, r: __m256, n: usize) {
     // SAFETY: `p` holds `n` floats (caller); each store writes lanes below `n` only.
     unsafe {
         let (mut v, mut p, mut n) = (_mm256_castps256_ps128(r), p, n);

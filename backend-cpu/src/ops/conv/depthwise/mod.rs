@@ -15,6 +15,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod channels8;
 
 use frugal_core::backend::RowWindow;
 use frugal_core::ops::{Activation, Conv};
@@ -75,11 +77,49 @@ fn vector_kernel(op: &Conv, isa: Isa) -> bool {
 
 /// Scratch floats for one call on `threads` threads: a ring per task for the portable
 /// kernels, or for the AVX2 kernel a row of zeros (its padding rows) and its mask table.
-pub(super) fn workspace(op: &Conv, g: &Geo, threads: usize) -> usize {
+pub(super) fn workspace(op: &Conv, g: &Geo, isa: Isa, rows: usize, threads: usize) -> usize {
     let tasks = if threads > 1 { 2 * threads } else { 1 };
     let rings = Ring::new(op, g).map_or(0, |r| r.floats() * tasks);
-    rings.max(vector_scratch(g))
+    let eights = eight_channels(op, g, isa, rows).map_or(0, |c| c.scratch() * tasks);
+    rings.max(vector_scratch(g).next_multiple_of(16) + eights)
 }
+
+/// The geometry of [`channels8`] where it takes a call of `rows` output rows: the AVX2
+/// kernel's cases with one output channel per input channel, rows of 8 to
+/// [`EIGHTS_MAX_WIDTH`] columns, and at least [`EIGHTS_MIN_ROWS`] rows (a call transposes
+/// every input row it reads: one output row at a time would transpose each `kh` times).
+#[cfg(target_arch = "x86_64")]
+fn eight_channels(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels8::Geom> {
+    let width = (8..=EIGHTS_MAX_WIDTH).contains(&g.wout);
+    (vector_kernel(op, isa) && g.m == g.cin && width && rows >= EIGHTS_MIN_ROWS).then(|| {
+        channels8::Geom {
+            kh: op.kernel[0],
+            kw: op.kernel[1],
+            sh: op.strides[0],
+            sw: op.strides[1],
+            dh: op.dilations[0],
+            dw: op.dilations[1],
+            pt: op.pads[0],
+            pl: op.pads[1],
+            h: g.h,
+            w: g.w,
+            wout: g.wout,
+        }
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn eight_channels(_: &Conv, _: &Geo, _: Isa, _: usize) -> Option<()> {
+    None
+}
+
+/// Widest output rows [`channels8`] takes; wider rows fill the row kernel's vectors
+/// (`cargo run --release --example kernel_min dw`: 56 columns no faster, 28 columns 0.87x,
+/// 14 columns 0.68-0.88x of the row kernel's time; 7 columns 1.35x, so narrower rows stay
+/// with the row kernel).
+const EIGHTS_MAX_WIDTH: usize = 32;
+/// Fewest output rows per call for [`channels8`].
+const EIGHTS_MIN_ROWS: usize = 4;
 
 /// The AVX2 kernel's scratch: `w` zeros, then `w + 16` masks.
 fn vector_scratch(g: &Geo) -> usize {
@@ -148,16 +188,81 @@ pub(super) fn depthwise(
     };
     #[cfg(target_arch = "x86_64")]
     if vector_kernel(op, isa) {
-        assert!(io.scratch.len() >= vector_scratch(g), "depthwise scratch too small");
-        let (zeros, masks) = io.scratch[..vector_scratch(g)].split_at_mut(g.w);
+        // Small maps eight channels at a time, in groups of eight planes per task.
+        let eights = eight_channels(op, g, isa, y.rows);
+        let tile = if eights.is_some() { par.split(g.n * g.m, 8) } else { tile };
+        let per_task = eights.map_or(0, |c| c.scratch());
+        let tasks = (g.n * g.m).div_ceil(tile);
+        // Tasks' tiles start on cache lines (their vectors would straddle them).
+        let shared = if eights.is_some() {
+            vector_scratch(g).next_multiple_of(16)
+        } else {
+            vector_scratch(g)
+        };
+        assert!(io.scratch.len() >= shared + per_task * tasks, "depthwise scratch too small");
+        let (shared, task_scratch) = io.scratch.split_at_mut(shared);
+        let (zeros, masks) = shared.split_at_mut(g.w);
         zeros.fill(0.0);
-        let masks: &mut [i32] = bytemuck::cast_slice_mut(masks);
+        let masks: &mut [i32] = bytemuck::cast_slice_mut(&mut masks[..g.w + 16]);
         avx2::mask_table(masks, g.w);
         let (zeros, masks) = (&*zeros, &*masks);
+        let task_scratch = SharedMut::new(task_scratch);
+        let post = simd::after_store(&op.act);
         par.chunks(planes, tile * plane_len, |t, chunk| {
-            // SAFETY: `vector_kernel` holds only with `Isa::Avx2Fma`, selected after run-time
-            // detection of AVX2 and FMA.
-            unsafe { shape.vector_rows(zeros, masks, chunk, |i| channel(t * tile + i)) };
+            let n = chunk.len() / plane_len;
+            let mut done = 0;
+            if let Some(c8) = &eights {
+                // SAFETY: task t uses its own `per_task` floats (in bounds, asserted above);
+                // the scratch stays mutably borrowed while tasks run.
+                let scratch = unsafe {
+                    std::slice::from_raw_parts_mut(task_scratch.ptr().add(t * per_task), per_task)
+                };
+                let base = chunk.as_mut_ptr();
+                while n - done >= 8 {
+                    let chans: [Channel<'_>; 8] =
+                        std::array::from_fn(|i| channel(t * tile + done + i));
+                    let grp = channels8::Group {
+                        inputs: std::array::from_fn(|i| chans[i].input),
+                        weights: std::array::from_fn(|i| chans[i].wk),
+                        bias: std::array::from_fn(|i| chans[i].bias),
+                        // Planes `done .. done + 8` of this task's chunk.
+                        outs: std::array::from_fn(|i| base.wrapping_add((done + i) * plane_len)),
+                    };
+                    // SAFETY: `vector_kernel` holds only with `Isa::Avx2Fma` (detected); each
+                    // output row of the eight planes is inside this task's chunk, written by
+                    // nothing else.
+                    unsafe {
+                        channels8::group(
+                            c8,
+                            &grp,
+                            |iy| x.slot(iy) * x.row_stride,
+                            |oy| y.slot(oy) * y.row_stride,
+                            y.first_row..y.first_row + y.rows,
+                            scratch,
+                            act,
+                        )
+                    };
+                    if let Some(post) = post {
+                        for plane in chunk[done * plane_len..(done + 8) * plane_len]
+                            .chunks_exact_mut(plane_len)
+                        {
+                            for oy in y.first_row..y.first_row + y.rows {
+                                let at = y.slot(oy) * y.row_stride;
+                                post.apply_slice(&mut plane[at..at + g.wout]);
+                            }
+                        }
+                    }
+                    done += 8;
+                }
+            }
+            if done < n {
+                // SAFETY: as above (`Isa::Avx2Fma`).
+                unsafe {
+                    shape.vector_rows(zeros, masks, &mut chunk[done * plane_len..], |i| {
+                        channel(t * tile + done + i)
+                    })
+                };
+            }
         });
         return;
     }
