@@ -151,3 +151,57 @@ unsafe fn kernel<const R: usize, const V: usize, const MASKED: bool>(
         }
     }
 }
+
+/// An 8 x 1 tile: eight rows of C in one column (a matrix-vector product, or the last column
+/// of a 49-column 7x7 map), where the narrow kernel would spend one lane of eight per row.
+/// Eight rows of A are read as 8 x 8 blocks and transposed in registers, so each step is one
+/// fused multiply-add of eight rows: `acc = fma(a[r][kk], b[kk], acc)` in k order, the
+/// narrow kernel's operation per element (the factors commute), then the same epilogue.
+///
+/// # Safety
+/// `a` must hold rows `r * rs + kk` for `r < 8`, `kk < k`; `b[kk * bs]` for `kk < k`;
+/// `out` 8 rows of at least one float, `out.ld` apart.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn column8(
+    k: usize,
+    a: &[f32],
+    rs: usize,
+    b: &[f32],
+    bs: usize,
+    epi: TileEpilogue<'_>,
+    out: TileOut,
+) {
+    assert!(k == 0 || (7 * rs + k - 1 < a.len() && (k - 1) * bs < b.len()));
+    assert!(epi.bias.is_none_or(|b| b.len() >= 8));
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut kk = 0;
+    // SAFETY: every read is inside `a` and `b` (asserted above); AVX2 and FMA are enabled.
+    unsafe {
+        while kk + 8 <= k {
+            let rows: [__m256; 8] = std::array::from_fn(|r| _mm256_loadu_ps(ap.add(r * rs + kk)));
+            let cols = crate::simd::transpose8(rows);
+            for (j, col) in cols.iter().enumerate() {
+                acc = _mm256_fmadd_ps(*col, _mm256_set1_ps(*bp.add((kk + j) * bs)), acc);
+            }
+            kk += 8;
+        }
+        while kk < k {
+            let col: [f32; 8] = std::array::from_fn(|r| *ap.add(r * rs + kk));
+            let col = _mm256_loadu_ps(col.as_ptr());
+            acc = _mm256_fmadd_ps(col, _mm256_set1_ps(*bp.add(kk * bs)), acc);
+            kk += 1;
+        }
+        if let Some(bias) = epi.bias {
+            acc = _mm256_add_ps(acc, _mm256_loadu_ps(bias.as_ptr()));
+        }
+        if let Some(act) = epi.act {
+            acc = act8(act, acc);
+        }
+        let mut v = [0.0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), acc);
+        for (r, v) in v.iter().enumerate() {
+            *out.ptr.add(r * out.ld) = *v;
+        }
+    }
+}

@@ -285,7 +285,15 @@ fn tiles(
         // A panel of at most NARROW columns: 12 rows x 8 columns per tile with AVX2 (no half
         // empty vectors); the tile's stored width is then NARROW, of which `cols` are C's.
         let narrow = cfg!(target_arch = "x86_64") && isa == Isa::Avx2Fma && cols <= NARROW;
-        let mr = if narrow && !aliased { MR_NARROW } else { MR };
+        // One column, A's rows in place: eight rows per vector (`avx2::column8`).
+        let column = narrow && cols == 1 && a.cs == 1;
+        let mr = if column {
+            8
+        } else if narrow && !aliased {
+            MR_NARROW
+        } else {
+            MR
+        };
         let mut i = 0;
         while i < m {
             let rows = mr.min(m - i);
@@ -297,6 +305,10 @@ fn tiles(
                 // SAFETY: `visit` passes memory holding the tile (see `gemm` and `gemm_into`).
                 unsafe {
                     match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2Fma if column && rows == 8 => {
+                            avx2::column8(k, a_tile, a.rs, panel, bs, ep, out)
+                        }
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma => avx2::tile(
                             rows, k, a_tile, a.rs, a.cs, panel, bs, loads, narrow, ep, out,
@@ -369,6 +381,11 @@ mod tests {
                 (2, 5, 0),
                 (64, 3, 27),
                 (13, 7, 1024),
+                // One column (8-row vectors, a rest of rows), 49 columns (a 7x7 map's last
+                // panel is one column), depth not a multiple of 8.
+                (19, 1, 37),
+                (17, 49, 20),
+                (8, 1, 3),
             ]
         {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();

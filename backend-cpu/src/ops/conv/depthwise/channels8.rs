@@ -197,7 +197,7 @@ fn transpose_in(inputs: &[&[f32]; 8], at: usize, n: usize, dst: &mut [f32]) {
         let rows: [__m256; 8] = std::array::from_fn(|c| unsafe {
             _mm256_loadu_ps(inputs[c][at + c0m..][..8].as_ptr())
         });
-        let cols = transpose8(rows);
+        let cols = simd::transpose8(rows);
         for (j, v) in cols.iter().enumerate() {
             // SAFETY: as above, eight floats of `dst`.
             unsafe { _mm256_storeu_ps(dst[(c0m + j) * 8..][..8].as_mut_ptr(), *v) };
@@ -229,7 +229,7 @@ unsafe fn transpose_out(orow: &[f32], outs: &[*mut f32; 8], at: usize, wout: usi
                 unsafe { _mm256_setzero_ps() }
             }
         });
-        let rows = transpose8(cols);
+        let rows = simd::transpose8(cols);
         for (c, v) in rows.iter().enumerate() {
             // SAFETY: the caller's; columns c0m .. c0m + n < wout.
             unsafe {
@@ -245,39 +245,5 @@ unsafe fn transpose_out(orow: &[f32], outs: &[*mut f32; 8], at: usize, wout: usi
             break;
         }
         c0 += 8;
-    }
-}
-
-/// The 8 x 8 transpose: `out[j]` lane `c` is `rows[c]` lane `j`.
-#[inline(always)]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
-    // SAFETY: AVX is enabled (inlined into the kernel's target features).
-    unsafe {
-        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ]
     }
 }
