@@ -1,16 +1,15 @@
 #!/usr/bin/env python3
-"""Per-layer times of onnxruntime against frugal's kernel profile, one thread, one model.
+"""Per-layer times of onnxruntime against frugal's, both timed inside whole runs, one thread.
 
 Usage: benches/compare/.venv/bin/python benches/compare/layers.py MODEL.onnx [FRUGAL_BINARY]
 (the venv run.py makes). onnxruntime runs 30 times with `enable_profiling` (its per-node
-kernel times, the median per node); frugal's times come from `frugal profile MODEL --threads 1`
-(each kernel signature timed whole, in a fresh cache under /tmp). Convolutions are matched by
-input shape, weight shape and groups, and summed per kind: first/dense convolutions (`conv`),
-pointwise (`pw`), depthwise (`dw`). frugal's profile times kernels in isolation (inputs
-warm in cache), so its sums come out below its whole-run time.
+kernel times, the median per node); frugal's come from `frugal bench MODEL --threads 1
+--per-node --json` (every step timed where it runs in the schedule, the median over 200
+runs). onnxruntime renames the convolutions it fuses, so convolutions are matched by kernel
+size, groups and output channels, in the order they run, and summed per kind: first/dense
+convolutions (`conv`), pointwise (`pw`), depthwise (`dw`); the other nodes are summed apart.
 """
 import collections
-import glob
 import json
 import os
 import re
@@ -44,18 +43,20 @@ def ort_layers(model):
 
 
 def frugal_layers(model, binary):
-    cache = tempfile.mkdtemp()
-    subprocess.run([binary, "profile", model, "--threads", "1"], check=True,
-                   capture_output=True, env={**os.environ, "FRUGAL_CACHE_DIR": cache})
-    kernels = json.load(open(glob.glob(os.path.join(cache, "profile-cpu*.json"))[0]))["kernels"]
-    out = {}
-    for sig, timings in kernels.items():
-        whole = max(timings, key=lambda p: p[0])[1] * 1e6
-        m = re.search(r"kernel: \[(\d+), (\d+)\].*groups: (\d+).*\) (\[\[.*\]\]) -> (\[.*\])$", sig)
+    """frugal's in-run node times (us) by (kernel size, groups, output channels), in node
+    order, and the total of the other nodes."""
+    out = subprocess.run([binary, "bench", model, "--threads", "1", "--runs", "200",
+                          "--per-node", "--json"], check=True, capture_output=True, text=True)
+    rows = json.loads(out.stdout[out.stdout.index("{"):])["per_node"]
+    order = lambda r: int(m[1]) if (m := re.search(r"(\d+)$", r["node"])) else 0
+    convs, other = collections.defaultdict(list), 0.0
+    for r in sorted(rows, key=order):
+        m = re.match(r"Conv (\d+)x\d+/\d+(?: g(\d+))?", r["op"])
         if m:
-            x = json.loads(m[4])[0]
-            out[(tuple(x), int(m[1]), int(m[3]), json.loads(m[5])[1])] = whole
-    return out
+            convs[(int(m[1]), int(m[2] or 1), r["output_shape"][1])].append(r)
+        else:
+            other += r["median_ms"] * 1e3
+    return convs, other
 
 
 def main():
@@ -63,27 +64,36 @@ def main():
         sys.exit(__doc__)
     model = sys.argv[1]
     binary = sys.argv[2] if len(sys.argv) > 2 else "target/release/frugal"
-    theirs, ours = ort_layers(model), frugal_layers(model, binary)
+    theirs, (ours, other) = ort_layers(model), frugal_layers(model, binary)
     kinds = collections.defaultdict(lambda: [0.0, 0.0])
+    kinds["other"][1] = other
     rows = []
+    taken = collections.Counter()
     for (name, op, shapes), t in theirs.items():
         shapes = json.loads(shapes)
         if op != "Conv" or len(shapes) < 2:
-            kinds["other (not matched)"][0] += t
+            kinds["other"][0] += t
             continue
         x, w = shapes
-        groups = x[1] // w[1]
-        f = ours.get((tuple(x), w[2], groups, w[0]), 0.0)
+        groups = w[0] if w[1] == 1 and w[0] > 1 else 1
+        key = (w[2], groups, w[0])
+        mine = ours.get(key, [])
+        if taken[key] >= len(mine):
+            kinds["conv, not matched"][0] += t
+            continue
+        r = mine[taken[key]]
+        taken[key] += 1
+        f = r["median_ms"] * 1e3
         kind = "dw" if groups > 1 else ("pw" if w[2] == 1 else "conv")
         kinds[kind][0] += t
         kinds[kind][1] += f
-        rows.append((f - t, t, f, kind, x, w))
+        rows.append((f - t, t, f, kind, r["op"], r["output_shape"], r["node"]))
     print("| kind | onnxruntime us | frugal us |\n|---|---|---|")
     for k, (t, f) in sorted(kinds.items()):
         print(f"| {k} | {t:.0f} | {f:.0f} |")
     print("\nLargest gaps (frugal - onnxruntime, us):")
-    for gap, t, f, kind, x, w in sorted(rows, reverse=True)[:12]:
-        print(f"  {gap:7.0f}  {kind:4} onnxruntime {t:6.0f} frugal {f:6.0f}  input {x} weight {w}")
+    for gap, t, f, kind, op, shape, node in sorted(rows, reverse=True)[:12]:
+        print(f"  {gap:7.0f}  {kind:4} onnxruntime {t:6.0f} frugal {f:6.0f}  {op} -> {shape} ({node})")
 
 
 if __name__ == "__main__":
