@@ -6,7 +6,7 @@ use frugal_core::backend::{Dims, RowWindow, MAX_RANK};
 use frugal_core::ops::{Activation, Binary, BinaryKind};
 use frugal_core::Result;
 
-use super::{in_row, need_dims, need_rows, rows, unravel, Opd};
+use super::{contiguous_rows, in_row, need_dims, need_rows, rows, unravel, Opd};
 use crate::arena::{Io, Src};
 use crate::fail;
 
@@ -230,17 +230,6 @@ pub(crate) fn binary(op: &Binary, a: Opd<'_>, b: Opd<'_>, y: &RowWindow, io: Io<
         }
     }
     Ok(())
-}
-
-/// Rows of window `w` from `r` (before `end`) that follow each other in memory: unpadded
-/// rows up to the ring's wrap.
-fn contiguous_rows(w: &RowWindow, r: usize, end: usize) -> usize {
-    let (_, _, width) = w.geometry();
-    if w.row_stride == width {
-        (end - r).min(w.capacity - w.slot(r))
-    } else {
-        1
-    }
 }
 
 /// One output row of `a op b`; an operand row of length 1 is broadcast along the row.

@@ -150,6 +150,17 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
     }
 }
 
+/// Rows of window `w` from `r` (before `end`) that follow each other in memory: unpadded
+/// rows up to the ring's wrap.
+pub(crate) fn contiguous_rows(w: &RowWindow, r: usize, end: usize) -> usize {
+    let (_, _, width) = w.geometry();
+    if w.row_stride == width {
+        (end - r).min(w.capacity - w.slot(r))
+    } else {
+        1
+    }
+}
+
 /// Checks a window is self-consistent: its rows lie inside the tensor, fit in its ring, and
 /// its rows are at least as long as the tensor's width.
 fn check_window(family: &str, w: &RowWindow) -> Result<()> {

@@ -10,7 +10,7 @@ use frugal_core::ops::conv::conv_out_len;
 use frugal_core::ops::{Pool, PoolKind};
 use frugal_core::Result;
 
-use super::{in_row, need_dims, need_whole, rows, Flat};
+use super::{contiguous_rows, in_row, need_dims, need_whole, rows, Flat};
 use crate::arena::Io;
 use crate::fail;
 
@@ -165,7 +165,7 @@ pub(crate) fn global_avg(x: &RowWindow, y: &RowWindow, io: Io<'_>) -> Result<()>
             let mut r = first;
             while r < end {
                 // Rows that follow each other in the ring, as one slice per plane.
-                let n = if x.row_stride == w { (end - r).min(x.capacity - x.slot(r)) } else { 1 };
+                let n = contiguous_rows(x, r, end);
                 let rows: [&[f32]; PLANES] =
                     std::array::from_fn(|c| src.slice(x.row_start(nc + c.min(cnt - 1), r), n * w));
                 if cnt == PLANES {

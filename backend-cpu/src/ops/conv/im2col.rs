@@ -35,6 +35,8 @@ pub(super) fn im2col(
             _ => {}
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     let [kh, kw] = op.kernel;
     let (sh, dh, pt) = (op.strides[0], op.dilations[0], op.pads[0]);
     let taps = ColumnTaps::new(op, g);
@@ -55,7 +57,7 @@ pub(super) fn im2col(
                     };
                     let oxs = cols.start.saturating_sub(jrow)..(cols.end - jrow).min(g.wout);
                     let at = PackAt { depth: g.k, kidx, jrow, base: cols.start };
-                    pack_row(part, at, oxs, row, (lo, hi, st), op.strides[1], isa);
+                    pack_row(part, at, oxs, row, (lo, hi, st), op.strides[1]);
                 }
             }
         }
@@ -84,7 +86,6 @@ fn pack_row(
     row: Option<&[f32]>,
     (lo, hi, st): (usize, usize, usize),
     sw: usize,
-    isa: gemm::Isa,
 ) {
     let nr = gemm::NR;
     let mut ox = oxs.start;
@@ -101,7 +102,7 @@ fn pack_row(
                 dst[..a].fill(0.0);
                 dst[b..].fill(0.0);
                 let s = st + (ox + a - lo) * sw;
-                gather(&mut dst[a..b], &row[s..], sw, isa);
+                gather(&mut dst[a..b], &row[s..], sw);
             }
             _ => dst.fill(0.0),
         }
@@ -110,49 +111,17 @@ fn pack_row(
 }
 
 /// `dst[t] = src[t * step]`. Runs are at most a panel (16 columns) long: step 1 is a copy
-/// (`memcpy`'s overlapping moves beat 8-wide vectors and a scalar tail on runs of 14), step 2
-/// with AVX2 deinterleaves eight at a time in registers (an indexed loop with a bounds check
-/// per element took half of a stride-2 first layer's time).
+/// (`memcpy`'s overlapping moves beat 8-wide vectors and a scalar tail on runs of 14). With
+/// AVX2, strides 1 and 2 take [`panels_avx2`] instead.
 #[inline]
-fn gather(dst: &mut [f32], src: &[f32], step: usize, isa: gemm::Isa) {
+fn gather(dst: &mut [f32], src: &[f32], step: usize) {
     assert!(dst.is_empty() || (dst.len() - 1) * step < src.len(), "gather past the row");
     if step == 1 {
         dst.copy_from_slice(&src[..dst.len()]);
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if isa == gemm::Isa::Avx2Fma && step == 2 {
-        // SAFETY: AVX2 was detected at run time (`Isa::Avx2Fma`); bounds asserted above.
-        unsafe { gather2_avx2(dst, src) };
-        return;
-    }
-    let _ = isa;
     for (d, v) in dst.iter_mut().zip(src.iter().step_by(step)) {
         *d = *v;
-    }
-}
-
-/// [`gather`] for step 2 with AVX2.
-///
-/// # Safety
-/// AVX2 must be available and `2 * (dst.len() - 1) < src.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gather2_avx2(dst: &mut [f32], src: &[f32]) {
-    use std::arch::x86_64::*;
-    let (n, d, s) = (dst.len(), dst.as_mut_ptr(), src.as_ptr());
-    let mut t = 0;
-    // SAFETY: every vector reads src[2t .. 2t + 16] (checked against src.len()) and writes
-    // dst[t .. t + 8] (t + 8 <= n).
-    unsafe {
-        while t + 8 <= n && 2 * t + 16 <= src.len() {
-            let (lo, hi) = (_mm256_loadu_ps(s.add(2 * t)), _mm256_loadu_ps(s.add(2 * t + 8)));
-            _mm256_storeu_ps(d.add(t), crate::simd::even8(lo, hi));
-            t += 8;
-        }
-    }
-    for (dv, sv) in dst[t..].iter_mut().zip(src[2 * t..].iter().step_by(2)) {
-        *dv = *sv;
     }
 }
 

@@ -206,24 +206,6 @@ fn col(c: &Cols, ox: usize, v: usize) -> usize {
     (ox + 8 * v).min(c.wout.saturating_sub(8))
 }
 
-/// Eight floats of `row` from column `s` (`EDGE`: zeros outside `0..w`, through a masked
-/// load whose mask comes from the call's table).
-#[inline(always)]
-unsafe fn load8<const EDGE: bool>(row: *const f32, s: isize, c: &Cols) -> __m256 {
-    // SAFETY: in bounds when not EDGE (the caller checked the columns); masked lanes are not
-    // read; the table index is clamped to `0..=w + 8`.
-    unsafe {
-        let p = row.wrapping_offset(s);
-        if EDGE {
-            let i = (s.clamp(-8, c.w as isize) + 8) as usize;
-            let m = _mm256_loadu_si256(c.masks.add(i).cast());
-            _mm256_maskload_ps(p, m)
-        } else {
-            _mm256_loadu_ps(p)
-        }
-    }
-}
-
 /// The masks of an edge block's loads for one tap at column `s` (stride 2: two loads), from
 /// the call's table.
 #[inline(always)]
@@ -254,16 +236,17 @@ unsafe fn taps_masked<const S2: bool>(row: *const f32, s: isize, m: [__m256i; 2]
     }
 }
 
-/// The input of eight output columns for one tap starting at column `s`: stride 1 reads
-/// `s .. s + 8`, stride 2 the even columns of `s .. s + 16`.
+/// The input of eight output columns for one tap starting at column `s`, every load inside
+/// the row: stride 1 reads `s .. s + 8`, stride 2 the even columns of `s .. s + 16`.
 #[inline(always)]
-unsafe fn taps<const EDGE: bool, const S2: bool>(row: *const f32, s: isize, c: &Cols) -> __m256 {
-    // SAFETY: as `load8`.
+unsafe fn taps<const S2: bool>(row: *const f32, s: isize) -> __m256 {
+    // SAFETY: in bounds (the caller checked the block's columns).
     unsafe {
+        let p = row.wrapping_offset(s);
         if S2 {
-            simd::even8(load8::<EDGE>(row, s, c), load8::<EDGE>(row, s + 8, c))
+            simd::even8(_mm256_loadu_ps(p), _mm256_loadu_ps(p.wrapping_add(8)))
         } else {
-            load8::<EDGE>(row, s, c)
+            _mm256_loadu_ps(p)
         }
     }
 }
@@ -314,7 +297,7 @@ unsafe fn block<
                         } else if RIGHT && v == V - 1 {
                             taps_masked::<S2>(rows[u], s, rm)
                         } else {
-                            taps::<false, S2>(rows[u], s, c)
+                            taps::<S2>(rows[u], s)
                         };
                         acc[u][v] = _mm256_add_ps(acc[u][v], _mm256_mul_ps(wv, xv));
                     }
@@ -346,7 +329,7 @@ unsafe fn block<
 /// Stores the first `n < 8` lanes of `r` at `p` (4, 2 and 1 at a time: masked stores are slow
 /// on AMD processors, and a copy through memory called `memcpy`).
 #[inline(always)]
-pub(super) unsafe fn store_first(p: *mut f32, r: __m256, n: usize) {
+unsafe fn store_first(p: *mut f32, r: __m256, n: usize) {
     // SAFETY: `p` holds `n` floats (caller); each store writes lanes below `n` only.
     unsafe {
         let (mut v, mut p, mut n) = (_mm256_castps256_ps128(r), p, n);

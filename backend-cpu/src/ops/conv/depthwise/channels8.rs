@@ -49,7 +49,7 @@ impl Geom {
 
     /// Scratch floats of one task: the input tile, an output row and the weights.
     pub fn scratch(&self) -> usize {
-        (self.span(CHUNK) * self.wp() * 8 + self.wout.max(8) * 8 + self.kh * self.kw * 8)
+        (self.span(CHUNK) * self.wp() * 8 + self.wout * 8 + self.kh * self.kw * 8)
             .next_multiple_of(16)
     }
 }
@@ -80,9 +80,9 @@ pub(super) unsafe fn group(
     act: Option<Activation>,
 ) {
     let (wp, taps) = (g.wp(), g.kh * g.kw);
-    assert!(scratch.len() >= g.scratch() && g.wout >= 1 && g.w >= 1);
+    assert!(scratch.len() >= g.scratch() && g.wout >= 8 && g.w >= 1);
     let (tile, rest) = scratch.split_at_mut(g.span(CHUNK) * wp * 8);
-    let (orow, wts) = rest.split_at_mut(g.wout.max(8) * 8);
+    let (orow, wts) = rest.split_at_mut(g.wout * 8);
     for t in 0..taps {
         for c in 0..8 {
             wts[t * 8 + c] = grp.weights[c][t];
@@ -209,8 +209,8 @@ fn transpose_in(inputs: &[&[f32]; 8], at: usize, n: usize, dst: &mut [f32]) {
     }
 }
 
-/// Writes the `wout` columns of `orow` (one vector of eight channels each) to the output rows
-/// `outs[c] + at`.
+/// Writes the `wout >= 8` columns of `orow` (one vector of eight channels each) to the output
+/// rows `outs[c] + at`: 8 x 8 transposes, the last block moved back to end at `wout`.
 ///
 /// # Safety
 /// Each `outs[c] + at` must hold `wout` floats.
@@ -218,28 +218,14 @@ fn transpose_in(inputs: &[&[f32]; 8], at: usize, n: usize, dst: &mut [f32]) {
 unsafe fn transpose_out(orow: &[f32], outs: &[*mut f32; 8], at: usize, wout: usize) {
     let mut c0 = 0;
     loop {
-        let c0m = if wout >= 8 { c0.min(wout - 8) } else { 0 };
-        let n = wout.min(8);
-        let cols: [__m256; 8] = std::array::from_fn(|j| {
-            if j < n {
-                // SAFETY: AVX is enabled; eight floats of `orow`.
-                unsafe { _mm256_loadu_ps(orow[(c0m + j) * 8..][..8].as_ptr()) }
-            } else {
-                // SAFETY: AVX is enabled.
-                unsafe { _mm256_setzero_ps() }
-            }
+        let c0m = c0.min(wout - 8);
+        // SAFETY: AVX is enabled; eight floats of `orow`.
+        let cols: [__m256; 8] = std::array::from_fn(|j| unsafe {
+            _mm256_loadu_ps(orow[(c0m + j) * 8..][..8].as_ptr())
         });
-        let rows = simd::transpose8(cols);
-        for (c, v) in rows.iter().enumerate() {
-            // SAFETY: the caller's; columns c0m .. c0m + n < wout.
-            unsafe {
-                let p = outs[c].add(at + c0m);
-                if n == 8 {
-                    _mm256_storeu_ps(p, *v);
-                } else {
-                    super::avx2::store_first(p, *v, n);
-                }
-            }
+        for (c, v) in simd::transpose8(cols).iter().enumerate() {
+            // SAFETY: the caller's; columns c0m .. c0m + 8 <= wout.
+            unsafe { _mm256_storeu_ps(outs[c].add(at + c0m), *v) };
         }
         if c0m + 8 >= wout {
             break;

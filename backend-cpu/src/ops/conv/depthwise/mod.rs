@@ -75,12 +75,19 @@ fn vector_kernel(op: &Conv, isa: Isa) -> bool {
         && op.kernel[1] <= MAX_K
 }
 
-/// Scratch floats for one call on `threads` threads: a ring per task for the portable
-/// kernels, or for the AVX2 kernel a row of zeros (its padding rows) and its mask table.
+/// Scratch floats for one call of `rows` output rows on `threads` threads: a ring per task for
+/// the portable kernels, or for the AVX2 kernel a row of zeros (its padding rows), its mask
+/// table and, where [`channels8`] takes the call, a tile per task.
 pub(super) fn workspace(op: &Conv, g: &Geo, isa: Isa, rows: usize, threads: usize) -> usize {
     let tasks = if threads > 1 { 2 * threads } else { 1 };
     let rings = Ring::new(op, g).map_or(0, |r| r.floats() * tasks);
+    #[cfg(target_arch = "x86_64")]
     let eights = eight_channels(op, g, isa, rows).map_or(0, |c| c.scratch() * tasks);
+    #[cfg(not(target_arch = "x86_64"))]
+    let eights = {
+        let _ = (isa, rows);
+        0
+    };
     rings.max(vector_scratch(g).next_multiple_of(16) + eights)
 }
 
@@ -106,11 +113,6 @@ fn eight_channels(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels8
             wout: g.wout,
         }
     })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn eight_channels(_: &Conv, _: &Geo, _: Isa, _: usize) -> Option<()> {
-    None
 }
 
 /// Widest output rows [`channels8`] takes; wider rows fill the row kernel's vectors
@@ -194,11 +196,7 @@ pub(super) fn depthwise(
         let per_task = eights.map_or(0, |c| c.scratch());
         let tasks = (g.n * g.m).div_ceil(tile);
         // Tasks' tiles start on cache lines (their vectors would straddle them).
-        let shared = if eights.is_some() {
-            vector_scratch(g).next_multiple_of(16)
-        } else {
-            vector_scratch(g)
-        };
+        let shared = vector_scratch(g).next_multiple_of(16);
         assert!(io.scratch.len() >= shared + per_task * tasks, "depthwise scratch too small");
         let (shared, task_scratch) = io.scratch.split_at_mut(shared);
         let (zeros, masks) = shared.split_at_mut(g.w);
