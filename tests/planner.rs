@@ -96,22 +96,40 @@ fn profiles_round_trip_and_predict_every_plan_of_the_front() {
     assert!(Profile::default().predict(&graph, &front[0].plan(&graph).unwrap()).is_err());
 }
 
-/// Every kernel has its in-run cost (what a firing costs beside the others beyond its time
-/// alone), never negative, and a prediction counts it once per firing.
+/// Every kernel has its in-run costs (what a firing costs beside the others beyond its time
+/// alone, one-row and whole), never negative, and a prediction counts them once per firing.
 #[test]
 fn in_run_costs_are_measured_and_counted_per_firing() {
     let (graph, profile, front) = setup();
     assert!(!profile.lacks_cold(&graph));
-    assert!(profile.cold.values().all(|&t| t >= 0.0 && t.is_finite()));
+    let finite = |t: f64| t >= 0.0 && t.is_finite();
+    assert!(profile.cold.values().all(|c| finite(c.one_row) && finite(c.whole)));
     let plan = front[0].plan(&graph).unwrap();
     let mut hot = profile.clone();
-    hot.cold.values_mut().for_each(|t| *t = 0.0);
+    hot.cold.values_mut().for_each(|c| *c = Default::default());
     let mut slow = profile.clone();
-    slow.cold.values_mut().for_each(|t| *t += 1e-3);
+    slow.cold.values_mut().for_each(|c| (c.one_row, c.whole) = (c.one_row + 1e-3, c.whole + 1e-3));
     let firings = plan.steps.iter().filter(|s| matches!(s.kind, frugal::plan::StepKind::Fire(_)));
     let extra = slow.predict(&graph, &plan).unwrap() - profile.predict(&graph, &plan).unwrap();
     assert!((extra - 1e-3 * firings.count() as f64).abs() < 1e-9, "{extra}");
     assert!(hot.predict(&graph, &plan).unwrap() <= profile.predict(&graph, &plan).unwrap());
+    // Layer by layer every firing is whole and pays the whole-tensor cost (a node of one row
+    // fires the same way in both plans and pays the mean of the two).
+    let lbl = frugal::Plan::build(&graph, &PlanOptions::new(frugal::Strategy::LayerByLayer));
+    let lbl = lbl.unwrap();
+    let mut whole = profile.clone();
+    whole.cold.values_mut().for_each(|c| c.whole += 1e-3);
+    let extra = whole.predict(&graph, &lbl).unwrap() - profile.predict(&graph, &lbl).unwrap();
+    let expected: f64 = lbl
+        .steps
+        .iter()
+        .filter_map(|s| match s.kind {
+            frugal::plan::StepKind::Fire(n) => Some(n),
+            _ => None,
+        })
+        .map(|n| if planner::profile::firing_rows(&graph, n) > 1 { 1e-3 } else { 0.5e-3 })
+        .sum();
+    assert!(expected > 0.0 && (extra - expected).abs() < 1e-9, "{extra} vs {expected}");
 }
 
 #[test]

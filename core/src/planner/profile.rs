@@ -5,10 +5,13 @@
 //! as the executor calls it: same windows, same ring capacities, same kernel. A plan's time is
 //! the sum over its steps of the interpolated kernel time plus a measured per-step overhead,
 //! plus, per firing, what a firing costs in a real run beyond its kernel timed alone: timed
-//! alone, a kernel finds its weights in cache; in a run, the other nodes' firings in between
-//! have evicted them (ResNet-50's one-row plan re-reads its low-resolution stages' weights once
-//! per row: about a gigabyte per run, estimated from the layer sizes).
-//! That cost is measured once per model on its one-row plan, step by step.
+//! alone, a kernel finds its weights and data in cache; in a run, the other nodes' firings in
+//! between have evicted them (ResNet-50's one-row plan re-reads its low-resolution stages'
+//! weights once per row: about a gigabyte per run, estimated from the layer sizes; layer by
+//! layer, MobileNetV2's early layers stream megabytes through memory that a kernel timed alone
+//! keeps in cache: 2-thread runs took 30-40% longer than the kernels' sum).
+//! That cost is measured once per model at both ends of the part sizes, on its one-row plan and
+//! on its layer-by-layer plan, step by step, and interpolated in between.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +28,7 @@ use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, St
 
 /// Bumped whenever the executor or the profile format changes; the backend's
 /// `Capabilities::kernels` covers kernel changes.
-pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k7");
+pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k8");
 
 /// The revision a profile measured on `backend` now carries: frugal's [`REVISION`] and the
 /// backend's kernel identity.
@@ -52,10 +55,32 @@ pub struct Profile {
     pub step_overhead: f64,
     /// Per kernel signature: `(rows, seconds)` pairs sorted by rows.
     pub kernels: BTreeMap<String, Vec<(usize, f64)>>,
-    /// Per kernel signature: seconds one firing takes in a by-parts run beyond the kernel's
-    /// time alone (at least 0), measured on a model's one-row plan.
+    /// Per kernel signature: seconds one firing takes in a run beyond the kernel's time alone.
     #[serde(default)]
-    pub cold: BTreeMap<String, f64>,
+    pub cold: BTreeMap<String, InRun>,
+}
+
+/// What one firing of a kernel costs in a run beyond its time alone (seconds, at least 0), at
+/// both ends of the part sizes: measured as the median of a step's in-run times less the
+/// kernel's fastest time alone, so a prediction prices a typical run, not one where every step
+/// was at its luckiest (with 2 threads the fastest steps summed came 18% under the fastest
+/// whole run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InRun {
+    /// Per one-row firing, on the model's one-row by-parts plan.
+    pub one_row: f64,
+    /// Per whole-tensor firing, on the model's layer-by-layer plan.
+    pub whole: f64,
+}
+
+impl InRun {
+    /// The cost of a firing of `rows` of a node's `limit` rows: linear between the ends (a
+    /// node that fires once either way takes their mean).
+    pub fn at(&self, rows: usize, limit: usize) -> f64 {
+        let f =
+            if limit > 1 { (rows.clamp(1, limit) - 1) as f64 / (limit - 1) as f64 } else { 0.5 };
+        self.one_row + f * (self.whole - self.one_row)
+    }
 }
 
 /// The signature a kernel's timings are filed under: operator, parameters and shapes.
@@ -145,16 +170,20 @@ impl Profile {
         // few milliseconds, and a shared machine's slow spells last seconds, so a single pass
         // let a spell inflate the kernels it covered (2-thread predictions came out 15-20%
         // above the runs they priced). The second timing of a kernel comes a whole pass later.
-        // The one-row plan's in-run timings ([`Profile::cold`]) are taken after each pass,
-        // for the same reason, and compared with the kernels' final times at the end.
+        // The in-run timings ([`Profile::cold`]) are taken after each pass, for the same
+        // reason, and compared with the kernels' final times at the end.
         const PASSES: usize = 2;
-        // The one-row plan whose in-run step times give the in-run costs, if some are missing.
+        // The one-row and layer-by-layer plans whose in-run step times give the in-run costs,
+        // if some are missing.
         let cold = if self.lacks_cold(graph) {
-            Some(Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?)
+            vec![
+                Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?,
+                Plan::build(graph, &PlanOptions::new(Strategy::LayerByLayer))?,
+            ]
         } else {
-            None
+            vec![]
         };
-        let mut steps: Option<Vec<f64>> = None;
+        let mut steps: Vec<Vec<f64>> = Vec::new();
         let mut best: Vec<Vec<(Option<&'static str>, f64)>> = Vec::with_capacity(todo.len());
         for pass in 0..PASSES {
             for (k, &(node, rows)) in todo.iter().enumerate() {
@@ -170,12 +199,12 @@ impl Profile {
                 }
                 progress(pass * todo.len() + k + 1, PASSES * todo.len());
             }
-            if let Some(plan) = &cold {
+            for (p, plan) in cold.iter().enumerate() {
                 let t = time_steps(graph, plan, backend, &mut uploads)?;
-                steps = Some(match steps {
-                    None => t,
-                    Some(s) => s.iter().zip(&t).map(|(a, b)| a.min(*b)).collect(),
-                });
+                match steps.get_mut(p) {
+                    None => steps.push(t),
+                    Some(s) => s.iter_mut().zip(&t).for_each(|(a, b)| *a = a.min(*b)),
+                }
             }
         }
         for (&(node, rows), times) in todo.iter().zip(best) {
@@ -187,15 +216,25 @@ impl Profile {
             }
         }
         drop(uploads);
-        if let (Some(plan), Some(steps)) = (&cold, steps) {
-            self.file_cold(graph, plan, &steps);
+        if let ([one_row, whole], [s1, sw]) = (&cold[..], &steps[..]) {
+            let (e1, ew) = (self.excess(graph, one_row, s1), self.excess(graph, whole, sw));
+            for i in 0..graph.nodes.len() {
+                let key = kernel_key(graph, NodeId(i));
+                // Nodes that never fire (none in practice) still count as measured.
+                let at = |e: &BTreeMap<String, f64>| e.get(&key).copied().unwrap_or(0.0);
+                let cost = InRun { one_row: at(&e1), whole: at(&ew) };
+                self.cold.insert(key, cost);
+            }
         }
         Ok(())
     }
 
-    /// Seconds one firing of `node` costs in a run beyond its kernel alone (0 if unmeasured).
-    pub fn in_run_cost(&self, graph: &Graph, node: NodeId) -> f64 {
-        self.cold.get(&kernel_key(graph, node)).copied().unwrap_or(0.0)
+    /// Seconds one firing of `node` on `rows` rows costs in a run beyond its kernel alone (0 if
+    /// unmeasured).
+    pub fn in_run_cost(&self, graph: &Graph, node: NodeId, rows: usize) -> f64 {
+        self.cold
+            .get(&kernel_key(graph, node))
+            .map_or(0.0, |c| c.at(rows, firing_rows(graph, node)))
     }
 
     /// Whether some node of `graph` has no measured in-run cost ([`Profile::cold`]).
@@ -203,9 +242,9 @@ impl Profile {
         (0..graph.nodes.len()).any(|i| !self.cold.contains_key(&kernel_key(graph, NodeId(i))))
     }
 
-    /// Files each kernel's mean excess, per firing of `plan` (the one-row plan), of its in-run
-    /// step times `steps` ([`time_steps`]) over its time alone.
-    fn file_cold(&mut self, graph: &Graph, plan: &Plan, steps: &[f64]) {
+    /// Each kernel's mean excess, per firing of `plan`, of its in-run step times `steps`
+    /// ([`time_steps`]) over its time alone.
+    fn excess(&self, graph: &Graph, plan: &Plan, steps: &[f64]) -> BTreeMap<String, f64> {
         let mut excess: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for (s, &t) in plan.steps.iter().zip(steps) {
             let StepKind::Fire(node) = s.kind else { continue };
@@ -214,13 +253,7 @@ impl Profile {
             e.0 += (t - alone - self.step_overhead).max(0.0);
             e.1 += 1;
         }
-        for (key, (sum, count)) in excess {
-            self.cold.insert(key, sum / count.max(1) as f64);
-        }
-        // Nodes that never fire (none in practice) still count as measured.
-        for i in 0..graph.nodes.len() {
-            self.cold.entry(kernel_key(graph, NodeId(i))).or_insert(0.0);
-        }
+        excess.into_iter().map(|(key, (sum, count))| (key, sum / count.max(1) as f64)).collect()
     }
 
     /// Seconds for one firing of `node` on `rows` rows, interpolated between measured sizes.
@@ -294,7 +327,7 @@ impl Profile {
             }
         }
         for ((n, rows), count) in counts {
-            total += self.in_run_cost(graph, NodeId(n)) * count as f64;
+            total += self.in_run_cost(graph, NodeId(n), rows) * count as f64;
             let variant = plan.kernels.get(n).cloned().flatten();
             let t =
                 self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {
@@ -309,8 +342,8 @@ impl Profile {
     }
 }
 
-/// Runs `plan` several times, step by step, and returns each step's fastest time: what a
-/// firing costs in a run, with the other nodes' firings in between.
+/// Runs `plan` several times, step by step, and returns each step's median time: what a firing
+/// costs in a run, with the other nodes' firings in between.
 fn time_steps(
     graph: &Graph,
     plan: &Plan,
@@ -329,20 +362,28 @@ fn time_steps(
     let ins: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
     let n = program.steps().len();
-    let (mut best, mut once) = (vec![f64::INFINITY; n], vec![0.0; n]);
+    let mut once = vec![0.0; n];
     program.run(backend, &ins, &mut outs)?;
-    // At least 3 runs spread over at least a second (at most 50): the excess is a difference
+    // At least 5 runs spread over at least a second (at most 41): the excess is a difference
     // of timings taken at different moments, so a few runs inside one slow spell of a shared
-    // machine would inflate it; the fastest of each step is kept.
+    // machine would inflate it. Each step's median is kept: the fastest of each step, summed,
+    // is a run that never happens (one step's luck is not another's).
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); n];
     let start = Instant::now();
-    for run in 0..50 {
-        if run >= 3 && start.elapsed().as_secs_f64() >= 1.0 {
+    for run in 0..41 {
+        if run >= 5 && start.elapsed().as_secs_f64() >= 1.0 {
             break;
         }
         program.run_timed(backend, &ins, &mut outs, &mut once)?;
-        best.iter_mut().zip(&once).for_each(|(b, &t)| *b = b.min(t));
+        runs.iter_mut().zip(&once).for_each(|(r, &t)| r.push(t));
     }
-    Ok(best)
+    Ok(runs
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect())
 }
 
 /// Profile key of a kernel variant: the kernel's key, then `#name`.
@@ -520,5 +561,17 @@ mod tests {
         assert_eq!(ladder(5), vec![1, 2, 4, 5]);
         assert_eq!(ladder(1), vec![1]);
         assert_eq!(ladder(4), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn in_run_costs_run_from_one_row_to_whole() {
+        let c = InRun { one_row: 1.0, whole: 5.0 };
+        assert_eq!(c.at(1, 9), 1.0);
+        assert_eq!(c.at(5, 9), 3.0);
+        assert_eq!(c.at(9, 9), 5.0);
+        // Out of range part sizes clamp; a node firing once either way takes the mean.
+        assert_eq!(c.at(0, 9), 1.0);
+        assert_eq!(c.at(20, 9), 5.0);
+        assert_eq!(c.at(1, 1), 3.0);
     }
 }

@@ -102,7 +102,8 @@ fn node_cost(graph: &Graph, profile: &Profile, n: usize, p: usize) -> f64 {
     let limit = firing_rows(graph, NodeId(n));
     let fires = limit.div_ceil(p.max(1));
     let t = profile.node_time(graph, NodeId(n), p.min(limit)).unwrap_or(0.0);
-    fires as f64 * (t + profile.step_overhead + profile.in_run_cost(graph, NodeId(n)))
+    let cold = profile.in_run_cost(graph, NodeId(n), p.min(limit));
+    fires as f64 * (t + profile.step_overhead + cold)
 }
 
 /// The measured trade-off: every plan the search visits, filtered to the Pareto front, with
