@@ -59,10 +59,7 @@ pub fn profile_for(
     backend: &mut dyn Backend,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Profile> {
-    let path = profile_path(&backend.capabilities().device);
-    let revision = frugal_core::planner::profile::revision_of(backend);
-    let mut profile =
-        Profile::load(&path).ok().filter(|p| p.revision == revision).unwrap_or_default();
+    let (path, mut profile) = cached(backend);
     if !profile.missing(graph).is_empty()
         || profile.step_overhead == 0.0
         || profile.lacks_cold(graph)
@@ -72,6 +69,31 @@ pub fn profile_for(
         let _ = profile.save(&path);
     }
     Ok(profile)
+}
+
+/// [`profile_for`], measuring everything `graph` needs again (the machine-wide step overhead
+/// too) and replacing it in the cache: a profile taken while the machine was busy stays
+/// cached, and mispredicts, until then.
+pub fn profile_again(
+    graph: &Graph,
+    backend: &mut dyn Backend,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Profile> {
+    let (path, mut profile) = cached(backend);
+    profile.forget(graph);
+    profile.step_overhead = 0.0;
+    profile.measure(graph, backend, progress)?;
+    profile.save(&path)?;
+    Ok(profile)
+}
+
+/// The cache file for `backend` and what it holds (empty if absent, unreadable or of another
+/// revision).
+fn cached(backend: &dyn Backend) -> (PathBuf, Profile) {
+    let path = profile_path(&backend.capabilities().device);
+    let revision = frugal_core::planner::profile::revision_of(backend);
+    let profile = Profile::load(&path).ok().filter(|p| p.revision == revision).unwrap_or_default();
+    (path, profile)
 }
 
 /// The plan `target` asks for, and the candidate it came from when the planner chose it.

@@ -294,6 +294,29 @@ fn pareto_and_profile_report_measured_plans() {
     assert!(!v["checks"].as_array().unwrap().is_empty());
 }
 
+/// `frugal profile --fresh` times the model's kernels again and replaces them in the cache.
+#[test]
+fn profile_fresh_measures_again() {
+    let cache = std::env::temp_dir().join(format!("frugal-fresh-{}", std::process::id()));
+    let net = ["zoo:resnet18", "--input-shape", "1,3,32,32", "--threads", "1", "--runs", "1"];
+    let profile = |extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_frugal"))
+            .args([&["profile"][..], &net, &["--json"], extra].concat())
+            .env("FRUGAL_CACHE_DIR", &cache)
+            .output()
+            .expect("run frugal");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let file = std::fs::read_to_string(v["profile"].as_str().unwrap()).unwrap();
+        serde_json::from_str::<serde_json::Value>(&file).unwrap()["kernels"].clone()
+    };
+    let (first, cached, fresh) = (profile(&[]), profile(&[]), profile(&["--fresh"]));
+    assert_eq!(first, cached, "a second run uses the cache");
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&first), keys(&fresh));
+    assert_ne!(first, fresh, "--fresh timed the kernels again");
+}
+
 #[test]
 fn backends_lists_the_cpu_and_explains_the_rest() {
     let o = frugal(&["backends"]);

@@ -200,6 +200,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         predicted_ms: chosen.map(|c| c.seconds * 1e3),
         per_node: nodes,
     };
+    // Against the fastest run, as `frugal profile` checks.
+    if let Some(predicted) = report.predicted_ms {
+        super::profile::far_off((predicted - min).abs() / min, &a.model);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

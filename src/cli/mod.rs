@@ -203,14 +203,18 @@ pub fn load_profiled(
     model: &str,
     shape: Option<&ShapeArg>,
     target: &TargetArgs,
+    fresh: bool,
     bar: &mut Progress,
 ) -> anyhow::Result<(frugal::Graph, Box<dyn frugal::Backend>, frugal::planner::Profile)> {
     use anyhow::Context;
     let graph = frugal::model::load(Some(model), shape.map(|s| s.0.as_slice()))
         .with_context(|| format!("loading {model}"))?;
     let mut backend = target.backend()?;
-    let profile = frugal::planning::profile_for(&graph, &mut *backend, &mut |d, t| {
-        bar.update("profiling kernels", d, t)
-    })?;
+    let mut progress = |d, t| bar.update("profiling kernels", d, t);
+    let profile = if fresh {
+        frugal::planning::profile_again(&graph, &mut *backend, &mut progress)?
+    } else {
+        frugal::planning::profile_for(&graph, &mut *backend, &mut progress)?
+    };
     Ok((graph, backend, profile))
 }

@@ -67,7 +67,7 @@ fn measure(graph: &Graph, c: &Candidate, a: &ParetoArgs) -> anyhow::Result<Point
 pub fn run(a: ParetoArgs) -> anyhow::Result<()> {
     let mut bar = super::Progress::default();
     let (graph, backend, profile) =
-        super::load_profiled(&a.model, a.input_shape.as_ref(), &a.target, &mut bar)?;
+        super::load_profiled(&a.model, a.input_shape.as_ref(), &a.target, false, &mut bar)?;
     let device = backend.capabilities().device;
     let base = PlanOptions::default();
     let front = planner::front(&graph, &profile, &*backend, &base, &mut |d, t| {

@@ -15,6 +15,10 @@ pub struct ProfileArgs {
     input_shape: Option<super::ShapeArg>,
     #[command(flatten)]
     target: super::TargetArgs,
+    /// Measure this model's kernels again, replacing what the cache holds for them (when
+    /// predictions are far off: the machine was busy while they were timed).
+    #[arg(long)]
+    fresh: bool,
     /// Timed runs per plan when checking predictions.
     #[arg(long, default_value_t = 10)]
     runs: usize,
@@ -44,7 +48,7 @@ struct Report {
 pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
     let mut bar = super::Progress::default();
     let (graph, backend, profile) =
-        super::load_profiled(&a.model, a.input_shape.as_ref(), &a.target, &mut bar)?;
+        super::load_profiled(&a.model, a.input_shape.as_ref(), &a.target, a.fresh, &mut bar)?;
     let device = backend.capabilities().device;
     drop(bar);
     // Predictions against measurements: the baselines and the planner's front.
@@ -86,8 +90,10 @@ pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
         kernels: profile.kernels.len(),
         checks,
     };
+    let worst = report.checks.iter().map(|c| c.error.abs()).fold(0.0, f64::max);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+        far_off(worst, &a.model);
         return Ok(());
     }
     println!(
@@ -104,5 +110,20 @@ pub fn run(a: ProfileArgs) -> anyhow::Result<()> {
             c.error * 100.0
         );
     }
+    far_off(worst, &a.model);
     Ok(())
+}
+
+/// Predictions further off than this suggest a profile timed in a busy spell.
+pub const FAR_OFF: f64 = 0.25;
+
+/// Tells the user (stderr) how to re-measure when the worst prediction `error` is far off.
+pub fn far_off(error: f64, model: &str) {
+    if error > FAR_OFF {
+        eprintln!(
+            "note: predictions are off by up to {:.0}%; if the machine was busy when the kernels \
+             were timed, measure them again on a quiet machine: frugal profile {model} --fresh",
+            error * 100.0
+        );
+    }
 }

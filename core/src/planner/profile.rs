@@ -148,6 +148,17 @@ impl Profile {
         out
     }
 
+    /// Drops every timing of `graph`'s kernels (all variants, in-run costs), so that the next
+    /// [`Profile::measure`] takes them again; other models' timings stay.
+    pub fn forget(&mut self, graph: &Graph) {
+        for i in 0..graph.nodes.len() {
+            let key = kernel_key(graph, NodeId(i));
+            let variants = format!("{key}#");
+            self.kernels.retain(|k, _| *k != key && !k.starts_with(&variants));
+            self.cold.remove(&key);
+        }
+    }
+
     /// Measures what `graph` needs and this profile lacks on `backend`; `progress(done, total)`
     /// is called after each measurement.
     pub fn measure(
@@ -561,6 +572,26 @@ mod tests {
         assert_eq!(ladder(5), vec![1, 2, 4, 5]);
         assert_eq!(ladder(1), vec![1]);
         assert_eq!(ladder(4), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn forgetting_a_model_keeps_the_others_timings() {
+        let mut b = GraphBuilder::new("one", 0);
+        let x = b.input("x", &[1, 2, 8, 8]);
+        let y = b.act(x, Activation::Relu).unwrap();
+        b.output(y);
+        let g = b.finish().unwrap();
+        let key = kernel_key(&g, NodeId(0));
+        let mut p = Profile::default();
+        for k in [key.clone(), format!("{key}#columns"), "other".into(), "other#columns".into()] {
+            p.kernels.insert(k, vec![(1, 1e-6)]);
+        }
+        p.cold.insert(key.clone(), InRun::default());
+        p.cold.insert("other".into(), InRun::default());
+        p.forget(&g);
+        assert_eq!(p.kernels.keys().collect::<Vec<_>>(), ["other", "other#columns"]);
+        assert_eq!(p.cold.keys().collect::<Vec<_>>(), ["other"]);
+        assert!(p.lacks_cold(&g) && !p.missing(&g).is_empty());
     }
 
     #[test]
