@@ -23,7 +23,7 @@ use frugal_core::{Backend, DType, Error, Result, Tensor};
 
 pub use arena::{Arena, Io, Src};
 pub use gemm::Isa;
-pub use par::Par;
+pub use par::{Par, Pool};
 
 /// What kernels need from the backend besides memory: the instruction set and the threads.
 #[derive(Clone, Copy, Debug)]

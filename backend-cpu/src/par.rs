@@ -280,6 +280,18 @@ pub struct Par<'a> {
     pool: Option<&'a Pool>,
 }
 
+/// Jobs below this many floating-point operations run on the calling thread only:
+/// `FRUGAL_SERIAL_FLOPS`, else 20k (by parts on 2 threads ran ~5% faster than with 50k, layer
+/// by layer the same). The best value depends on the model and the machine's cost of handing
+/// work between cores (`cargo bench --bench pool`): on this project's VM, 160k made one
+/// model's one-row plan 7% faster and another's 7% slower. Results never depend on it.
+pub fn serial_flops() -> usize {
+    static FLOPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FLOPS.get_or_init(|| {
+        std::env::var("FRUGAL_SERIAL_FLOPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+    })
+}
+
 /// A raw pointer that may cross threads (the chunks it addresses are disjoint).
 struct SendPtr<T>(*mut T);
 
@@ -348,11 +360,10 @@ impl<'a> Par<'a> {
     }
 
     /// This `Par` for a job of `flops` floating-point operations: serial when the job is too
-    /// small to pay for handing tasks to other threads (a microsecond or two while they spin;
-    /// 20k: by parts on 2 threads ran ~5% faster than with 50k, layer by layer the same).
+    /// small to pay for handing tasks to other threads (a microsecond or two while they spin).
+    /// [`serial_flops`]: 20k by default.
     pub fn for_work(self, flops: usize) -> Par<'a> {
-        const MIN_FLOPS: usize = 20_000;
-        if flops < MIN_FLOPS {
+        if flops < serial_flops() {
             Par { pool: None }
         } else {
             self
