@@ -142,11 +142,26 @@ fn kernel_choices_are_measured_recorded_and_change_no_bits() {
     let mut profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
     let plan = frugal::Plan::build(&graph, &PlanOptions::new(frugal::Strategy::ByParts)).unwrap();
     // Every convolution was timed with each of its variants (2 threads: channel or column
-    // splits; depthwise: ring or in place).
+    // splits, or one thread; depthwise without AVX2: ring or in place).
     let with_variants: Vec<usize> = (0..graph.nodes.len())
         .filter(|&i| !profile.variants_of(&graph, frugal::NodeId(i)).is_empty())
         .collect();
     assert!(with_variants.len() > 10, "only {} nodes have variants", with_variants.len());
+    // The one-thread variant has its own in-run cost, measured on a one-row plan that runs
+    // every node on one thread; other variants take their signature's.
+    let serial =
+        |i: &usize| profile.variants_of(&graph, frugal::NodeId(*i)).contains(&"serial".to_string());
+    assert!(with_variants.iter().all(serial));
+    let node = frugal::NodeId(with_variants[0]);
+    let key = planner::profile::kernel_key(&graph, node);
+    assert!(profile.cold.contains_key(&format!("{key}#serial")));
+    let mut priced = profile.clone();
+    let one = planner::profile::InRun { one_row: 1.0, whole: 1.0 };
+    priced.cold.insert(format!("{key}#serial"), one);
+    assert_eq!(priced.variant_in_run_cost(&graph, node, Some("serial"), 1), 1.0);
+    let own = priced.in_run_cost(&graph, node, 1);
+    assert_eq!(priced.variant_in_run_cost(&graph, node, Some("columns"), 1), own);
+    assert!(own < 1.0);
 
     // The choice follows the timings: make one variant 100x faster than the default (set, not
     // scaled: a split variant timed while other tests load the machine can be 100x slower),
@@ -178,7 +193,7 @@ fn kernel_choices_are_measured_recorded_and_change_no_bits() {
         s.run(&[&x]).unwrap()[0].as_f32().unwrap().to_vec()
     };
     let want = run(&plan);
-    for pick in 0..2 {
+    for pick in 0..3 {
         let mut forced = plan.clone();
         forced.kernels = (0..graph.nodes.len())
             .map(|i| profile.variants_of(&graph, frugal::NodeId(i)).get(pick).cloned())

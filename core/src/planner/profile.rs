@@ -28,7 +28,7 @@ use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, St
 
 /// Bumped whenever the executor or the profile format changes; the backend's
 /// `Capabilities::kernels` covers kernel changes.
-pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k8");
+pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k9");
 
 /// The revision a profile measured on `backend` now carries: frugal's [`REVISION`] and the
 /// backend's kernel identity.
@@ -55,10 +55,18 @@ pub struct Profile {
     pub step_overhead: f64,
     /// Per kernel signature: `(rows, seconds)` pairs sorted by rows.
     pub kernels: BTreeMap<String, Vec<(usize, f64)>>,
-    /// Per kernel signature: seconds one firing takes in a run beyond the kernel's time alone.
+    /// Per kernel signature: seconds one firing takes in a run beyond the kernel's time alone;
+    /// also per signature and [`SERIAL`] variant (`signature#serial`), whose firings leave
+    /// their data on one core.
     #[serde(default)]
     pub cold: BTreeMap<String, InRun>,
 }
+
+/// The kernel variant a backend may offer that runs the kernel on the calling thread alone.
+/// Its in-run cost is measured on its own ([`Profile::cold`]): a one-row firing split across
+/// cores pays for moving the rows its neighbours wrote (1-1.8 us per firing on this project's
+/// 2-core VM against 0.1-0.2 us on one thread), which its time alone does not show.
+pub const SERIAL: &str = "serial";
 
 /// What one firing of a kernel costs in a run beyond its time alone (seconds, at least 0), at
 /// both ends of the part sizes: measured as the median of a step's in-run times less the
@@ -155,7 +163,7 @@ impl Profile {
             let key = kernel_key(graph, NodeId(i));
             let variants = format!("{key}#");
             self.kernels.retain(|k, _| *k != key && !k.starts_with(&variants));
-            self.cold.remove(&key);
+            self.cold.retain(|k, _| *k != key && !k.starts_with(&variants));
         }
     }
 
@@ -185,12 +193,13 @@ impl Profile {
         // reason, and compared with the kernels' final times at the end.
         const PASSES: usize = 2;
         // The one-row and layer-by-layer plans whose in-run step times give the in-run costs,
-        // if some are missing.
-        let cold = if self.lacks_cold(graph) {
-            vec![
-                Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?,
-                Plan::build(graph, &PlanOptions::new(Strategy::LayerByLayer))?,
-            ]
+        // if some are missing, and the one-row plan with every node on one thread where the
+        // backend can (a plan's variant names that a node lacks leave it the default).
+        let mut cold = if self.lacks_cold(graph) {
+            let one_row = Plan::build(graph, &PlanOptions::new(Strategy::ByParts))?;
+            let names = vec![Some(SERIAL.to_string()); graph.nodes.len()];
+            let serial = Plan { kernels: names, ..one_row.clone() };
+            vec![one_row, Plan::build(graph, &PlanOptions::new(Strategy::LayerByLayer))?, serial]
         } else {
             vec![]
         };
@@ -210,6 +219,14 @@ impl Profile {
                 }
                 progress(pass * todo.len() + k + 1, PASSES * todo.len());
             }
+            // No node has a one-thread variant (one thread, or such a backend): the serial
+            // plan is the one-row plan again.
+            let serial = |v: &Vec<(Option<&str>, f64)>| v.iter().any(|t| t.0 == Some(SERIAL));
+            let cached = (0..graph.nodes.len())
+                .any(|i| self.variants_of(graph, NodeId(i)).iter().any(|v| v == SERIAL));
+            if pass == 0 && !best.iter().any(serial) && !cached {
+                cold.truncate(2);
+            }
             for (p, plan) in cold.iter().enumerate() {
                 let t = time_steps(graph, plan, backend, &mut uploads)?;
                 match steps.get_mut(p) {
@@ -227,14 +244,23 @@ impl Profile {
             }
         }
         drop(uploads);
-        if let ([one_row, whole], [s1, sw]) = (&cold[..], &steps[..]) {
-            let (e1, ew) = (self.excess(graph, one_row, s1), self.excess(graph, whole, sw));
+        if let ([one_row, whole, serial @ ..], [s1, sw, ss @ ..]) = (&cold[..], &steps[..]) {
+            let e1 = self.excess(graph, one_row, s1, None);
+            let ew = self.excess(graph, whole, sw, None);
+            let es = match (serial, ss) {
+                ([plan], [steps]) => self.excess(graph, plan, steps, Some(SERIAL)),
+                _ => BTreeMap::new(),
+            };
             for i in 0..graph.nodes.len() {
                 let key = kernel_key(graph, NodeId(i));
                 // Nodes that never fire (none in practice) still count as measured.
                 let at = |e: &BTreeMap<String, f64>| e.get(&key).copied().unwrap_or(0.0);
                 let cost = InRun { one_row: at(&e1), whole: at(&ew) };
-                self.cold.insert(key, cost);
+                self.cold.insert(key.clone(), cost);
+                // Whole firings stream their data from memory on one core or two alike.
+                if let Some(&one_row) = es.get(&key) {
+                    self.cold.insert(variant_key(&key, Some(SERIAL)), InRun { one_row, ..cost });
+                }
             }
         }
         Ok(())
@@ -243,8 +269,22 @@ impl Profile {
     /// Seconds one firing of `node` on `rows` rows costs in a run beyond its kernel alone (0 if
     /// unmeasured).
     pub fn in_run_cost(&self, graph: &Graph, node: NodeId, rows: usize) -> f64 {
-        self.cold
-            .get(&kernel_key(graph, node))
+        self.variant_in_run_cost(graph, node, None, rows)
+    }
+
+    /// [`Profile::in_run_cost`] of one kernel variant: the variant's own where measured (the
+    /// [`SERIAL`] one), else the signature's.
+    pub fn variant_in_run_cost(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        variant: Option<&str>,
+        rows: usize,
+    ) -> f64 {
+        let key = kernel_key(graph, node);
+        variant
+            .and_then(|v| self.cold.get(&variant_key(&key, Some(v))))
+            .or_else(|| self.cold.get(&key))
             .map_or(0.0, |c| c.at(rows, firing_rows(graph, node)))
     }
 
@@ -254,12 +294,20 @@ impl Profile {
     }
 
     /// Each kernel's mean excess, per firing of `plan`, of its in-run step times `steps`
-    /// ([`time_steps`]) over its time alone.
-    fn excess(&self, graph: &Graph, plan: &Plan, steps: &[f64]) -> BTreeMap<String, f64> {
+    /// ([`time_steps`]) over the time alone of `variant` (the nodes that have it; `None`: the
+    /// backend's own choice, every node).
+    fn excess(
+        &self,
+        graph: &Graph,
+        plan: &Plan,
+        steps: &[f64],
+        variant: Option<&str>,
+    ) -> BTreeMap<String, f64> {
         let mut excess: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for (s, &t) in plan.steps.iter().zip(steps) {
             let StepKind::Fire(node) = s.kind else { continue };
-            let Some(alone) = self.node_time(graph, node, s.rows[1] - s.rows[0]) else { continue };
+            let rows = s.rows[1] - s.rows[0];
+            let Some(alone) = self.variant_time(graph, node, variant, rows) else { continue };
             let e = excess.entry(kernel_key(graph, node)).or_default();
             e.0 += (t - alone - self.step_overhead).max(0.0);
             e.1 += 1;
@@ -307,11 +355,15 @@ impl Profile {
         }
         let mut out = vec![None; graph.nodes.len()];
         for (i, choice) in out.iter_mut().enumerate() {
+            // Time alone plus in-run cost: a one-thread variant that is no faster alone can
+            // still be faster in a run.
             let cost = |variant: Option<&str>| -> Option<f64> {
                 fired
                     .range((i, 0)..(i + 1, 0))
                     .map(|(&(_, rows), &count)| {
-                        self.variant_time(graph, NodeId(i), variant, rows).map(|t| t * count as f64)
+                        let cold = self.variant_in_run_cost(graph, NodeId(i), variant, rows);
+                        let t = self.variant_time(graph, NodeId(i), variant, rows)?;
+                        Some((t + cold) * count as f64)
                     })
                     .sum()
             };
@@ -338,8 +390,9 @@ impl Profile {
             }
         }
         for ((n, rows), count) in counts {
-            total += self.in_run_cost(graph, NodeId(n), rows) * count as f64;
             let variant = plan.kernels.get(n).cloned().flatten();
+            let cold = self.variant_in_run_cost(graph, NodeId(n), variant.as_deref(), rows);
+            total += cold * count as f64;
             let t =
                 self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {
                     Error::Plan(format!(

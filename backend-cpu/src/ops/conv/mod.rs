@@ -57,13 +57,19 @@ fn band_rows(g: &Geo) -> usize {
     (BAND_FLOATS / (g.k.max(1) * g.wout.max(1))).max(1)
 }
 
-/// Ways to split a matrix-product convolution across threads.
-const SPLITS: &[&str] = &["channels", "columns"];
+/// Ways to split a matrix-product convolution across threads, or not to ("serial": the
+/// calling thread alone, which by parts can beat handing a few microseconds of work to another
+/// core).
+const SPLITS: &[&str] = &["channels", "columns", SERIAL];
 /// Depthwise loop nests.
 const DEPTHWISE: &[&str] = &["ring", "direct"];
+/// Depthwise loop nests, or the backend's own on the calling thread alone.
+const DEPTHWISE_THREADS: &[&str] = &["ring", "direct", SERIAL];
+/// The variant that runs the backend's own kernel choice on the calling thread alone.
+const SERIAL: &str = "serial";
 
-/// The variants of a convolution call: the thread split where there are threads, the
-/// depthwise loop nest where both apply.
+/// The variants of a convolution call: the thread split where there are threads (or none),
+/// the depthwise loop nest where both apply.
 pub(crate) fn variants(
     op: &Conv,
     x: &RowWindow,
@@ -77,10 +83,11 @@ pub(crate) fn variants(
 
 fn variant_names(op: &Conv, g: &Geo, isa: gemm::Isa, threads: usize) -> &'static [&'static str] {
     if is_depthwise(op, g) {
-        if depthwise::can_direct(op, g, isa) {
-            DEPTHWISE
-        } else {
-            &[]
+        match (depthwise::can_direct(op, g, isa), threads > 1) {
+            (true, true) => DEPTHWISE_THREADS,
+            (true, false) => DEPTHWISE,
+            (false, true) => &[SERIAL],
+            (false, false) => &[],
         }
     } else if threads > 1 {
         SPLITS
@@ -119,6 +126,12 @@ pub(crate) fn conv(
     io: Io<'_>,
     ctx: Ctx<'_>,
 ) -> Result<()> {
+    // The serial variant: the calling thread alone, the backend's own choice of the rest.
+    let names = variant_names(op, &geo(op, x, wd, y), ctx.isa, ctx.par.threads());
+    let ctx = match ctx.variant.and_then(|v| names.get(v)) {
+        Some(&SERIAL) => Ctx { par: Par::serial(), variant: None, ..ctx },
+        _ => ctx,
+    };
     let Some(r) = residual else {
         if op.residual {
             return Err(fail("conv", "a residual convolution was called without its residual"));
@@ -849,8 +862,10 @@ mod tests {
             let want = rig.read(&y);
             let names = rig.be.variants(&k);
             if op.groups == 1 {
-                assert_eq!(names, ["channels", "columns"], "case {i}");
+                assert_eq!(names, ["channels", "columns", "serial"], "case {i}");
             }
+            // On more than one thread every convolution may also run on the caller's alone.
+            assert_eq!(names.last(), Some(&"serial"), "case {i}");
             for (v, name) in names.iter().enumerate() {
                 // Whole, then one row per call.
                 let y2 = rig.whole(&yd);
