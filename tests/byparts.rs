@@ -198,7 +198,7 @@ fn add_block(b: &mut GraphBuilder, x: ValueId, blk: &Block) -> frugal::Result<Va
         }
         Block::Deconv { out, k, s } => b.conv_transpose(x, out, k, s, (k - 1) / 2, s - 1, relu),
         Block::SqueezeExcite => b.squeeze_excite(x, 2),
-        Block::Shuffle if c % 2 == 0 => b.channel_shuffle(x, 2),
+        Block::Shuffle if c.is_multiple_of(2) => b.channel_shuffle(x, 2),
         Block::Shuffle => Ok(x),
         Block::SideOutput => {
             b.output(x);

@@ -39,7 +39,7 @@ fn staged(w: &RowWindow, offset: usize) -> RowWindow {
 /// The arena split at the scratch: buffers (f16 or f32) before, scratch (f32) after.
 fn halves(arena: &mut Arena, scratch_at: usize) -> Result<(&mut [u16], &mut [f32])> {
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(arena.f32_mut());
-    if scratch_at % 64 != 0 || scratch_at > bytes.len() {
+    if !scratch_at.is_multiple_of(64) || scratch_at > bytes.len() {
         return Err(fail("f16", "scratch is not where the buffers end"));
     }
     let (bufs, scr) = bytes.split_at_mut(scratch_at);

@@ -65,7 +65,7 @@ impl Win {
         if w.dtype != DType::F32 {
             return Err(fail(op, format!("{:?} storage: this backend stores f32 only", w.dtype)));
         }
-        if w.offset % 4 != 0 {
+        if !w.offset.is_multiple_of(4) {
             return Err(fail(op, format!("misaligned window offset {}", w.offset)));
         }
         let (planes, h, width) = w.geometry();

@@ -138,7 +138,7 @@ impl Tensor {
         }
         #[cfg(target_endian = "big")]
         compile_error!("frugal reads little-endian tensor data in place; big-endian hosts need a byte-swapping path");
-        let aligned = (bytes.as_ptr() as usize) % dtype.size() == 0;
+        let aligned = (bytes.as_ptr() as usize).is_multiple_of(dtype.size());
         let bytes = if aligned { bytes } else { Self::realign(dtype, &bytes) };
         Ok(Tensor { dtype, shape, bytes })
     }

@@ -12,6 +12,8 @@ use frugal_core::ops::Activation;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod generic;
 
 /// Columns per packed B panel (and per microkernel tile).
@@ -44,12 +46,29 @@ impl Isa {
         Isa::Generic
     }
 
-    /// Name for reports.
+    /// Name for reports (`+avx512` where whole panels of the matrix products use it).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Generic => "generic",
+            Isa::Avx2Fma if avx512() => "avx2+fma+avx512",
             Isa::Avx2Fma => "avx2+fma",
         }
+    }
+}
+
+// The AVX-512 tiles go through the same stack tile as the narrow ones.
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(avx512::MR == MR_NARROW);
+
+/// Whether whole panels of `Isa::Avx2Fma` products take the AVX-512 microkernel (same bits).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -273,7 +292,7 @@ fn tiles(
     // and evict each other at every step: narrow panels take 6-row tiles then (`cargo run
     // --release --example kernel_min "pw 2048"`, by parts, where every panel is narrow: 2995
     // -> 1590 us; 2 KB apart, two sets, 12-row tiles stay faster).
-    let aliased = a.cs == 1 && (a.rs * 4) % 4096 == 0;
+    let aliased = a.cs == 1 && (a.rs * 4).is_multiple_of(4096);
     for p in 0..n.div_ceil(NR) {
         let j = p * NR;
         let cols = NR.min(n - j);
@@ -287,9 +306,12 @@ fn tiles(
         let narrow = cfg!(target_arch = "x86_64") && isa == Isa::Avx2Fma && cols <= NARROW;
         // One column, A's rows in place: eight rows per vector (`avx2::column8`).
         let column = narrow && cols == 1 && a.cs == 1;
+        // Wider panels on AVX-512: 12 rows x 16 columns, one vector per row (6 rows where A's
+        // rows alias in L1, as above).
+        let z = !narrow && isa == Isa::Avx2Fma && avx512();
         let mr = if column {
             8
-        } else if narrow && !aliased {
+        } else if (narrow || z) && !aliased {
             MR_NARROW
         } else {
             MR
@@ -308,6 +330,10 @@ fn tiles(
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma if column && rows == 8 => {
                             avx2::column8(k, a_tile, a.rs, panel, bs, ep, out)
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2Fma if z => {
+                            avx512::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out)
                         }
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma => avx2::tile(
@@ -423,6 +449,60 @@ mod tests {
                 unsafe { gemm_rows_into_raw(isa, m, n, k, am, &b, ld, epi, got.as_mut_ptr(), n) };
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{isa:?}, n = {n}");
+            }
+        }
+    }
+
+    /// The AVX-512 kernel gives the AVX2 kernel's bits, tile by tile: every row count, full
+    /// and partial panels, strided A, bias and each register activation.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_tiles_give_the_avx2_bits() {
+        if !avx512::available() {
+            return;
+        }
+        let k = 37;
+        let a: Vec<f32> = (0..12 * 2 * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * NR).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+        let bias: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.5).collect();
+        let acts = [None, Some(Activation::Relu), Some(Activation::HardSwish)];
+        for rows in 1..=12 {
+            for cols in [NR, 9, 1] {
+                for act in acts {
+                    // A column-major (cs = 2 * 12 rows apart... rs = 1) and row-major.
+                    for (rs, cs) in [(2 * k, 1), (1, 24)] {
+                        let epi = TileEpilogue { bias: Some(&bias[..rows]), act };
+                        let mut want = [[f32::NAN; NR]; 12];
+                        let mut got = [[f32::NAN; NR]; 12];
+                        let out = |t: &mut [[f32; NR]; 12]| TileOut {
+                            ptr: t.as_mut_ptr().cast(),
+                            ld: NR,
+                        };
+                        // SAFETY: AVX-512 (checked above) implies AVX2 and FMA; the tiles hold
+                        // 12 rows of NR floats.
+                        unsafe {
+                            // 6-row AVX2 tiles, twice, for the 12-row tile.
+                            for r0 in (0..rows).step_by(MR) {
+                                let r = MR.min(rows - r0);
+                                let ep = TileEpilogue { bias: Some(&bias[r0..r0 + r]), act };
+                                let o = TileOut { ptr: want[r0].as_mut_ptr(), ld: NR };
+                                avx2::tile(r, k, &a[r0 * rs..], rs, cs, &b, NR, cols, false, ep, o);
+                            }
+                            avx512::tile(rows, k, &a, rs, cs, &b, NR, cols, epi, out(&mut got));
+                        }
+                        let bits = |t: &[[f32; NR]; 12]| {
+                            t[..rows]
+                                .iter()
+                                .flat_map(|r| r[..cols].iter().map(|x| x.to_bits()))
+                                .collect::<Vec<_>>()
+                        };
+                        assert_eq!(
+                            bits(&got),
+                            bits(&want),
+                            "{rows} rows, {cols} cols, {act:?}, rs {rs}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -391,10 +391,10 @@ mod tests {
                     .chain([None])
                 {
                     case += 1;
-                    let act = if case % 2 == 0 { Some(Activation::Relu) } else { None };
+                    let act = if case.is_multiple_of(2) { Some(Activation::Relu) } else { None };
                     let op = leak(Gemm {
-                        alpha: if case % 3 == 0 { 1.0 } else { 0.75 },
-                        beta: if case % 4 == 0 { 1.0 } else { -1.5 },
+                        alpha: if case.is_multiple_of(3) { 1.0 } else { 0.75 },
+                        beta: if case.is_multiple_of(4) { 1.0 } else { -1.5 },
                         trans_a: ta,
                         trans_b: tb,
                         act,

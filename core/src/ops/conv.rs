@@ -86,7 +86,7 @@ impl Conv {
             ));
         }
         let g = self.groups;
-        if g == 0 || x[1] % g != 0 || w[0] % g != 0 || w[1] * g != x[1] {
+        if g == 0 || !x[1].is_multiple_of(g) || !w[0].is_multiple_of(g) || w[1] * g != x[1] {
             return Err(shape_err(
                 "Conv",
                 format!("input {x:?} and weight {w:?} do not agree with {g} groups"),
@@ -176,7 +176,7 @@ impl ConvTranspose {
             ));
         }
         let g = self.groups;
-        if g == 0 || w[0] != x[1] || x[1] % g != 0 {
+        if g == 0 || w[0] != x[1] || !x[1].is_multiple_of(g) {
             return Err(shape_err(
                 "ConvTranspose",
                 format!("input {x:?} and weight {w:?} do not agree with {g} groups"),

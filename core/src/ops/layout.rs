@@ -134,7 +134,7 @@ pub fn reshape_target(x: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<
     let total = numel(x);
     if let Some(i) = infer {
         let rest = numel(&out);
-        if rest == 0 || total % rest != 0 {
+        if rest == 0 || !total.is_multiple_of(rest) {
             return Err(format!("cannot reshape {x:?} to {spec:?}"));
         }
         out[i] = total / rest;

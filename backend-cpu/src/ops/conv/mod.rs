@@ -49,7 +49,7 @@ fn geo(op: &Conv, x: &RowWindow, wd: &Dims, y: &RowWindow) -> Geo {
 }
 
 fn is_depthwise(op: &Conv, g: &Geo) -> bool {
-    op.groups == g.cin && g.cg == 1 && g.m % g.cin == 0
+    op.groups == g.cin && g.cg == 1 && g.m.is_multiple_of(g.cin)
 }
 
 /// Output rows per band for the im2col path.
