@@ -64,8 +64,8 @@ pub struct Profile {
 
 /// The kernel variant a backend may offer that runs the kernel on the calling thread alone.
 /// Its in-run cost is measured on its own ([`Profile::cold`]): a one-row firing split across
-/// cores pays for moving the rows its neighbours wrote (1-1.8 us per firing on this project's
-/// 2-core VM against 0.1-0.2 us on one thread), which its time alone does not show.
+/// cores pays for moving the rows its neighbours wrote (1-1.8 us per firing on a 2-core Xeon
+/// VM, against 0.1-0.2 us on one thread), which its time alone does not show.
 pub const SERIAL: &str = "serial";
 
 /// What one firing of a kernel costs in a run beyond its time alone (seconds, at least 0), at
