@@ -283,8 +283,8 @@ pub struct Par<'a> {
 /// Jobs below this many floating-point operations run on the calling thread only:
 /// `FRUGAL_SERIAL_FLOPS`, else 20k (by parts on 2 threads ran ~5% faster than with 50k, layer
 /// by layer the same). The best value depends on the model and the machine's cost of handing
-/// work between cores (`cargo bench --bench pool`): on this project's VM, 160k made one
-/// model's one-row plan 7% faster and another's 7% slower. Results never depend on it.
+/// work between cores (`cargo bench --bench pool`): on a 2-core Xeon VM, 160k made one model's
+/// one-row plan 7% faster and another's 7% slower. Results never depend on it.
 pub fn serial_flops() -> usize {
     static FLOPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *FLOPS.get_or_init(|| {

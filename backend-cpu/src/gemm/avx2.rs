@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{TileEpilogue, TileOut, MR, MR_NARROW, NARROW, NR};
+use super::{Geometry, TileEpilogue, TileOut, MR, MR_NARROW, NARROW, NR};
 use crate::simd::act8;
 
 /// Computes a `rows x width` tile of `A * B_panel` into `out`, where `width` is [`NR`] (rows
@@ -31,12 +31,8 @@ pub(super) unsafe fn tile(
 ) {
     let (width, max_rows) = if narrow { (NARROW, MR_NARROW) } else { (NR, MR) };
     let cols = cols.min(width);
-    // Bounds the kernel relies on, checked once per tile.
     assert!(rows <= max_rows);
-    assert!(bs >= cols && (k == 0 || (k - 1) * bs + cols <= panel.len()));
-    assert!(k == 0 || rows == 0 || (rows - 1) * rs + (k - 1) * cs < a.len());
-    let (a, b) = (a.as_ptr(), panel.as_ptr());
-    let g = Geometry { k, a, rs, cs, b, bs, cols };
+    let g = Geometry::checked(rows, k, a, rs, cs, panel, bs, cols);
     // SAFETY: `Isa::Avx2Fma` is only selected after run-time detection of AVX2 and FMA, the
     // asserts above keep every pointer read in bounds, and the drivers build `out` over memory
     // holding `rows` rows of `width` floats.
@@ -48,18 +44,6 @@ pub(super) unsafe fn tile(
             (true, false) => narrow_rows::<true>(rows, g, epi, out),
         }
     }
-}
-
-/// What a kernel reads: `a[r * rs + kk * cs]`, and `cols` floats of B at `b + kk * bs`.
-#[derive(Clone, Copy)]
-struct Geometry {
-    k: usize,
-    a: *const f32,
-    rs: usize,
-    cs: usize,
-    b: *const f32,
-    bs: usize,
-    cols: usize,
 }
 
 /// Calls `kernel::<R, V, MASKED>` for a run-time row count `rows` (the last arm: every larger

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{TileEpilogue, TileOut, NR};
+use super::{Geometry, TileEpilogue, TileOut, NR};
 use crate::simd::act8;
 
 /// Rows per tile.
@@ -45,12 +45,8 @@ pub(super) unsafe fn tile(
     out: TileOut,
 ) {
     let cols = cols.min(NR);
-    // Bounds the kernel relies on, checked once per tile.
     assert!(rows <= MR);
-    assert!(bs >= cols && (k == 0 || (k - 1) * bs + cols <= panel.len()));
-    assert!(k == 0 || rows == 0 || (rows - 1) * rs + (k - 1) * cs < a.len());
-    assert!(epi.bias.is_none_or(|b| b.len() >= rows));
-    let g = Geometry { k, a: a.as_ptr(), rs, cs, b: panel.as_ptr(), bs, cols };
+    let g = Geometry::checked(rows, k, a, rs, cs, panel, bs, cols);
     // SAFETY: the caller's contract and the asserts above.
     unsafe {
         match rows {
@@ -68,18 +64,6 @@ pub(super) unsafe fn tile(
             _ => kernel::<12>(g, epi, out),
         }
     }
-}
-
-/// What a kernel reads: `a[r * rs + kk * cs]`, and `cols` floats of B at `b + kk * bs`.
-#[derive(Clone, Copy)]
-struct Geometry {
-    k: usize,
-    a: *const f32,
-    rs: usize,
-    cs: usize,
-    b: *const f32,
-    bs: usize,
-    cols: usize,
 }
 
 /// An `R x 16` tile: `R` accumulators, then bias, activation and the store of 16 floats per

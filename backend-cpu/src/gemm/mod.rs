@@ -349,6 +349,41 @@ fn tiles(
     }
 }
 
+/// What an x86 microkernel reads: `a[r * rs + kk * cs]`, and `cols` floats of B at
+/// `b + kk * bs`, for `kk < k`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Geometry {
+    k: usize,
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    bs: usize,
+    cols: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Geometry {
+    /// The reads of a tile of `rows` rows, checked once here: the kernels then read through
+    /// raw pointers.
+    #[allow(clippy::too_many_arguments)]
+    fn checked(
+        rows: usize,
+        k: usize,
+        a: &[f32],
+        rs: usize,
+        cs: usize,
+        panel: &[f32],
+        bs: usize,
+        cols: usize,
+    ) -> Geometry {
+        assert!(bs >= cols && (k == 0 || (k - 1) * bs + cols <= panel.len()));
+        assert!(k == 0 || rows == 0 || (rows - 1) * rs + (k - 1) * cs < a.len());
+        Geometry { k, a: a.as_ptr(), rs, cs, b: panel.as_ptr(), bs, cols }
+    }
+}
+
 /// Where a microkernel stores its `rows x NR` tile: row `r` at `ptr + r * ld`. The drivers
 /// above only build it over memory that holds the whole tile.
 #[derive(Clone, Copy)]
@@ -469,7 +504,7 @@ mod tests {
         for rows in 1..=12 {
             for cols in [NR, 9, 1] {
                 for act in acts {
-                    // A column-major (cs = 2 * 12 rows apart... rs = 1) and row-major.
+                    // A row-major (rows 2k apart), then column-major (columns 24 apart).
                     for (rs, cs) in [(2 * k, 1), (1, 24)] {
                         let epi = TileEpilogue { bias: Some(&bias[..rows]), act };
                         let mut want = [[f32::NAN; NR]; 12];

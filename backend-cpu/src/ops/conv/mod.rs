@@ -126,12 +126,12 @@ pub(crate) fn conv(
     io: Io<'_>,
     ctx: Ctx<'_>,
 ) -> Result<()> {
-    // The serial variant: the calling thread alone, the backend's own choice of the rest.
-    let names = variant_names(op, &geo(op, x, wd, y), ctx.isa, ctx.par.threads());
-    let ctx = match ctx.variant.and_then(|v| names.get(v)) {
-        Some(&SERIAL) => Ctx { par: Par::serial(), variant: None, ..ctx },
-        _ => ctx,
-    };
+    // The serial variant: the calling thread alone, the backend's own choice of the rest
+    // (names looked up only for calls that name a variant).
+    let serial = ctx.variant.is_some_and(|v| {
+        variant_names(op, &geo(op, x, wd, y), ctx.isa, ctx.par.threads()).get(v) == Some(&SERIAL)
+    });
+    let ctx = if serial { Ctx { par: Par::serial(), variant: None, ..ctx } } else { ctx };
     let Some(r) = residual else {
         if op.residual {
             return Err(fail("conv", "a residual convolution was called without its residual"));
