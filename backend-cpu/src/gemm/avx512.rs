@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use super::{Geometry, TileEpilogue, TileOut, NR};
 use crate::simd::act8;
+use frugal_core::ops::Activation;
 
 /// Rows per tile.
 pub(super) const MR: usize = 12;
@@ -87,18 +88,102 @@ unsafe fn kernel<const R: usize>(g: Geometry, epi: TileEpilogue<'_>, out: TileOu
         }
     }
     for (r, acc) in acc.iter_mut().enumerate() {
-        if let Some(bias) = epi.bias {
-            *acc = _mm512_add_ps(*acc, _mm512_set1_ps(bias[r]));
-        }
-        if let Some(act) = epi.act {
-            // SAFETY: AVX2 is enabled; the halves go through the AVX2 kernel's code.
-            unsafe {
-                let lo = act8(act, _mm512_castps512_ps256(*acc));
-                let hi = act8(act, _mm512_extractf32x8_ps::<1>(*acc));
-                *acc = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
-            }
-        }
+        *acc = finish(*acc, epi.bias.map(|b| b[r]), epi.act);
         // SAFETY: each output row holds 16 floats (the contract).
         unsafe { _mm512_storeu_ps(out.ptr.add(r * out.ld), *acc) };
+    }
+}
+
+/// `act(acc + bias)`, the activation through the AVX2 code on each half (the AVX2 kernel's
+/// operations, so its bits).
+#[inline]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+fn finish(mut acc: __m512, bias: Option<f32>, act: Option<Activation>) -> __m512 {
+    if let Some(bias) = bias {
+        acc = _mm512_add_ps(acc, _mm512_set1_ps(bias));
+    }
+    if let Some(act) = act {
+        // SAFETY: AVX2 is enabled.
+        unsafe {
+            let lo = act8(act, _mm512_castps512_ps256(acc));
+            let hi = act8(act, _mm512_extractf32x8_ps::<1>(acc));
+            acc = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+        }
+    }
+    acc
+}
+
+/// Computes a `rows x 2 NR` tile (rows <= [`MR`]) of `A * [panel | panel2]` into `out`:
+/// `panel` whole, the first `cols2` columns of `panel2` (the others as zero, never loaded).
+/// Each element's chain is [`tile`]'s, so are the bits.
+///
+/// # Safety
+/// As [`tile`], with `out` holding `rows` rows of `2 NR` floats.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile2(
+    rows: usize,
+    k: usize,
+    a: &[f32],
+    rs: usize,
+    cs: usize,
+    panel: &[f32],
+    panel2: &[f32],
+    bs: usize,
+    cols2: usize,
+    epi: TileEpilogue<'_>,
+    out: TileOut,
+) {
+    let cols2 = cols2.min(NR);
+    assert!(rows <= MR);
+    let g = Geometry::checked(rows, k, a, rs, cs, panel, bs, NR);
+    let g2 = Geometry::checked(rows, k, a, rs, cs, panel2, bs, cols2);
+    // SAFETY: the caller's contract and the checks above.
+    unsafe {
+        match rows {
+            1 => kernel2::<1>(g, g2, epi, out),
+            2 => kernel2::<2>(g, g2, epi, out),
+            3 => kernel2::<3>(g, g2, epi, out),
+            4 => kernel2::<4>(g, g2, epi, out),
+            5 => kernel2::<5>(g, g2, epi, out),
+            6 => kernel2::<6>(g, g2, epi, out),
+            7 => kernel2::<7>(g, g2, epi, out),
+            8 => kernel2::<8>(g, g2, epi, out),
+            9 => kernel2::<9>(g, g2, epi, out),
+            10 => kernel2::<10>(g, g2, epi, out),
+            11 => kernel2::<11>(g, g2, epi, out),
+            _ => kernel2::<12>(g, g2, epi, out),
+        }
+    }
+}
+
+/// An `R x 32` tile: `2 R` accumulators (`g` the first 16 columns, `g2` the next), then bias,
+/// activation and the store of 32 floats per row.
+///
+/// # Safety
+/// `g` and `g2` must hold what [`tile2`] checks, and `out` `R` rows of 32 floats.
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn kernel2<const R: usize>(g: Geometry, g2: Geometry, epi: TileEpilogue<'_>, out: TileOut) {
+    let mask2: __mmask16 = if g2.cols >= NR { u16::MAX } else { (1u16 << g2.cols) - 1 };
+    let mut lo = [_mm512_setzero_ps(); R];
+    let mut hi = [_mm512_setzero_ps(); R];
+    for kk in 0..g.k {
+        // SAFETY: see the function's contract.
+        unsafe {
+            let b0 = _mm512_loadu_ps(g.b.add(kk * g.bs));
+            let b1 = _mm512_maskz_loadu_ps(mask2, g2.b.add(kk * g.bs));
+            for r in 0..R {
+                let av = _mm512_set1_ps(*g.a.add(r * g.rs + kk * g.cs));
+                lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
+                hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        let bias = epi.bias.map(|b| b[r]);
+        // SAFETY: each output row holds 32 floats (the contract).
+        unsafe {
+            _mm512_storeu_ps(out.ptr.add(r * out.ld), finish(lo[r], bias, epi.act));
+            _mm512_storeu_ps(out.ptr.add(r * out.ld + NR), finish(hi[r], bias, epi.act));
+        }
     }
 }

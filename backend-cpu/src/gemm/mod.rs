@@ -139,9 +139,9 @@ pub fn gemm(
     epi: Epilogue<'_>,
     mut store: impl FnMut(usize, usize, &[f32]),
 ) {
-    let mut tile = [[0.0f32; NR]; MR_NARROW];
-    tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, kernel| {
-        kernel(tile.as_mut_ptr().cast(), NR);
+    let mut tile = [[0.0f32; 2 * NR]; MR_NARROW];
+    tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, _, kernel| {
+        kernel(tile.as_mut_ptr().cast(), 2 * NR);
         for (r, vals) in tile.iter().take(rows).enumerate() {
             store(i + r, j, &vals[..cols]);
         }
@@ -209,13 +209,13 @@ unsafe fn into_raw(
     ldc: usize,
 ) {
     assert!(ldc >= n, "C rows overlap");
-    let mut tile = [[0.0f32; NR]; MR_NARROW];
-    tiles(isa, m, n, k, a, b, epi, |i, j, rows, cols, kernel| {
+    let mut tile = [[0.0f32; 2 * NR]; MR_NARROW];
+    tiles(isa, m, n, k, a, b, epi, |i, j, rows, cols, width, kernel| {
         // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
-        if cols == NR {
+        if cols == width {
             kernel(unsafe { c.add(i * ldc + j) }, ldc);
         } else {
-            kernel(tile.as_mut_ptr().cast(), NR);
+            kernel(tile.as_mut_ptr().cast(), 2 * NR);
             for (r, vals) in tile.iter().take(rows).enumerate() {
                 unsafe {
                     std::ptr::copy_nonoverlapping(vals.as_ptr(), c.add((i + r) * ldc + j), cols)
@@ -258,10 +258,11 @@ pub unsafe fn gemm_rows_into_raw(
     unsafe { into_raw(isa, m, n, k, a, BSrc::Rows { data: b, ld: ldb }, epi, c, ldc) }
 }
 
-/// Walks the `MR x NR` tiles of C (panel by panel, rows inside a panel; `MR_NARROW x NARROW`
-/// in a panel of at most NARROW columns with AVX2) and hands each to
-/// `visit(i, j, rows, cols, kernel)`, where `kernel(dst, ld)` computes the tile and stores its
-/// `rows x NR` (narrow: `rows x NARROW`) values at `dst + r * ld + c`.
+/// Walks the `MR x NR` tiles of C (in blocks of rows of A, panel by panel inside a block, rows
+/// inside a panel; `MR_NARROW x NARROW` in a panel of at most NARROW columns with AVX2,
+/// `MR_NARROW x 2 NR` over two panels with AVX-512) and hands each to
+/// `visit(i, j, rows, cols, width, kernel)`, where `kernel(dst, ld)` computes the tile and
+/// stores its `rows x width` values at `dst + r * ld + c`, of which `cols` are C's.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn tiles(
@@ -272,7 +273,7 @@ fn tiles(
     a: MatA<'_>,
     b: BSrc<'_>,
     epi: Epilogue<'_>,
-    mut visit: impl FnMut(usize, usize, usize, usize, &mut dyn FnMut(*mut f32, usize)),
+    mut visit: impl FnMut(usize, usize, usize, usize, usize, &mut dyn FnMut(*mut f32, usize)),
 ) {
     match b {
         BSrc::Packed(p) => assert!(p.len() >= packed_len(k, n), "packed B too small"),
@@ -293,22 +294,97 @@ fn tiles(
     // --release --example kernel_min "pw 2048"`, by parts, where every panel is narrow: 2995
     // -> 1590 us; 2 KB apart, two sets, 12-row tiles stay faster).
     let aliased = a.cs == 1 && (a.rs * 4).is_multiple_of(4096);
-    for p in 0..n.div_ceil(NR) {
+    if k <= SHALLOW && n > 2 * NR {
+        // A shallow product writes far more than it reads: one tile of rows at a time across
+        // a block of columns, so C is written as a few sequential runs. Panel by panel, every
+        // row of C was a store stream of its own (96 rows of MobileNetV2's first expansion,
+        // 4.8 MB at 112 x 112: 1.08 -> 0.51 ms on one thread, `cargo run --release -p
+        // frugal-cpu --example gemm_rate -- 96 12544 16`).
+        let step = (B_BLOCK_BYTES / (k.max(1) * 4) / (2 * NR)).max(1) * 2 * NR;
+        for j0 in (0..n).step_by(step) {
+            let cols = j0..(j0 + step).min(n);
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).div_ceil((m - i).div_ceil(MR_NARROW));
+                panels(isa, i..i + rows, cols.clone(), k, a, b, epi, aliased, &mut visit);
+                i += rows;
+            }
+        }
+        return;
+    }
+    let block = row_block(m, k);
+    for i0 in (0..m).step_by(block.max(1)) {
+        let m_end = (i0 + block).min(m);
+        panels(isa, i0..m_end, 0..n, k, a, b, epi, aliased, &mut visit);
+    }
+}
+
+/// Depth up to which a product counts as shallow (its B pair of panels is at most 16 KB).
+const SHALLOW: usize = 128;
+
+/// Bytes of B a block of columns of a shallow product may take (re-read from L2 per tile of
+/// rows).
+const B_BLOCK_BYTES: usize = 128 * 1024;
+
+/// Bytes of A one row block may take: it is read from memory once and then stays in L2 while
+/// every panel of B passes over it (half of a 512 KB L2, the smallest of the machines this
+/// runs on, so the B panel in use fits beside it).
+const A_BLOCK_BYTES: usize = 256 * 1024;
+
+/// Rows of A per block: all of them when A fits in [`A_BLOCK_BYTES`], else the most that do,
+/// in whole tiles of every height (6, 8, 12) and at least 24. Without blocks, a weight matrix
+/// larger than L2 (ResNet-50's last stage: 2-9 MB) came from memory once per panel of 16
+/// columns.
+fn row_block(m: usize, k: usize) -> usize {
+    if m * k * 4 <= A_BLOCK_BYTES {
+        return m;
+    }
+    (A_BLOCK_BYTES / (k.max(1) * 4) / 24 * 24).max(24)
+}
+
+/// [`tiles`] over rows `rows` and columns `cols` (from a panel's start) of C: panel by panel,
+/// rows inside a panel.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn panels(
+    isa: Isa,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    k: usize,
+    a: MatA<'_>,
+    b: BSrc<'_>,
+    epi: Epilogue<'_>,
+    aliased: bool,
+    visit: &mut impl FnMut(usize, usize, usize, usize, usize, &mut dyn FnMut(*mut f32, usize)),
+) {
+    let (m, n) = (rows.end, cols.end);
+    let count = n.div_ceil(NR);
+    let mut p = cols.start / NR;
+    while p < count {
         let j = p * NR;
         let cols = NR.min(n - j);
         // Columns the microkernel loads: packed panels are zero padded, rows in place are not.
-        let (panel, bs, loads) = match b {
+        let panel_at = |p: usize| match b {
             BSrc::Packed(b) => (&b[p * NR * k..(p + 1) * NR * k], NR, NR),
-            BSrc::Rows { data, ld } => (&data[j..], ld, cols),
+            BSrc::Rows { data, ld } => (&data[p * NR..], ld, NR.min(n - p * NR)),
         };
+        let (panel, bs, loads) = panel_at(p);
         // A panel of at most NARROW columns: 12 rows x 8 columns per tile with AVX2 (no half
         // empty vectors); the tile's stored width is then NARROW, of which `cols` are C's.
         let narrow = cfg!(target_arch = "x86_64") && isa == Isa::Avx2Fma && cols <= NARROW;
         // One column, A's rows in place: eight rows per vector (`avx2::column8`).
         let column = narrow && cols == 1 && a.cs == 1;
         // Wider panels on AVX-512: 12 rows x 16 columns, one vector per row (6 rows where A's
-        // rows alias in L1, as above).
+        // rows alias in L1, as above)...
         let z = !narrow && isa == Isa::Avx2Fma && avx512();
+        // ...and a whole panel with the next one as one 12 x 32 tile: two vectors per row,
+        // 24 accumulators, one broadcast of A per two multiply-adds instead of one.
+        let pair = z && cols == NR && p + 1 < count;
+        let (second, cols, width) = if pair {
+            (Some(panel_at(p + 1)), NR + NR.min(n - j - NR), 2 * NR)
+        } else {
+            (None, cols, if narrow { NARROW } else { NR })
+        };
         let mr = if column {
             8
         } else if (narrow || z) && !aliased {
@@ -316,9 +392,12 @@ fn tiles(
         } else {
             MR
         };
-        let mut i = 0;
+        let mut i = rows.start;
         while i < m {
-            let rows = mr.min(m - i);
+            // Tiles of even height (16 rows: 8 + 8, not 12 + 4): a short tile has too few
+            // accumulators to hide the multiply-add latency. Eight-row vectors of one column
+            // take whole tiles of eight.
+            let rows = if column { mr.min(m - i) } else { (m - i).div_ceil((m - i).div_ceil(mr)) };
             let a_tile = &a.data[i * a.rs..];
             // The bias read in place (a copy per tile cost a store-forwarding stall).
             let ep = TileEpilogue { bias: epi.bias.map(|b| &b[i..i + rows]), act: epi.act };
@@ -332,6 +411,13 @@ fn tiles(
                             avx2::column8(k, a_tile, a.rs, panel, bs, ep, out)
                         }
                         #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2Fma if pair => {
+                            let (panel2, _, loads2) = second.expect("a pair has two panels");
+                            avx512::tile2(
+                                rows, k, a_tile, a.rs, a.cs, panel, panel2, bs, loads2, ep, out,
+                            )
+                        }
+                        #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma if z => {
                             avx512::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out)
                         }
@@ -343,9 +429,10 @@ fn tiles(
                     }
                 }
             };
-            visit(i, j, rows, cols, &mut kernel);
+            visit(i, j, rows, cols, width, &mut kernel);
             i += rows;
         }
+        p += if pair { 2 } else { 1 };
     }
 }
 
@@ -447,6 +534,11 @@ mod tests {
                 (19, 1, 37),
                 (17, 49, 20),
                 (8, 1, 3),
+                // A larger than a row block (200 KB blocks of 72 rows), pairs of panels and
+                // a last single one; shallow products (columns in blocks, rows outer).
+                (100, 41, 700),
+                (16, 75, 9),
+                (30, 4200, 16),
             ]
         {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
@@ -536,6 +628,51 @@ mod tests {
                             bits(&want),
                             "{rows} rows, {cols} cols, {act:?}, rs {rs}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 12 x 32 AVX-512 tile gives the bits of two 12 x 16 ones (themselves the AVX2
+    /// kernel's, above): every row count, a whole and a partial second panel, strided A,
+    /// bias and each register activation.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_pairs_give_the_single_panel_bits() {
+        if !avx512::available() {
+            return;
+        }
+        let k = 29;
+        let a: Vec<f32> = (0..12 * 2 * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * 2 * NR).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+        let (p0, p1) = b.split_at(k * NR);
+        let bias: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.5).collect();
+        for rows in 1..=12 {
+            for cols2 in [NR, 5] {
+                for act in [None, Some(Activation::Relu), Some(Activation::HardSwish)] {
+                    for (rs, cs) in [(2 * k, 1), (1, 24)] {
+                        let epi = TileEpilogue { bias: Some(&bias[..rows]), act };
+                        let mut want = [[f32::NAN; 2 * NR]; 12];
+                        let mut got = [[f32::NAN; 2 * NR]; 12];
+                        let ld = 2 * NR;
+                        // SAFETY: AVX-512 is available (checked above); the tiles hold 12
+                        // rows of 2 NR floats.
+                        unsafe {
+                            let o = TileOut { ptr: want.as_mut_ptr().cast(), ld };
+                            avx512::tile(rows, k, &a, rs, cs, p0, NR, NR, epi, o);
+                            let o = TileOut { ptr: want[0][NR..].as_mut_ptr(), ld };
+                            avx512::tile(rows, k, &a, rs, cs, p1, NR, cols2, epi, o);
+                            let o = TileOut { ptr: got.as_mut_ptr().cast(), ld };
+                            avx512::tile2(rows, k, &a, rs, cs, p0, p1, NR, cols2, epi, o);
+                        }
+                        let bits = |t: &[[f32; 2 * NR]; 12]| {
+                            t[..rows]
+                                .iter()
+                                .flat_map(|r| r[..NR + cols2].iter().map(|x| x.to_bits()))
+                                .collect::<Vec<_>>()
+                        };
+                        assert_eq!(bits(&got), bits(&want), "{rows} rows, {cols2}, {act:?}, {rs}");
                     }
                 }
             }

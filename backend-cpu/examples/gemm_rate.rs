@@ -1,0 +1,38 @@
+//! GFLOP/s of one matrix product `C[m x n] = A[m x k] * B[k x n]` on one thread, the fastest
+//! of five batches: the microkernels and the tile walk alone, without im2col or threads.
+//!
+//! cargo run --release -p frugal-cpu --example gemm_rate -- M N K
+use std::time::Instant;
+
+use frugal_cpu::gemm::{self, Epilogue, Isa, MatA};
+
+fn main() {
+    let dims: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
+    let [m, n, k] = dims[..] else {
+        eprintln!("usage: gemm_rate M N K (for example 96 12544 16)");
+        std::process::exit(2);
+    };
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut packed = vec![0.0; gemm::packed_len(k, n)];
+    gemm::pack_b(&b, n, 1, k, n, &mut packed);
+    let mut c = vec![0.0; m * n];
+    let isa = Isa::detect();
+    let flops = 2.0 * (m * n * k) as f64;
+    let reps = (2e9 / flops.max(1.0)).max(1.0) as usize;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            let a = MatA { data: &a, rs: k, cs: 1 };
+            gemm::gemm_into(isa, m, n, k, a, &packed, Epilogue::default(), &mut c, n);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    println!(
+        "{m} x {n} x {k} ({}): {:.1} GFLOP/s, {:.1} us",
+        isa.name(),
+        flops / best / 1e9,
+        best * 1e6
+    );
+}
