@@ -125,7 +125,7 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
             };
             conv_transpose::conv_transpose(op, x, data(w.id, &w.dims)?, &w.dims, bias, y, io)
         }
-        Kernel::Pool { op, x, y } => pool::pool(op, x, y, io),
+        Kernel::Pool { op, x, y } => pool::pool(op, x, y, io, ctx),
         Kernel::GlobalAvgPool { x, y } => pool::global_avg(x, y, io),
         Kernel::Affine { act, x, scale, shift, y } => {
             let (s, t) = (data(scale.id, &scale.dims)?, data(shift.id, &shift.dims)?);

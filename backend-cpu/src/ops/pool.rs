@@ -13,6 +13,8 @@ use frugal_core::Result;
 use super::{contiguous_rows, in_row, need_dims, need_whole, rows, Flat};
 use crate::arena::Io;
 use crate::fail;
+use crate::gemm::Isa;
+use crate::Ctx;
 
 /// Folds input rows `x.first_row .. x.first_row + x.rows` into output rows `y.first_row ..
 /// y.first_row + y.rows`. An output row is started (set to the identity of max or sum) by the
@@ -20,38 +22,54 @@ use crate::fail;
 /// finished (averages divided) by the call that holds its last. Given all of a row's taps this
 /// is ordinary pooling; given a few input rows at a time (by parts), output rows keep running
 /// maxima or sums between calls, and each element still sees its taps in (ky, kx) order.
-pub(crate) fn pool(op: &Pool, x: &RowWindow, y: &RowWindow, mut io: Io<'_>) -> Result<()> {
+pub(crate) fn pool(
+    op: &Pool,
+    x: &RowWindow,
+    y: &RowWindow,
+    io: Io<'_>,
+    ctx: Ctx<'_>,
+) -> Result<()> {
     check(op, x, y)?;
     let (planes, h, _) = x.geometry();
     let (a, b) = (x.first_row, x.first_row + x.rows);
     let (s, d, pad) = (op.strides[0], op.dilations[0], op.pads[0]);
-    let src = io.src;
-    for oy in rows(y) {
-        let taps = || (0..op.kernel[0]).filter_map(|ky| tap(oy, ky, s, d, pad, h));
-        let (Some(first), Some(last)) = (taps().next(), taps().next_back()) else {
-            return Err(fail(
-                "pool",
-                format!("output row {oy} has no input rows (window inside the padding)"),
-            ));
-        };
-        if !taps().any(|iy| (a..b).contains(&iy)) {
-            // Dilated windows skip rows: this call holds none of this output row's taps.
-            continue;
-        }
-        let (start, finish) = (first >= a, last < b);
-        for p in 0..planes {
-            let out = io.out_row(y, p, oy);
-            if start {
-                out.fill(if op.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 });
-            }
-            for iy in taps().filter(|iy| (a..b).contains(iy)) {
-                accumulate_row(op, in_row(src, x, p, iy), out);
-            }
-            if finish && op.kind == PoolKind::Avg {
-                divide_row(op, oy, x, out);
-            }
-        }
+    let taps = |oy: usize| (0..op.kernel[0]).filter_map(move |ky| tap(oy, ky, s, d, pad, h));
+    if let Some(oy) = rows(y).find(|&oy| taps(oy).next().is_none()) {
+        return Err(fail(
+            "pool",
+            format!("output row {oy} has no input rows (window inside the padding)"),
+        ));
     }
+    let (_, _, w) = y.geometry();
+    let plane_len = y.capacity * y.row_stride;
+    let par = ctx.par.for_work(planes * y.rows * w * op.kernel[0] * op.kernel[1]);
+    let tile = par.split(planes, 1);
+    let src = io.src;
+    // Threads take whole planes: each output element is still folded by one thread, in order.
+    par.chunks(&mut io.out[..planes * plane_len], tile * plane_len, |t, chunk| {
+        for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
+            let p = t * tile + i;
+            for oy in rows(y) {
+                let (first, last) = (taps(oy).next(), taps(oy).next_back());
+                let (Some(first), Some(last)) = (first, last) else { continue };
+                if !taps(oy).any(|iy| (a..b).contains(&iy)) {
+                    // Dilated windows skip rows: this call holds none of this row's taps.
+                    continue;
+                }
+                let at = y.slot(oy) * y.row_stride;
+                let out = &mut plane[at..at + w];
+                if first >= a {
+                    out.fill(if op.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 });
+                }
+                for iy in taps(oy).filter(|iy| (a..b).contains(iy)) {
+                    accumulate_row(op, in_row(src, x, p, iy), out, ctx.isa);
+                }
+                if last < b && op.kind == PoolKind::Avg {
+                    divide_row(op, oy, x, out);
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -89,7 +107,7 @@ fn tap(o: usize, k: usize, stride: usize, dil: usize, pad: usize, len: usize) ->
 }
 
 /// Folds the taps of one input row into an output row, in kx order.
-fn accumulate_row(op: &Pool, row: &[f32], out: &mut [f32]) {
+fn accumulate_row(op: &Pool, row: &[f32], out: &mut [f32], isa: Isa) {
     let (sw, dw, pl) = (op.strides[1], op.dilations[1], op.pads[1]);
     let w = row.len();
     for kx in 0..op.kernel[1] {
@@ -100,12 +118,68 @@ fn accumulate_row(op: &Pool, row: &[f32], out: &mut [f32]) {
         if lo >= hi {
             continue;
         }
-        let taps = row[lo * sw + off - pl..].iter().step_by(sw);
+        let row = &row[lo * sw + off - pl..];
+        let out = &mut out[lo..hi];
+        // Whole vectors first (AVX2, strides 1 and 2), then one element at a time: which
+        // elements take which path depends only on the row's width, never on the call.
+        #[cfg(target_arch = "x86_64")]
+        let done = if isa == Isa::Avx2Fma && sw <= 2 {
+            // SAFETY: AVX2 is available (the detected instruction set).
+            unsafe { avx2_taps(op.kind, sw, row, out) }
+        } else {
+            0
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
+        let taps = row[done * sw..].iter().step_by(sw);
         match op.kind {
-            PoolKind::Max => out[lo..hi].iter_mut().zip(taps).for_each(|(o, &v)| *o = o.max(v)),
-            PoolKind::Avg => out[lo..hi].iter_mut().zip(taps).for_each(|(o, &v)| *o += v),
+            PoolKind::Max => out[done..].iter_mut().zip(taps).for_each(|(o, &v)| *o = max(*o, v)),
+            PoolKind::Avg => out[done..].iter_mut().zip(taps).for_each(|(o, &v)| *o += v),
         }
     }
+}
+
+/// The larger of a running maximum and a tap, as `maxps(v, o)` computes it: a NaN tap never
+/// wins, and the maximum, starting from -inf, is never NaN.
+#[inline(always)]
+fn max(o: f32, v: f32) -> f32 {
+    if v > o {
+        v
+    } else {
+        o
+    }
+}
+
+/// Folds taps `row[j * sw]` into `out[j]` eight outputs at a time, while the loads stay in
+/// `row`; returns how many outputs it did.
+///
+/// # Safety
+/// AVX2 must be available; `sw` is 1 or 2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_taps(kind: PoolKind, sw: usize, row: &[f32], out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let mut j = 0;
+    while j + 8 <= out.len() && j * sw + 8 * sw <= row.len() {
+        // SAFETY: the loads read row[j * sw .. j * sw + 8 * sw] and out[j .. j + 8], in
+        // bounds (the loop condition); AVX2 is available (caller).
+        unsafe {
+            let p = row.as_ptr().add(j * sw);
+            let v = if sw == 1 {
+                _mm256_loadu_ps(p)
+            } else {
+                crate::simd::even8(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+            };
+            let o = _mm256_loadu_ps(out.as_ptr().add(j));
+            let r = match kind {
+                PoolKind::Max => _mm256_max_ps(v, o),
+                PoolKind::Avg => _mm256_add_ps(o, v),
+            };
+            _mm256_storeu_ps(out.as_mut_ptr().add(j), r);
+        }
+        j += 8;
+    }
+    j
 }
 
 /// Divides summed taps by the ONNX divisor: taps inside the padded input when
@@ -299,6 +373,10 @@ mod tests {
             (pool(Avg, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], true, false), vec![2, 1, 6, 6]),
             (pool(Avg, [3, 2], [3, 2], [1, 1], [2, 1, 1, 0], true, true), vec![1, 2, 10, 9]),
             (pool(Avg, [7, 7], [1, 1], [1, 1], [0; 4], false, false), vec![1, 3, 7, 7]),
+            // Rows wide enough for whole vectors of eight outputs and a rest, strides 1, 2.
+            (pool(Max, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false, false), vec![1, 2, 6, 41]),
+            (pool(Max, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false, false), vec![1, 2, 5, 29]),
+            (pool(Avg, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false, true), vec![1, 2, 6, 37]),
         ]
     }
 
@@ -314,6 +392,26 @@ mod tests {
                     Kernel::Pool { op, x: xs[0], y }
                 });
             assert_close(&got, &reference(op, &xd, &x, &yd), 1e-5, &format!("case {i}: {op:?}"));
+        }
+    }
+
+    #[test]
+    fn threads_give_the_bits_of_one() {
+        // Planes split across threads (enough work to split), portable and AVX2 paths.
+        let xd = [1, 16, 32, 41];
+        let x = rand_vec(77, xd.iter().product());
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let op = leak(pool(kind, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false, false));
+            let yd = out_dims(op, &xd);
+            let mut outs = Vec::new();
+            for threads in [1, 2] {
+                let mut rig = Rig::with(crate::CpuBackend::with_threads(threads).unwrap());
+                let xw = rig.input(&xd, &x);
+                let y = rig.whole(&yd);
+                rig.run(&Kernel::Pool { op, x: xw, y }).unwrap();
+                outs.push(rig.read(&y));
+            }
+            assert_bits(&outs[1], &outs[0], &format!("{kind:?}"));
         }
     }
 
