@@ -124,6 +124,42 @@ pub struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,
     /// A piecewise-linear activation ([`Activation::is_piecewise_linear`]).
     pub act: Option<Activation>,
+    /// A matrix added to each stored tile while it is still in L1, then an activation (of
+    /// any kind): `C = then(C + R)`, in that order, element by element. `act` must be `None`.
+    pub residual: Option<Residual<'a>>,
+}
+
+/// `R[i][j] = data[i * ld + j]`, added to C after the product and its bias.
+#[derive(Clone, Copy, Debug)]
+pub struct Residual<'a> {
+    /// Backing memory, from `R[0][0]`.
+    pub data: &'a [f32],
+    /// Distance between rows.
+    pub ld: usize,
+    /// Applied to each element after the add ([`Activation::apply_slice`]).
+    pub then: Option<&'a Activation>,
+}
+
+impl Residual<'_> {
+    /// Adds rows `i .. i + rows`, columns `j .. j + cols` of R to C (at `c`, `ldc` apart) and
+    /// applies `then`.
+    ///
+    /// # Safety
+    /// Those elements of C must be valid for reads and writes, and no other reference may
+    /// touch them during the call.
+    unsafe fn apply(&self, c: *mut f32, ldc: usize, i: usize, j: usize, rows: usize, cols: usize) {
+        for r in i..i + rows {
+            let res = &self.data[r * self.ld + j..r * self.ld + j + cols];
+            // SAFETY: the caller's contract.
+            let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc + j), cols) };
+            for (o, &v) in out.iter_mut().zip(res) {
+                *o += v;
+            }
+            if let Some(act) = self.then {
+                act.apply_slice(out);
+            }
+        }
+    }
 }
 
 /// Computes `C = A * B` for `m x n` with depth `k`, applies `epi`, and hands each tile row to
@@ -139,6 +175,7 @@ pub fn gemm(
     epi: Epilogue<'_>,
     mut store: impl FnMut(usize, usize, &[f32]),
 ) {
+    assert!(epi.residual.is_none(), "residual products store through `gemm_into`");
     let mut tile = [[0.0f32; 2 * NR]; MR_NARROW];
     tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, _, kernel| {
         kernel(tile.as_mut_ptr().cast(), 2 * NR);
@@ -209,9 +246,16 @@ unsafe fn into_raw(
     ldc: usize,
 ) {
     assert!(ldc >= n, "C rows overlap");
+    if let Some(r) = epi.residual {
+        assert!(epi.act.is_none(), "the activation of a residual product comes after the add");
+        assert!(
+            m == 0 || n == 0 || (r.ld >= n && (m - 1) * r.ld + n <= r.data.len()),
+            "R too small"
+        );
+    }
     let mut tile = [[0.0f32; 2 * NR]; MR_NARROW];
     tiles(isa, m, n, k, a, b, epi, |i, j, rows, cols, width, kernel| {
-        // SAFETY (both arms): rows i .. i + rows, columns j .. j + cols are in C (caller).
+        // SAFETY (all three): rows i .. i + rows, columns j .. j + cols are in C (caller).
         if cols == width {
             kernel(unsafe { c.add(i * ldc + j) }, ldc);
         } else {
@@ -221,6 +265,9 @@ unsafe fn into_raw(
                     std::ptr::copy_nonoverlapping(vals.as_ptr(), c.add((i + r) * ldc + j), cols)
                 };
             }
+        }
+        if let Some(r) = epi.residual {
+            unsafe { r.apply(c, ldc, i, j, rows, cols) };
         }
     });
 }
@@ -561,7 +608,7 @@ mod tests {
         let (m, k, ld) = (13, 37, 61);
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
-        let epi = Epilogue { bias: Some(&bias), act: Some(Activation::HardSwish) };
+        let epi = Epilogue { bias: Some(&bias), act: Some(Activation::HardSwish), residual: None };
         let am = MatA { data: &a, rs: k, cs: 1 };
         for n in [48, 1, 7, 16, 21, 39] {
             let b: Vec<f32> =

@@ -11,7 +11,7 @@ use frugal_core::Result;
 
 use crate::arena::{Io, Src};
 use crate::fail;
-use crate::gemm::{self, MatA};
+use crate::gemm::{self, MatA, Residual};
 use crate::par::{Par, SharedMut};
 use crate::{simd, Ctx};
 use im2col::im2col;
@@ -136,7 +136,7 @@ pub(crate) fn conv(
         if op.residual {
             return Err(fail("conv", "a residual convolution was called without its residual"));
         }
-        return product(op, x, weight, wd, bias, y, io, ctx);
+        return product(op, x, weight, wd, bias, None, y, io, ctx);
     };
     if !op.residual || r.dims != y.dims {
         return Err(fail("conv", format!("residual {:?} for output {:?}", r.dims, y.dims)));
@@ -154,11 +154,21 @@ pub(crate) fn conv(
         ));
     }
     // The product with its bias first, then `act(y + r)` over the rows it wrote: the order of
-    // the unfused Conv and Add, so the bits are theirs.
+    // the unfused Conv and Add, so the bits are theirs. Matrix products add `r` tile by tile
+    // while the tile is in L1 where the rows are one run in each of r's planes; otherwise a
+    // pass over the output after the product.
     let bare = Conv { act: None, ..op.clone() };
+    let fused = !is_depthwise(op, &geo(op, x, wd, y))
+        && r.row_stride == y.row_stride
+        && y.first_row % r.capacity + y.rows <= r.capacity;
+    if fused {
+        let res = Some((r, op.act.as_ref()));
+        return product(&bare, x, weight, wd, bias, res, y, io, ctx);
+    }
     let Io { src, out, out_base, scratch } = io;
     let par = ctx.par;
-    product(&bare, x, weight, wd, bias, y, Io { src, out: &mut *out, out_base, scratch }, ctx)?;
+    let io = Io { src, out: &mut *out, out_base, scratch };
+    product(&bare, x, weight, wd, bias, None, y, io, ctx)?;
     add_residual(y, r, &src, out, op.act.as_ref(), par);
     Ok(())
 }
@@ -193,7 +203,8 @@ fn add_residual(
     });
 }
 
-/// The convolution itself (bias and `op.act` included), rows `y.first_row ..`.
+/// The convolution itself (bias and `op.act` included), rows `y.first_row ..`; with
+/// `residual` (matrix products only, its rows one run per plane), `then(y + r)` after it.
 #[allow(clippy::too_many_arguments)]
 fn product(
     op: &Conv,
@@ -201,6 +212,7 @@ fn product(
     weight: &[f32],
     wd: &Dims,
     bias: Option<&[f32]>,
+    residual: Option<(&RowWindow, Option<&Activation>)>,
     y: &RowWindow,
     io: Io<'_>,
     ctx: Ctx<'_>,
@@ -238,7 +250,8 @@ fn product(
         let r1 = (r0 + band).min(r_end).min(r0 - r0 % y.capacity + y.capacity);
         for b in 0..g.n {
             for grp in 0..op.groups {
-                let bd = Band { op, x, y, g: &g, weight, bias, isa, rows: (r0, r1), b, grp };
+                let rows = (r0, r1);
+                let bd = Band { op, x, y, g: &g, weight, bias, residual, isa, rows, b, grp };
                 let packed = &mut io.scratch[..gemm::packed_len(g.k, bd.cols())];
                 let p0 = b * g.m + grp * g.mg;
                 let planes = &mut io.out[p0 * bd.plane_len()..(p0 + g.mg) * bd.plane_len()];
@@ -268,6 +281,8 @@ struct Band<'a> {
     g: &'a Geo,
     weight: &'a [f32],
     bias: Option<&'a [f32]>,
+    /// Added to the product tile by tile, then the activation (see [`product`]).
+    residual: Option<(&'a RowWindow, Option<&'a Activation>)>,
     isa: gemm::Isa,
     /// Output rows `[r0, r1)`, inside one pass of the ring.
     rows: (usize, usize),
@@ -275,7 +290,7 @@ struct Band<'a> {
     grp: usize,
 }
 
-impl Band<'_> {
+impl<'a> Band<'a> {
     fn cols(&self) -> usize {
         (self.rows.1 - self.rows.0) * self.g.wout
     }
@@ -301,8 +316,27 @@ impl Band<'_> {
         let epi = gemm::Epilogue {
             bias: self.bias.map(|bb| &bb[ch..ch + rows]),
             act: simd::in_registers(self.op.act),
+            residual: None,
         };
         (a, epi)
+    }
+
+    /// The residual of output channels `i0 .. i0 + rows` of the group, columns `j0 ..` of the
+    /// band, as the product's epilogue adds it.
+    fn residual<'s>(&self, src: &Src<'s>, i0: usize, rows: usize, j0: usize) -> Option<Residual<'s>>
+    where
+        'a: 's,
+    {
+        let (r, then) = self.residual?;
+        let ld = r.capacity * r.row_stride;
+        let start = r.row_start(self.c0_out() + i0, self.rows.0) + j0;
+        let data = src.slice(start, (rows.max(1) - 1) * ld + self.cols() - j0);
+        Some(Residual { data, ld, then })
+    }
+
+    /// First output plane of the band's group.
+    fn c0_out(&self) -> usize {
+        self.b * self.g.m + self.grp * self.g.mg
     }
 
     /// The band's B read in place, when the convolution is pointwise (1x1, stride 1, no
@@ -349,7 +383,8 @@ impl Band<'_> {
         let tile = par.split(self.g.mg, gemm::MR);
         par.chunks(planes, tile * plane_len, |t, out| {
             let rows = out.len() / plane_len;
-            let (a, epi) = self.channels(t * tile, rows);
+            let (a, mut epi) = self.channels(t * tile, rows);
+            epi.residual = self.residual(src, t * tile, rows, 0);
             let c = &mut out[at..];
             if let Some((b, ld)) = direct {
                 assert!((rows - 1) * plane_len + ncols <= c.len());
@@ -395,6 +430,7 @@ impl Band<'_> {
             let j0 = t * panels * gemm::NR;
             let j1 = (j0 + panels * gemm::NR).min(ncols);
             let c = out.ptr().wrapping_add(at + j0);
+            let epi = gemm::Epilogue { residual: self.residual(src, 0, mg, j0), ..epi };
             // SAFETY (both products): this task writes columns at + j0 .. at + j1 of each of
             // the mg planes (in bounds, asserted above), disjoint from every other task's
             // columns; `planes` is borrowed mutably for the whole call and nothing else
