@@ -365,3 +365,16 @@ fn bench_per_node_times_every_node_inside_runs() {
     let o = frugal(&[&["bench"][..], &net, &["--per-node"]].concat());
     assert!(o.status.success() && stdout(&o).contains("per operator:"), "{}", stdout(&o));
 }
+
+#[test]
+fn two_lanes_classify_the_page_alike_and_bad_lane_counts_fail_cleanly() {
+    let one = frugal(&["run", "--strategy", "by-parts"]);
+    let two = frugal(&["run", "--strategy", "by-parts", "--lanes", "2", "--threads", "2"]);
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert_eq!(orientation(&stdout(&one)), orientation(&stdout(&two)));
+    fails_cleanly(&["run", "--lanes", "3"], "1 or 2");
+    fails_cleanly(
+        &["bench", "zoo:resnet18", "--lanes", "2", "--per-node", "--runs", "1"],
+        "one lane",
+    );
+}

@@ -306,6 +306,12 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn fork(&self, threads: usize) -> Result<Box<dyn Backend>> {
+        let mut b = CpuBackend::with_threads(threads)?;
+        b.isa = self.isa;
+        Ok(Box::new(b))
+    }
+
     fn weight_bytes(&self) -> usize {
         self.weights
             .iter()

@@ -563,4 +563,16 @@ pub trait Backend: Send + fmt::Debug {
 
     /// Bytes the backend holds for uploaded weights.
     fn weight_bytes(&self) -> usize;
+
+    /// A new, empty backend of the same kind on the same device, running kernels on
+    /// `threads` threads: the second lane of a two-lane session (its own weights, arena and
+    /// scratch). An error where the backend cannot run beside itself.
+    fn fork(&self, threads: usize) -> Result<Box<dyn Backend>> {
+        let _ = threads;
+        Err(crate::error::Error::Backend {
+            backend: self.name().to_string(),
+            op: "fork".into(),
+            reason: "this backend runs one lane only; run with one lane (--lanes 1)".into(),
+        })
+    }
 }

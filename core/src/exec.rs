@@ -176,6 +176,10 @@ pub(crate) struct Program {
     arena_bytes: usize,
     /// Reused list of concat inputs (no allocation per firing).
     concat_inputs: Vec<RowWindow>,
+    /// One lane of a split plan: what it runs ([`Program::run_lane`]).
+    execs: Option<Vec<crate::lanes::Exec>>,
+    /// Blocks sent or received per channel this run.
+    seq: Vec<usize>,
 }
 
 impl Program {
@@ -193,6 +197,27 @@ impl Program {
         backend: &mut dyn Backend,
         uploads: &mut Uploads,
     ) -> Result<Program> {
+        Program::bind_part(graph, plan, backend, uploads, None)
+    }
+
+    /// Binds one lane of `plan` split by [`crate::lanes::split`]: only the lane's nodes'
+    /// weights go to `backend`, its buffers at the lane's offsets.
+    pub fn bind_lane(
+        graph: &Graph,
+        plan: &Plan,
+        backend: &mut dyn Backend,
+        lane: &crate::lanes::Lane,
+    ) -> Result<Program> {
+        Program::bind_part(graph, plan, backend, &mut Uploads::new(graph), Some(lane))
+    }
+
+    fn bind_part(
+        graph: &Graph,
+        plan: &Plan,
+        backend: &mut dyn Backend,
+        uploads: &mut Uploads,
+        lane: Option<&crate::lanes::Lane>,
+    ) -> Result<Program> {
         verify::verify(graph, plan)?;
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
         let buffer_of = |v: ValueId| plan.buffer_index(v);
@@ -205,13 +230,27 @@ impl Program {
             &mut fresh
         };
         let mut nodes = Vec::with_capacity(graph.nodes.len());
-        for n in &graph.nodes {
+        for (i, n) in graph.nodes.iter().enumerate() {
+            let mine = lane.is_none_or(|l| l.nodes[i]);
             nodes.push(NodeExec::bind(graph, n, &buffer_of, &mut |v, t| {
-                uploads.get(backend, v, t)
+                if mine {
+                    uploads.get(backend, v, t)
+                } else {
+                    // The other lane's node: never fired here.
+                    Ok(WeightRef {
+                        id: crate::backend::WeightId(usize::MAX),
+                        dims: dims_of(t.shape(), "weight", graph.opset)?,
+                    })
+                }
             })?);
         }
-        let layouts =
+        let mut layouts =
             plan.buffers.iter().map(|b| Layout::of(b, graph.opset)).collect::<Result<Vec<_>>>()?;
+        if let Some(l) = lane {
+            for (layout, &offset) in layouts.iter_mut().zip(&l.offsets) {
+                layout.offset = offset;
+            }
+        }
         let max_inputs = nodes.iter().map(|n| n.inputs.len()).max().unwrap_or(0);
         let mut p = Program {
             nodes,
@@ -224,6 +263,8 @@ impl Program {
             scratch: Scratch::default(),
             arena_bytes: 0,
             concat_inputs: Vec::with_capacity(max_inputs),
+            execs: None,
+            seq: Vec::new(),
         };
         // Per-node preparation (weight repacking, pipeline compilation) on each node's first
         // firing, and scratch: the most any single firing asks for, placed after the buffers.
@@ -232,6 +273,9 @@ impl Program {
         let mut workspace = 0;
         for i in 0..p.steps.len() {
             let Step { kind: StepKind::Fire(n), rows } = p.steps[i] else { continue };
+            if lane.is_some_and(|l| !l.nodes[n.0]) {
+                continue;
+            }
             let k = kernel_for(&p.nodes[n.0], rows, &p.buffers, &mut p.concat_inputs)?;
             if !prepared[n.0] {
                 backend.prepare(&k)?;
@@ -246,7 +290,8 @@ impl Program {
         for (node, v) in p.nodes.iter_mut().zip(variants) {
             node.variant = v;
         }
-        let base = align_up(plan.arena_bytes, 64);
+        let base = align_up(lane.map_or(plan.arena_bytes, |l| l.arena_bytes), 64);
+        p.execs = lane.map(|l| l.execs.clone());
         p.scratch = Scratch { offset: base, bytes: workspace };
         p.arena_bytes = base + align_up(workspace, 64);
         Ok(p)
@@ -292,6 +337,53 @@ impl Program {
             *s = t.elapsed().as_secs_f64();
         }
         Ok(())
+    }
+
+    /// Runs this lane of a split plan ([`Program::bind_lane`]) on `backend`, exchanging cut
+    /// rows through `chans`. Outputs this lane does not produce may be empty slices.
+    pub fn run_lane(
+        &mut self,
+        backend: &mut dyn Backend,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        chans: &crate::lanes::Channels,
+        cuts: &[crate::lanes::Cut],
+    ) -> Result<()> {
+        use crate::lanes::Exec;
+        let execs = self.execs.take().ok_or_else(|| Error::Plan("not a lane".into()))?;
+        self.seq.clear();
+        self.seq.resize(cuts.len(), 0);
+        let mut run = || -> Result<()> {
+            for e in &execs {
+                match *e {
+                    Exec::Step(i) => self.step(i, backend, inputs, outputs)?,
+                    Exec::Send { chan, rows } => {
+                        let w = self.buffers.window(cuts[chan].buffer, rows[0]..rows[1]);
+                        let n = w.len();
+                        backend.sync()?;
+                        chans.send(chan, self.seq[chan], |slot| {
+                            backend.read(&w, &mut slot[..n], rows[0]..rows[1])
+                        })?;
+                        self.seq[chan] += 1;
+                    }
+                    Exec::Recv { chan, rows } => {
+                        let w = self.buffers.window(cuts[chan].buffer, rows[0]..rows[1]);
+                        let n = w.len();
+                        chans.recv(chan, self.seq[chan], |slot| {
+                            backend.write(&w, &slot[..n], rows[0]..rows[1])
+                        })?;
+                        self.seq[chan] += 1;
+                    }
+                }
+            }
+            backend.sync()
+        };
+        let r = run();
+        self.execs = Some(execs);
+        if r.is_err() {
+            chans.fail();
+        }
+        r
     }
 
     /// The steps, in order.

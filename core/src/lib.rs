@@ -23,6 +23,7 @@ pub mod error;
 mod exec;
 pub mod format;
 pub mod graph;
+mod lanes;
 pub mod limits;
 pub mod onnx;
 pub mod ops;

@@ -23,9 +23,34 @@ pub struct IoInfo {
 pub struct Session {
     backend: Box<dyn Backend>,
     program: Program,
+    /// The back lane of a two-lane session (`program` is then the front lane).
+    back: Option<Back>,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     plan_peak_bytes: usize,
+}
+
+/// The second lane of a two-lane session and what the lanes share.
+#[derive(Debug)]
+struct Back {
+    backend: Box<dyn Backend>,
+    program: Program,
+    chans: crate::lanes::Channels,
+    cuts: Vec<crate::lanes::Cut>,
+    channel_bytes: usize,
+    /// Outputs the back lane drains.
+    drains: Vec<bool>,
+}
+
+/// Marks the run failed if its lane's thread panics, so that the other lane stops waiting.
+struct PanicGuard<'a>(&'a crate::lanes::Channels);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail();
+        }
+    }
 }
 
 impl Session {
@@ -35,6 +60,65 @@ impl Session {
         backend.check()?;
         let program = Program::bind(graph, plan, &mut *backend)?;
         backend.alloc_arena(program.arena_bytes())?;
+        Session::new_parts(graph, plan, backend, program)
+    }
+
+    /// [`Session::new`] with the plan's nodes in `lanes` lanes (1 or 2): with two, a front
+    /// and a back half of the model (about equal work) each run by its own thread on a
+    /// backend forked from `backend` ([`Backend::fork`], `threads_per_lane` threads each),
+    /// with its own arena; the front hands the rows the back reads through host channels.
+    /// The same bits as one lane; more memory (both arenas, both scratches, the channels:
+    /// [`Session::arena_bytes`] counts them all).
+    pub fn with_lanes(
+        graph: &Graph,
+        plan: &Plan,
+        backend: Box<dyn Backend>,
+        lanes: usize,
+        threads_per_lane: usize,
+    ) -> Result<Session> {
+        match lanes {
+            1 => return Session::new(graph, plan, backend),
+            2 => {}
+            n => {
+                return Err(Error::Plan(format!("{n} lanes: a session runs 1 or 2")));
+            }
+        }
+        backend.check()?;
+        let effective = crate::plan::recompute::effective(graph, &plan.options)?;
+        let split = crate::lanes::split(&effective, plan)?;
+        let mut front = backend.fork(threads_per_lane)?;
+        let mut back = backend.fork(threads_per_lane)?;
+        drop(backend);
+        let program = Program::bind_lane(graph, plan, &mut *front, &split.lanes[0])?;
+        front.alloc_arena(program.arena_bytes())?;
+        let back_program = Program::bind_lane(graph, plan, &mut *back, &split.lanes[1])?;
+        back.alloc_arena(back_program.arena_bytes())?;
+        let drains = (0..graph.outputs.len())
+            .map(|k| {
+                split.lanes[1].execs.iter().any(|e| {
+                    matches!(e, crate::lanes::Exec::Step(i)
+                        if plan.steps[*i].kind == crate::plan::StepKind::Drain(k))
+                })
+            })
+            .collect();
+        let mut s = Session::new_parts(graph, plan, front, program)?;
+        s.back = Some(Back {
+            backend: back,
+            program: back_program,
+            chans: crate::lanes::Channels::new(&split)?,
+            channel_bytes: split.channel_bytes(),
+            cuts: split.cuts,
+            drains,
+        });
+        Ok(s)
+    }
+
+    fn new_parts(
+        graph: &Graph,
+        plan: &Plan,
+        backend: Box<dyn Backend>,
+        program: Program,
+    ) -> Result<Session> {
         let io = |ids: &[ValueId]| -> Vec<IoInfo> {
             ids.iter()
                 .map(|&v| IoInfo {
@@ -46,10 +130,20 @@ impl Session {
         Ok(Session {
             backend,
             program,
+            back: None,
             inputs: io(&graph.inputs),
             outputs: io(&graph.outputs),
             plan_peak_bytes: plan.peak_bytes_with_io,
         })
+    }
+
+    /// Lanes the session runs in (1 or 2).
+    pub fn lanes(&self) -> usize {
+        if self.back.is_some() {
+            2
+        } else {
+            1
+        }
     }
 
     /// The backend's name.
@@ -67,14 +161,17 @@ impl Session {
         &self.outputs
     }
 
-    /// Bytes of the arena: the plan's buffers plus kernel scratch.
+    /// Bytes of the arena: the plan's buffers plus kernel scratch (two lanes: both arenas and
+    /// the channels between them).
     pub fn arena_bytes(&self) -> usize {
         self.program.arena_bytes()
+            + self.back.as_ref().map_or(0, |b| b.program.arena_bytes() + b.channel_bytes)
     }
 
-    /// Scratch bytes reserved for kernels.
+    /// Scratch bytes reserved for kernels (both lanes').
     pub fn workspace_bytes(&self) -> usize {
         self.program.workspace_bytes()
+            + self.back.as_ref().map_or(0, |b| b.program.workspace_bytes())
     }
 
     /// The plan's peak including inputs and outputs (the arena without scratch).
@@ -82,9 +179,9 @@ impl Session {
         self.plan_peak_bytes
     }
 
-    /// Bytes the backend holds for weights.
+    /// Bytes the backend holds for weights (both lanes').
     pub fn weight_bytes(&self) -> usize {
-        self.backend.weight_bytes()
+        self.backend.weight_bytes() + self.back.as_ref().map_or(0, |b| b.backend.weight_bytes())
     }
 
     /// Runs the model, returning newly allocated outputs.
@@ -108,7 +205,42 @@ impl Session {
     /// Runs the model into caller-provided output slices. Allocates nothing.
     pub fn run_into(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<()> {
         self.check_io(inputs, outputs)?;
-        self.program.run(&mut *self.backend, inputs, outputs)
+        let Some(back) = &mut self.back else {
+            return self.program.run(&mut *self.backend, inputs, outputs);
+        };
+        // Each lane gets the outputs it drains (the others as empty slices).
+        let mut front_outs: Vec<&mut [f32]> = Vec::with_capacity(outputs.len());
+        let mut back_outs: Vec<&mut [f32]> = Vec::with_capacity(outputs.len());
+        for (o, &theirs) in outputs.iter_mut().zip(&back.drains) {
+            let o = &mut **o;
+            if theirs {
+                back_outs.push(o);
+                front_outs.push(&mut []);
+            } else {
+                front_outs.push(o);
+                back_outs.push(&mut []);
+            }
+        }
+        back.chans.reset();
+        let (front, front_be) = (&mut self.program, &mut self.backend);
+        let (chans, cuts) = (&back.chans, back.cuts.as_slice());
+        std::thread::scope(|s| {
+            let lane = s.spawn(move || {
+                let _guard = PanicGuard(chans);
+                front.run_lane(&mut **front_be, inputs, &mut front_outs, chans, cuts)
+            });
+            let r = {
+                let _guard = PanicGuard(chans);
+                back.program.run_lane(&mut *back.backend, inputs, &mut back_outs, chans, cuts)
+            };
+            if r.is_err() {
+                chans.fail();
+            }
+            let f = lane.join().unwrap_or_else(|_| {
+                Err(Error::Plan("the front lane of a two-lane run panicked".into()))
+            });
+            f.and(r)
+        })
     }
 
     /// [`Session::run_into`], recording each step's seconds in `seconds` (one per
@@ -122,6 +254,11 @@ impl Session {
         seconds: &mut [f64],
     ) -> Result<()> {
         self.check_io(inputs, outputs)?;
+        if self.back.is_some() {
+            return Err(Error::Plan(
+                "steps are timed one lane at a time: time them with one lane (--lanes 1)".into(),
+            ));
+        }
         if seconds.len() != self.program.steps().len() {
             return Err(Error::Input {
                 name: "seconds".into(),

@@ -177,7 +177,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (plan, chosen) = a.target.plan(&graph)?;
     let strategy = plan.strategy;
     let threads = a.target.backend_options().threads;
-    let mut session = Session::new(&graph, &plan, a.target.backend()?)?;
+    let mut session = a.target.session(&graph, &plan)?;
     let shape = session.inputs()[0].shape.clone();
     let input: Vec<f32> =
         (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();

@@ -83,6 +83,12 @@ pub struct TargetArgs {
     /// CPU threads [default: FRUGAL_THREADS or all cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run the plan in N lanes, 1 or 2: with 2, two threads fire different nodes at once (a
+    /// front and a back half of the model, each on its own backend and arena, the threads
+    /// shared between them). The same bits; more memory (both arenas, the channels)
+    /// [default: 1].
+    #[arg(long)]
+    pub lanes: Option<usize>,
     /// Storage of activations: f32, or f16 (computed in f32, stored in half: half the memory).
     #[arg(long, value_parser = parse_storage)]
     pub storage: Option<frugal::DType>,
@@ -117,6 +123,28 @@ impl TargetArgs {
             Some(t) => frugal::BackendOptions { threads: t.max(1) },
             None => frugal::BackendOptions::default(),
         }
+    }
+
+    /// A session of `plan` on the backend and lanes the flags ask for.
+    pub fn session(
+        &self,
+        graph: &frugal::Graph,
+        plan: &frugal::Plan,
+    ) -> anyhow::Result<frugal::Session> {
+        self.session_on(graph, plan, self.backend()?)
+    }
+
+    /// [`TargetArgs::session`] on `backend` (forked for a second lane).
+    pub fn session_on(
+        &self,
+        graph: &frugal::Graph,
+        plan: &frugal::Plan,
+        backend: Box<dyn frugal::Backend>,
+    ) -> anyhow::Result<frugal::Session> {
+        let threads = self.backend_options().threads;
+        let lanes = self.lanes.unwrap_or(1);
+        let per_lane = (threads / lanes.max(1)).max(1);
+        Ok(frugal::Session::with_lanes(graph, plan, backend, lanes, per_lane)?)
     }
 
     /// A new backend instance as the flags ask.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
 use frugal::preprocess::ImagePrep;
-use frugal::{format, model, npy, onnx, Graph, Plan, Session, Tensor};
+use frugal::{format, model, npy, onnx, Graph, Plan, Tensor};
 
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -213,7 +213,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         None => a.target.plan(&graph)?.0,
     };
     let strategy = plan.strategy;
-    let mut session = Session::new(&graph, &plan, backend)?;
+    let mut session = a.target.session_on(&graph, &plan, backend)?;
     let data: Vec<&[f32]> = inputs.iter().map(|(_, t)| t.as_f32()).collect::<Result<_, _>>()?;
     let started = Instant::now();
     let outputs = session.run(&data)?;

@@ -1,0 +1,379 @@
+//! Two lanes: a plan's nodes split into a front and a back half (in topological order, by
+//! work), each half run by its own thread on its own backend and arena, the front handing the
+//! rows of the values the back reads through small host channels.
+//!
+//! Why: by parts, a firing is a few microseconds of work, too little to split across cores
+//! (`cargo bench --bench pool`: a pool job costs 0.7 us and a split firing another 1-2 us in
+//! cache traffic), so a one-row plan runs no faster on two threads than on one. Two lanes fire
+//! *different* nodes at once, each firing whole on one core.
+//!
+//! Each lane replays the plan's steps in the plan's order, skipping the other lane's: the
+//! back lane receives a firing's rows where the plan fires it (into a ring of the plan's
+//! capacity), so both lanes' buffers hold what they would in a one-lane run, and every kernel
+//! call is the one-lane call on the same rows: the same bits. The front may run ahead of the
+//! back by [`SLOTS`] firings of a cut value; it never waits for anything the back produces, so
+//! the lanes cannot deadlock.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, NodeId, ValueId};
+use crate::ops::Op;
+use crate::plan::arena::{align_up, pack, Interval};
+use crate::plan::{row_geometry, Plan, StepKind};
+
+/// Firings of a cut value the front lane may be ahead of the back by.
+pub(crate) const SLOTS: usize = 4;
+
+/// What one lane runs.
+#[derive(Clone, Debug)]
+pub(crate) enum Exec {
+    /// The plan's step with this index.
+    Step(usize),
+    /// Front lane: copy rows `rows` of cut value `chan` into its channel.
+    Send { chan: usize, rows: [usize; 2] },
+    /// Back lane: copy the next rows of cut value `chan` from its channel into the ring.
+    Recv { chan: usize, rows: [usize; 2] },
+}
+
+/// One lane of a split plan.
+#[derive(Clone, Debug)]
+pub(crate) struct Lane {
+    /// Whether the lane fires each node (the effective graph's).
+    pub nodes: Vec<bool>,
+    /// Arena offset of each plan buffer in this lane's arena (0 for buffers it never uses).
+    pub offsets: Vec<usize>,
+    /// Bytes of the lane's buffers (its scratch comes after).
+    pub arena_bytes: usize,
+    /// What it runs, in order.
+    pub execs: Vec<Exec>,
+}
+
+/// A value the back lane reads from the front.
+#[derive(Clone, Debug)]
+pub(crate) struct Cut {
+    /// Plan buffer holding it (in both lanes).
+    pub buffer: usize,
+    /// Floats of the largest block one firing sends.
+    pub block: usize,
+}
+
+/// A plan split in two lanes.
+#[derive(Clone, Debug)]
+pub(crate) struct Split {
+    pub lanes: [Lane; 2],
+    pub cuts: Vec<Cut>,
+}
+
+impl Split {
+    /// Host bytes of the channels.
+    pub fn channel_bytes(&self) -> usize {
+        self.cuts.iter().map(|c| c.block * 4 * SLOTS).sum()
+    }
+}
+
+/// Work of one firing, for balancing the lanes: multiply-adds of a convolution or a product,
+/// elements otherwise.
+fn work(graph: &Graph, n: NodeId, rows: usize) -> usize {
+    let node = &graph.nodes[n.0];
+    let out = &graph.value(node.output()).shape;
+    let (planes, _, w) = row_geometry(out);
+    let per = match &node.op {
+        Op::Conv(c) => {
+            node.inputs.get(1).map_or(1, |&v| c.macs_per_output(&graph.value(v).shape).max(1))
+        }
+        Op::Gemm(_) | Op::MatMul(_) => {
+            node.inputs.first().map_or(1, |&v| *graph.value(v).shape.last().unwrap_or(&1))
+        }
+        _ => 1,
+    };
+    planes * rows.max(1) * w * per
+}
+
+/// Splits `plan` (of the effective `graph`) in two lanes: each node's lane is the parity of
+/// the flips before it in topological order, flips added greedily while a simulation of both
+/// lanes over the plan's steps (work from [`work`]) says the run gets shorter. A stage the plan
+/// must finish before the next starts is thus split in two as well, not left to one lane.
+pub(crate) fn split(graph: &Graph, plan: &Plan) -> Result<Split> {
+    let n = graph.nodes.len();
+    if n < 2 {
+        return Err(Error::Plan("two lanes need a model of at least two nodes".into()));
+    }
+    let cost: Vec<usize> = plan
+        .steps
+        .iter()
+        .map(|s| match s.kind {
+            StepKind::Fire(id) => work(graph, id, s.rows[1] - s.rows[0]) + OVERHEAD,
+            _ => OVERHEAD,
+        })
+        .collect();
+    let lanes_of = |flips: &[bool]| -> Vec<usize> {
+        let mut lane = 0;
+        flips
+            .iter()
+            .map(|&f| {
+                lane ^= usize::from(f);
+                lane
+            })
+            .collect()
+    };
+    // The best single flip (taken even where one lane would be as fast: two were asked
+    // for), then more while they help.
+    let mut flips = vec![false; n];
+    let mut best = usize::MAX;
+    loop {
+        let mut improved = None;
+        for c in 1..n {
+            flips[c] = !flips[c];
+            let time = simulate(&split_with(graph, plan, &lanes_of(&flips), false)?, &cost);
+            flips[c] = !flips[c];
+            if time < best && improved.is_none_or(|(_, t)| time < t) {
+                improved = Some((c, time));
+            }
+        }
+        let Some((c, time)) = improved else { break };
+        flips[c] = !flips[c];
+        best = time;
+    }
+    split_with(graph, plan, &lanes_of(&flips), true)
+}
+
+/// Work units a step costs besides its arithmetic (about a microsecond of a core).
+const OVERHEAD: usize = 10_000;
+
+/// Time of a two-lane run of `split` in work units: each lane runs its steps in order, a
+/// receive waits for its send, a send for the receive [`SLOTS`] blocks earlier.
+fn simulate(split: &Split, cost: &[usize]) -> usize {
+    let chans = split.cuts.len();
+    let mut sent: Vec<Vec<usize>> = vec![Vec::new(); chans];
+    let mut taken: Vec<Vec<usize>> = vec![Vec::new(); chans];
+    let mut at = [0usize; 2];
+    let mut t = [0usize; 2];
+    let copy = |chan: usize| OVERHEAD + split.cuts[chan].block / 4;
+    loop {
+        let mut moved = false;
+        for l in 0..2 {
+            let execs = &split.lanes[l].execs;
+            while at[l] < execs.len() {
+                match execs[at[l]] {
+                    Exec::Step(k) => t[l] += cost[k],
+                    Exec::Send { chan, .. } => {
+                        let seq = sent[chan].len();
+                        if seq >= SLOTS {
+                            match taken[chan].get(seq - SLOTS) {
+                                Some(&d) => t[l] = t[l].max(d),
+                                None => break,
+                            }
+                        }
+                        t[l] += copy(chan);
+                        sent[chan].push(t[l]);
+                    }
+                    Exec::Recv { chan, .. } => {
+                        let seq = taken[chan].len();
+                        match sent[chan].get(seq) {
+                            Some(&d) => t[l] = t[l].max(d),
+                            None => break,
+                        }
+                        t[l] += copy(chan);
+                        taken[chan].push(t[l]);
+                    }
+                }
+                at[l] += 1;
+                moved = true;
+            }
+        }
+        if at[0] == split.lanes[0].execs.len() && at[1] == split.lanes[1].execs.len() {
+            return t[0].max(t[1]);
+        }
+        assert!(moved, "two lanes waiting for each other");
+    }
+}
+
+/// The split running node `i` in lane `lane_of[i]`: every value read in the other lane than
+/// its producer's gets a channel, sent after each firing (a folding node sends the output rows
+/// the firing touched) and received where the plan fires its producer. Buffer layouts only
+/// with `layout`.
+fn split_with(graph: &Graph, plan: &Plan, lane_of: &[usize], layout: bool) -> Result<Split> {
+    let n = graph.nodes.len();
+    let producers = graph.producers();
+    let consumers = graph.consumers();
+    let buffer = |v: ValueId| plan.buffer_index(v);
+    // Per value: the channel carrying it, if a node of the other lane reads it.
+    let mut chan_of: Vec<Option<usize>> = vec![None; graph.values.len()];
+    let mut cuts = Vec::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let v = node.output();
+        let readers = consumers.get(v.0).map_or(&[][..], |c| c.as_slice());
+        if readers.iter().any(|r| lane_of[r.0] != lane_of[i]) {
+            chan_of[v.0] = Some(cuts.len());
+            cuts.push(Cut { buffer: buffer(v)?, block: 0 });
+        }
+    }
+    let readers = |v: ValueId| -> [bool; 2] {
+        let mut r = [false; 2];
+        for &c in consumers.get(v.0).map_or(&[][..], |c| c.as_slice()) {
+            r[lane_of[c.0]] = true;
+        }
+        r
+    };
+    let mut execs: [Vec<Exec>; 2] = [Vec::new(), Vec::new()];
+    let mut used = [vec![false; plan.buffers.len()], vec![false; plan.buffers.len()]];
+    for (i, s) in plan.steps.iter().enumerate() {
+        match s.kind {
+            StepKind::Feed(k) => {
+                let v = graph.feed_value(k);
+                for (l, &reads) in readers(v).iter().enumerate() {
+                    if reads {
+                        execs[l].push(Exec::Step(i));
+                        used[l][buffer(v)?] = true;
+                    }
+                }
+            }
+            StepKind::Fire(id) => {
+                let l = lane_of[id.0];
+                execs[l].push(Exec::Step(i));
+                let node = &graph.nodes[id.0];
+                let out = node.output();
+                used[l][buffer(out)?] = true;
+                if let Some(chan) = chan_of[out.0] {
+                    let shape = &graph.value(out).shape;
+                    let (planes, h, w) = row_geometry(shape);
+                    let x = node.inputs.first().map(|&v| graph.value(v).shape.as_slice());
+                    let rows = match x.and_then(|x| node.op.fold(x)) {
+                        Some(fold) => {
+                            let (lo, hi) = fold.touched(s.rows[0], s.rows[1], h);
+                            [lo, hi]
+                        }
+                        None => s.rows,
+                    };
+                    cuts[chan].block = cuts[chan].block.max(planes * (rows[1] - rows[0]) * w);
+                    execs[l].push(Exec::Send { chan, rows });
+                    execs[1 - l].push(Exec::Recv { chan, rows });
+                    used[1 - l][buffer(out)?] = true;
+                }
+            }
+            StepKind::Drain(k) => {
+                let v = graph.outputs[k];
+                let l = producers.get(v.0).copied().flatten().map_or(0, |p| lane_of[p.0]);
+                execs[l].push(Exec::Step(i));
+            }
+        }
+    }
+    let lane = |l: usize, execs: Vec<Exec>| -> Lane {
+        let items: Vec<Interval> = plan
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(b, buf)| Interval {
+                bytes: if used[l][b] { buf.bytes } else { 0 },
+                first: buf.first_step,
+                last: buf.last_step,
+            })
+            .collect();
+        // Layouts only for the split chosen (the search needs the steps alone).
+        let (offsets, bytes) =
+            if layout { pack(&items, plan.options.alignment) } else { (Vec::new(), 0) };
+        Lane {
+            nodes: (0..n).map(|i| lane_of[i] == l).collect(),
+            offsets,
+            arena_bytes: align_up(bytes, 64),
+            execs,
+        }
+    };
+    let [e0, e1] = execs;
+    Ok(Split { lanes: [lane(0, e0), lane(1, e1)], cuts })
+}
+
+/// The channels of a running split plan: per cut value, [`SLOTS`] blocks of rows.
+#[derive(Debug)]
+pub(crate) struct Channels {
+    slots: Vec<Vec<Mutex<Vec<f32>>>>,
+    /// Blocks sent and taken so far this run, per channel.
+    sent: Vec<AtomicUsize>,
+    taken: Vec<AtomicUsize>,
+    /// Set by a lane that fails, so that the other stops waiting.
+    failed: AtomicBool,
+}
+
+impl Channels {
+    pub fn new(split: &Split) -> Result<Channels> {
+        let mut slots = Vec::with_capacity(split.cuts.len());
+        for c in &split.cuts {
+            let mut s = Vec::with_capacity(SLOTS);
+            for _ in 0..SLOTS {
+                s.push(Mutex::new(crate::limits::try_zeroed("a lane channel", c.block)?));
+            }
+            slots.push(s);
+        }
+        Ok(Channels {
+            sent: split.cuts.iter().map(|_| AtomicUsize::new(0)).collect(),
+            taken: split.cuts.iter().map(|_| AtomicUsize::new(0)).collect(),
+            slots,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// Before a run.
+    pub fn reset(&self) {
+        for a in self.sent.iter().chain(&self.taken) {
+            a.store(0, Ordering::Relaxed);
+        }
+        self.failed.store(false, Ordering::Relaxed);
+    }
+
+    /// Marks the run failed (the other lane returns at its next wait).
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Waits until `ready()`; an error if the other lane failed.
+    fn wait(&self, ready: impl Fn() -> bool) -> Result<()> {
+        let mut spins = 0u32;
+        while !ready() {
+            if self.failed.load(Ordering::Acquire) {
+                return Err(Error::Plan("the other lane of a two-lane run failed".into()));
+            }
+            spins += 1;
+            if spins < 512 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Block `seq` of channel `chan` through `fill`, once the back lane has taken block
+    /// `seq - SLOTS`.
+    pub fn send(
+        &self,
+        chan: usize,
+        seq: usize,
+        fill: impl FnOnce(&mut [f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.wait(|| self.taken[chan].load(Ordering::Acquire) + SLOTS > seq)?;
+        {
+            let mut slot = self.slots[chan][seq % SLOTS].lock().unwrap_or_else(|e| e.into_inner());
+            fill(&mut slot)?;
+        }
+        self.sent[chan].store(seq + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Block `seq` of channel `chan` to `take`, once the front lane has sent it.
+    pub fn recv(
+        &self,
+        chan: usize,
+        seq: usize,
+        take: impl FnOnce(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.wait(|| self.sent[chan].load(Ordering::Acquire) > seq)?;
+        {
+            let slot = self.slots[chan][seq % SLOTS].lock().unwrap_or_else(|e| e.into_inner());
+            take(&slot)?;
+        }
+        self.taken[chan].store(seq + 1, Ordering::Release);
+        Ok(())
+    }
+}
