@@ -1,18 +1,20 @@
-//! Two lanes: a plan's nodes split into a front and a back half (in topological order, by
-//! work), each half run by its own thread on its own backend and arena, the front handing the
-//! rows of the values the back reads through small host channels.
+//! Two lanes: a plan's nodes split between two threads, each on its own backend and arena,
+//! the rows a node of one lane reads from a node of the other handed over through small host
+//! channels.
 //!
 //! Why: by parts, a firing is a few microseconds of work, too little to split across cores
 //! (`cargo bench --bench pool`: a pool job costs 0.7 us and a split firing another 1-2 us in
 //! cache traffic), so a one-row plan runs no faster on two threads than on one. Two lanes fire
 //! *different* nodes at once, each firing whole on one core.
 //!
-//! Each lane replays the plan's steps in the plan's order, skipping the other lane's: the
-//! back lane receives a firing's rows where the plan fires it (into a ring of the plan's
+//! Each lane replays the plan's steps in the plan's order, skipping the other lane's: a lane
+//! receives a value's rows where the plan fires its producer (into a ring of the plan's
 //! capacity), so both lanes' buffers hold what they would in a one-lane run, and every kernel
-//! call is the one-lane call on the same rows: the same bits. The front may run ahead of the
-//! back by [`SLOTS`] firings of a cut value; it never waits for anything the back produces, so
-//! the lanes cannot deadlock.
+//! call is the one-lane call on the same rows: the same bits. A channel holds a few blocks
+//! (one where a block is a whole map), so a producer's lane may run ahead of its readers'.
+//! The lanes cannot deadlock: a lane waits either for a send at a step the other lane has not
+//! reached yet (which it will reach: its own waits are for earlier steps), or for the receive
+//! of a block sent at a step it has passed itself, which the other lane has passed too.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -23,8 +25,13 @@ use crate::ops::Op;
 use crate::plan::arena::{align_up, pack, Interval};
 use crate::plan::{row_geometry, Plan, StepKind};
 
-/// Firings of a cut value the front lane may be ahead of the back by.
-pub(crate) const SLOTS: usize = 4;
+/// Most blocks a channel holds: how many firings of a value its producer's lane may be ahead
+/// of its readers'.
+const SLOTS: usize = 4;
+/// Bytes up to which a channel takes more than one block: a block of rows of a small map
+/// gains from slack, a block the size of a whole map (a stage's output, read when complete)
+/// does not, and four of those cost more than the lanes save.
+const SLACK_BYTES: usize = 64 * 1024;
 
 /// What one lane runs.
 #[derive(Clone, Debug)]
@@ -57,6 +64,8 @@ pub(crate) struct Cut {
     pub buffer: usize,
     /// Floats of the largest block one firing sends.
     pub block: usize,
+    /// Blocks the channel holds.
+    pub slots: usize,
 }
 
 /// A plan split in two lanes.
@@ -69,7 +78,7 @@ pub(crate) struct Split {
 impl Split {
     /// Host bytes of the channels.
     pub fn channel_bytes(&self) -> usize {
-        self.cuts.iter().map(|c| c.block * 4 * SLOTS).sum()
+        self.cuts.iter().map(|c| c.block * 4 * c.slots).sum()
     }
 }
 
@@ -143,7 +152,7 @@ pub(crate) fn split(graph: &Graph, plan: &Plan) -> Result<Split> {
 const OVERHEAD: usize = 10_000;
 
 /// Time of a two-lane run of `split` in work units: each lane runs its steps in order, a
-/// receive waits for its send, a send for the receive [`SLOTS`] blocks earlier.
+/// receive waits for its send, a send for the receive its channel's slots earlier.
 fn simulate(split: &Split, cost: &[usize]) -> usize {
     let chans = split.cuts.len();
     let mut sent: Vec<Vec<usize>> = vec![Vec::new(); chans];
@@ -160,8 +169,9 @@ fn simulate(split: &Split, cost: &[usize]) -> usize {
                     Exec::Step(k) => t[l] += cost[k],
                     Exec::Send { chan, .. } => {
                         let seq = sent[chan].len();
-                        if seq >= SLOTS {
-                            match taken[chan].get(seq - SLOTS) {
+                        let slots = split.cuts[chan].slots;
+                        if seq >= slots {
+                            match taken[chan].get(seq - slots) {
                                 Some(&d) => t[l] = t[l].max(d),
                                 None => break,
                             }
@@ -207,7 +217,7 @@ fn split_with(graph: &Graph, plan: &Plan, lane_of: &[usize], layout: bool) -> Re
         let readers = consumers.get(v.0).map_or(&[][..], |c| c.as_slice());
         if readers.iter().any(|r| lane_of[r.0] != lane_of[i]) {
             chan_of[v.0] = Some(cuts.len());
-            cuts.push(Cut { buffer: buffer(v)?, block: 0 });
+            cuts.push(Cut { buffer: buffer(v)?, block: 0, slots: 1 });
         }
     }
     let readers = |v: ValueId| -> [bool; 2] {
@@ -260,6 +270,9 @@ fn split_with(graph: &Graph, plan: &Plan, lane_of: &[usize], layout: bool) -> Re
             }
         }
     }
+    for c in &mut cuts {
+        c.slots = (SLACK_BYTES / (c.block * 4).max(1)).clamp(1, SLOTS);
+    }
     let lane = |l: usize, execs: Vec<Exec>| -> Lane {
         let items: Vec<Interval> = plan
             .buffers
@@ -285,7 +298,7 @@ fn split_with(graph: &Graph, plan: &Plan, lane_of: &[usize], layout: bool) -> Re
     Ok(Split { lanes: [lane(0, e0), lane(1, e1)], cuts })
 }
 
-/// The channels of a running split plan: per cut value, [`SLOTS`] blocks of rows.
+/// The channels of a running split plan: per value read across lanes, a few blocks of rows.
 #[derive(Debug)]
 pub(crate) struct Channels {
     slots: Vec<Vec<Mutex<Vec<f32>>>>,
@@ -300,8 +313,8 @@ impl Channels {
     pub fn new(split: &Split) -> Result<Channels> {
         let mut slots = Vec::with_capacity(split.cuts.len());
         for c in &split.cuts {
-            let mut s = Vec::with_capacity(SLOTS);
-            for _ in 0..SLOTS {
+            let mut s = Vec::with_capacity(c.slots);
+            for _ in 0..c.slots {
                 s.push(Mutex::new(crate::limits::try_zeroed("a lane channel", c.block)?));
             }
             slots.push(s);
@@ -344,24 +357,25 @@ impl Channels {
         Ok(())
     }
 
-    /// Block `seq` of channel `chan` through `fill`, once the back lane has taken block
-    /// `seq - SLOTS`.
+    /// Block `seq` of channel `chan` through `fill`, once the reading lane has taken the block
+    /// that was in its slot.
     pub fn send(
         &self,
         chan: usize,
         seq: usize,
         fill: impl FnOnce(&mut [f32]) -> Result<()>,
     ) -> Result<()> {
-        self.wait(|| self.taken[chan].load(Ordering::Acquire) + SLOTS > seq)?;
+        let slots = self.slots[chan].len();
+        self.wait(|| self.taken[chan].load(Ordering::Acquire) + slots > seq)?;
         {
-            let mut slot = self.slots[chan][seq % SLOTS].lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = self.slots[chan][seq % slots].lock().unwrap_or_else(|e| e.into_inner());
             fill(&mut slot)?;
         }
         self.sent[chan].store(seq + 1, Ordering::Release);
         Ok(())
     }
 
-    /// Block `seq` of channel `chan` to `take`, once the front lane has sent it.
+    /// Block `seq` of channel `chan` to `take`, once the producing lane has sent it.
     pub fn recv(
         &self,
         chan: usize,
@@ -370,7 +384,9 @@ impl Channels {
     ) -> Result<()> {
         self.wait(|| self.sent[chan].load(Ordering::Acquire) > seq)?;
         {
-            let slot = self.slots[chan][seq % SLOTS].lock().unwrap_or_else(|e| e.into_inner());
+            let slot = self.slots[chan][seq % self.slots[chan].len()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             take(&slot)?;
         }
         self.taken[chan].store(seq + 1, Ordering::Release);
