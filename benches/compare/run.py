@@ -137,7 +137,9 @@ def bench_model(label, path, threads, runs):
 
     fbench = [FRUGAL, "bench", path, "--input-shape", SHAPE, "--threads", t, "--runs", n, "--json"]
     for engine, flags in [("frugal layer by layer", ["--strategy", "layer-by-layer"]),
-                          ("frugal by parts (min memory)", ["--strategy", "by-parts"])]:
+                          ("frugal by parts (min memory)", ["--strategy", "by-parts"]),
+                          ("frugal by parts, two lanes (min-memory plan)",
+                           ["--strategy", "by-parts", "--lanes", "2"])]:
         rc, out, err, rss = measure(fbench + flags)
         note = ""
         if rc == 0:
@@ -171,8 +173,9 @@ def ratios(model_rounds):
     """Throughput ratios the speed issue names, per model: in every round, the other engine's
     time over frugal's (engines of a round run seconds apart, so a slow spell of the machine
     mostly hits both sides of a ratio); the median of the rounds' ratios and their range."""
-    out = ["| model | layer by layer vs tract | vs onnxruntime | 1/8 budget vs tract | by parts vs tract |",
-           "|---|---|---|---|---|"]
+    out = ["| model | layer by layer vs tract | vs onnxruntime | 1/8 budget vs tract | by parts vs tract "
+           "| by parts in two lanes vs tract |",
+           "|---|---|---|---|---|---|"]
     for rounds in model_rounds:
         label = rounds[0][0][0]
 
@@ -190,7 +193,8 @@ def ratios(model_rounds):
         out.append(f"| {label} | {ratio('frugal layer by layer', 'tract')} | "
                    f"{ratio('frugal layer by layer', 'onnxruntime')} | "
                    f"{ratio('frugal budget 1/8 of layer by layer', 'tract')} | "
-                   f"{ratio('frugal by parts', 'tract')} |")
+                   f"{ratio('frugal by parts', 'tract')} | "
+                   f"{ratio('frugal by parts, two lanes', 'tract')} |")
     return "\n".join(out)
 
 
