@@ -38,9 +38,9 @@ const SLACK_BYTES: usize = 64 * 1024;
 pub(crate) enum Exec {
     /// The plan's step with this index.
     Step(usize),
-    /// Front lane: copy rows `rows` of cut value `chan` into its channel.
+    /// The producer's lane: copy rows `rows` of the value of channel `chan` into it.
     Send { chan: usize, rows: [usize; 2] },
-    /// Back lane: copy the next rows of cut value `chan` from its channel into the ring.
+    /// A reader's lane: copy those rows from channel `chan` into its ring of the value.
     Recv { chan: usize, rows: [usize; 2] },
 }
 
@@ -57,7 +57,7 @@ pub(crate) struct Lane {
     pub execs: Vec<Exec>,
 }
 
-/// A value the back lane reads from the front.
+/// A value read in the other lane than its producer's: its channel.
 #[derive(Clone, Debug)]
 pub(crate) struct Cut {
     /// Plan buffer holding it (in both lanes).

@@ -23,7 +23,7 @@ pub struct IoInfo {
 pub struct Session {
     backend: Box<dyn Backend>,
     program: Program,
-    /// The back lane of a two-lane session (`program` is then the front lane).
+    /// The second lane of a two-lane session (`program` and `backend` are then the first).
     back: Option<Back>,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
@@ -38,7 +38,7 @@ struct Back {
     chans: crate::lanes::Channels,
     cuts: Vec<crate::lanes::Cut>,
     channel_bytes: usize,
-    /// Outputs the back lane drains.
+    /// Outputs the second lane drains.
     drains: Vec<bool>,
 }
 
@@ -63,10 +63,11 @@ impl Session {
         Session::new_parts(graph, plan, backend, program)
     }
 
-    /// [`Session::new`] with the plan's nodes in `lanes` lanes (1 or 2): with two, a front
-    /// and a back half of the model (about equal work) each run by its own thread on a
-    /// backend forked from `backend` ([`Backend::fork`], `threads_per_lane` threads each),
-    /// with its own arena; the front hands the rows the back reads through host channels.
+    /// [`Session::new`] with the plan's nodes in `lanes` lanes (1 or 2): with two, each
+    /// node runs in one of two threads (placed by a simulation of the plan's steps), each
+    /// thread on a backend forked from `backend` ([`Backend::fork`], `threads_per_lane`
+    /// threads each) with its own arena; rows read across lanes go through host channels.
+    /// A two-lane run starts a scoped thread (it allocates, unlike one lane's).
     /// The same bits as one lane; more memory (both arenas, both scratches, the channels:
     /// [`Session::arena_bytes`] counts them all).
     pub fn with_lanes(
@@ -86,11 +87,11 @@ impl Session {
         backend.check()?;
         let effective = crate::plan::recompute::effective(graph, &plan.options)?;
         let split = crate::lanes::split(&effective, plan)?;
-        let mut front = backend.fork(threads_per_lane)?;
+        let mut first = backend.fork(threads_per_lane)?;
         let mut back = backend.fork(threads_per_lane)?;
         drop(backend);
-        let program = Program::bind_lane(graph, plan, &mut *front, &split.lanes[0])?;
-        front.alloc_arena(program.arena_bytes())?;
+        let program = Program::bind_lane(graph, plan, &mut *first, &split.lanes[0])?;
+        first.alloc_arena(program.arena_bytes())?;
         let back_program = Program::bind_lane(graph, plan, &mut *back, &split.lanes[1])?;
         back.alloc_arena(back_program.arena_bytes())?;
         let drains = (0..graph.outputs.len())
@@ -101,7 +102,7 @@ impl Session {
                 })
             })
             .collect();
-        let mut s = Session::new_parts(graph, plan, front, program)?;
+        let mut s = Session::new_parts(graph, plan, first, program)?;
         s.back = Some(Back {
             backend: back,
             program: back_program,
@@ -209,25 +210,25 @@ impl Session {
             return self.program.run(&mut *self.backend, inputs, outputs);
         };
         // Each lane gets the outputs it drains (the others as empty slices).
-        let mut front_outs: Vec<&mut [f32]> = Vec::with_capacity(outputs.len());
+        let mut first_outs: Vec<&mut [f32]> = Vec::with_capacity(outputs.len());
         let mut back_outs: Vec<&mut [f32]> = Vec::with_capacity(outputs.len());
         for (o, &theirs) in outputs.iter_mut().zip(&back.drains) {
             let o = &mut **o;
             if theirs {
                 back_outs.push(o);
-                front_outs.push(&mut []);
+                first_outs.push(&mut []);
             } else {
-                front_outs.push(o);
+                first_outs.push(o);
                 back_outs.push(&mut []);
             }
         }
         back.chans.reset();
-        let (front, front_be) = (&mut self.program, &mut self.backend);
+        let (first, first_be) = (&mut self.program, &mut self.backend);
         let (chans, cuts) = (&back.chans, back.cuts.as_slice());
         std::thread::scope(|s| {
             let lane = s.spawn(move || {
                 let _guard = PanicGuard(chans);
-                front.run_lane(&mut **front_be, inputs, &mut front_outs, chans, cuts)
+                first.run_lane(&mut **first_be, inputs, &mut first_outs, chans, cuts)
             });
             let r = {
                 let _guard = PanicGuard(chans);
@@ -237,7 +238,7 @@ impl Session {
                 chans.fail();
             }
             let f = lane.join().unwrap_or_else(|_| {
-                Err(Error::Plan("the front lane of a two-lane run panicked".into()))
+                Err(Error::Plan("the first lane of a two-lane run panicked".into()))
             });
             f.and(r)
         })
