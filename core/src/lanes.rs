@@ -393,3 +393,82 @@ impl Channels {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(execs: Vec<Exec>) -> Lane {
+        Lane { nodes: Vec::new(), offsets: Vec::new(), arena_bytes: 0, execs }
+    }
+
+    /// A producer and a reader of one value, `n` firings each, and a channel of `slots`.
+    fn pipeline(n: usize, slots: usize) -> Split {
+        let rows = [0, 1];
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        for i in 0..n {
+            first.push(Exec::Step(2 * i));
+            first.push(Exec::Send { chan: 0, rows });
+            second.push(Exec::Recv { chan: 0, rows });
+            second.push(Exec::Step(2 * i + 1));
+        }
+        Split { lanes: [lane(first), lane(second)], cuts: vec![Cut { buffer: 0, block: 4, slots }] }
+    }
+
+    #[test]
+    fn the_simulation_overlaps_a_producer_and_its_reader() {
+        let n = 10;
+        let cost = vec![100_000; 2 * n];
+        let one_lane: usize = cost.iter().sum::<usize>() + 2 * n * OVERHEAD;
+        let two = simulate(&pipeline(n, 4), &cost);
+        // About half the one-lane time: the reader lags one firing behind.
+        assert!(two < one_lane * 6 / 10, "{two} vs {one_lane}");
+        // One slot: the producer waits for each block to be taken, and still overlaps.
+        assert!(simulate(&pipeline(n, 1), &cost) < one_lane);
+    }
+
+    #[test]
+    fn blocks_pass_in_order_and_a_failed_lane_releases_the_other() {
+        let split = pipeline(3, 1);
+        let chans = Channels::new(&split).unwrap();
+        std::thread::scope(|s| {
+            let sender = s.spawn(|| {
+                for seq in 0..3 {
+                    chans.send(0, seq, |slot| {
+                        slot.fill(seq as f32);
+                        Ok(())
+                    })?;
+                }
+                Ok::<_, Error>(())
+            });
+            for seq in 0..3 {
+                chans
+                    .recv(0, seq, |slot| {
+                        assert!(slot.iter().all(|&v| v == seq as f32));
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            sender.join().unwrap().unwrap();
+        });
+        // A reader waiting for a block that never comes returns once the other lane fails.
+        chans.reset();
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| chans.recv(0, 0, |_| Ok(())));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            chans.fail();
+            let e = reader.join().unwrap().unwrap_err().to_string();
+            assert!(e.contains("other lane"), "{e}");
+        });
+        // So does a sender waiting for room.
+        chans.reset();
+        chans.send(0, 0, |_| Ok(())).unwrap();
+        std::thread::scope(|s| {
+            let sender = s.spawn(|| chans.send(0, 1, |_| Ok(())));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            chans.fail();
+            assert!(sender.join().unwrap().is_err());
+        });
+    }
+}
