@@ -205,3 +205,38 @@ fn kernel_choices_are_measured_recorded_and_change_no_bits() {
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "variant {pick}");
     }
 }
+
+#[test]
+fn two_lane_plans_are_priced_exactly_and_give_the_same_bits() {
+    let dir = std::env::temp_dir().join(format!("frugal-lanes-test-{}", std::process::id()));
+    std::env::set_var("FRUGAL_CACHE_DIR", &dir);
+    let graph = zoo::mobilenet_v2(64, 10, 0).unwrap();
+    let opts = BackendOptions { threads: 2 };
+    let mut backend = backend_with("cpu", &opts).unwrap();
+    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
+    let front =
+        planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
+            .unwrap();
+    // Memory up, predicted time down along the front, two-lane plans included.
+    for w in front.windows(2) {
+        assert!(w[0].arena_bytes <= w[1].arena_bytes && w[0].seconds > w[1].seconds);
+    }
+    let lanes = planner::in_two_lanes(&graph, &profile, &*backend, &front).unwrap();
+    assert!(!lanes.is_empty(), "a two-thread CPU backend considers two lanes");
+    let input = common::seeded_input(&[1, 3, 64, 64], 5);
+    for c in &lanes {
+        assert!(!c.options.lanes.is_empty() && c.seconds > 0.0);
+        let plan = c.plan(&graph).unwrap();
+        let two = Session::new(&graph, &plan, backend_with("cpu", &opts).unwrap()).unwrap();
+        assert_eq!(two.lanes(), 2);
+        assert_eq!(two.arena_bytes(), c.arena_bytes, "the planner's account of two lanes is exact");
+        let one =
+            Session::with_lanes(&graph, &plan, backend_with("cpu", &opts).unwrap(), 1, 2).unwrap();
+        assert_eq!(one.lanes(), 1);
+        let run = |mut s: Session| s.run(&[&input]).unwrap()[0].as_f32().unwrap().to_vec();
+        assert_eq!(run(two), run(one));
+    }
+    // One thread: no second lane to run.
+    let single = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    assert!(planner::in_two_lanes(&graph, &profile, &*single, &front).unwrap().is_empty());
+}

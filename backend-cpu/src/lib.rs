@@ -306,6 +306,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn threads(&self) -> usize {
+        CpuBackend::threads(self)
+    }
+
     fn fork(&self, threads: usize) -> Result<Box<dyn Backend>> {
         let mut b = CpuBackend::with_threads(threads)?;
         b.isa = self.isa;

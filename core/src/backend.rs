@@ -564,6 +564,11 @@ pub trait Backend: Send + fmt::Debug {
     /// Bytes the backend holds for uploaded weights.
     fn weight_bytes(&self) -> usize;
 
+    /// CPU threads a kernel call may use (1 where the device does the work).
+    fn threads(&self) -> usize {
+        1
+    }
+
     /// A new, empty backend of the same kind on the same device, running kernels on
     /// `threads` threads: the second lane of a two-lane session (its own weights, arena and
     /// scratch). An error where the backend cannot run beside itself.

@@ -431,6 +431,16 @@ impl Program {
 /// Scratch bytes `backend` would need to run `plan`: the most any firing asks for. Weights are
 /// not uploaded (handles are placeholders): only shapes matter here.
 pub(crate) fn workspace_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend) -> Result<usize> {
+    lane_workspace_bytes(graph, plan, backend, None)
+}
+
+/// [`workspace_bytes`] over the firings of the nodes `lanes` marks (all without it).
+pub(crate) fn lane_workspace_bytes(
+    graph: &Graph,
+    plan: &Plan,
+    backend: &dyn Backend,
+    lanes: Option<&[bool]>,
+) -> Result<usize> {
     let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
     let buffer_of = |v: ValueId| plan.buffer_index(v);
     let mut placeholder = |_: ValueId, t: &Tensor| -> Result<WeightRef> {
@@ -451,6 +461,9 @@ pub(crate) fn workspace_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend)
     let mut most = 0;
     for s in &plan.steps {
         if let StepKind::Fire(n) = s.kind {
+            if lanes.is_some_and(|l| !l[n.0]) {
+                continue;
+            }
             let k = kernel_for(&nodes[n.0], s.rows, &buffers, &mut concat)?;
             most = most.max(backend.workspace_bytes(&k));
         }
@@ -458,9 +471,24 @@ pub(crate) fn workspace_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend)
     Ok(most)
 }
 
-/// Bytes a session allocates for `plan` on `backend`: the plan's arena, then scratch.
+/// Bytes a session allocates for `plan` on `backend`: the plan's arena, then scratch; for a
+/// plan in two lanes, each lane's arena and scratch (on a one-thread fork of `backend`, as
+/// the session runs them) and the channels between them.
 pub fn session_bytes(graph: &Graph, plan: &Plan, backend: &dyn Backend) -> Result<usize> {
-    Ok(align_up(plan.arena_bytes, 64) + align_up(workspace_bytes(graph, plan, backend)?, 64))
+    if plan.options.lanes.is_empty() {
+        return Ok(
+            align_up(plan.arena_bytes, 64) + align_up(workspace_bytes(graph, plan, backend)?, 64)
+        );
+    }
+    let effective = crate::plan::recompute::effective(graph, &plan.options)?;
+    let split = crate::lanes::split(&effective, plan)?;
+    let one = backend.fork(1)?;
+    let mut total = split.channel_bytes();
+    for lane in &split.lanes {
+        let ws = lane_workspace_bytes(graph, plan, &*one, Some(&lane.nodes))?;
+        total += align_up(lane.arena_bytes, 64) + align_up(ws, 64);
+    }
+    Ok(total)
 }
 
 /// The kernel call of one firing on `rows`: output rows, or input rows for accumulating nodes.

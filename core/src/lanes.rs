@@ -100,42 +100,70 @@ fn work(graph: &Graph, n: NodeId, rows: usize) -> usize {
     planes * rows.max(1) * w * per
 }
 
-/// Splits `plan` (of the effective `graph`) in two lanes: each node's lane is the parity of
-/// the flips before it in topological order, flips added greedily while a simulation of both
-/// lanes over the plan's steps (work from [`work`]) says the run gets shorter. A stage the plan
-/// must finish before the next starts is thus split in two as well, not left to one lane.
+/// Splits `plan` (of the effective `graph`) in two lanes: at the plan's own flips
+/// ([`crate::plan::PlanOptions::lanes`], chosen by the planner from measured costs), or else
+/// at those [`search`] finds from multiply-adds.
 pub(crate) fn split(graph: &Graph, plan: &Plan) -> Result<Split> {
     let n = graph.nodes.len();
-    if n < 2 {
-        return Err(Error::Plan("two lanes need a model of at least two nodes".into()));
+    let flips = if plan.options.lanes.is_empty() {
+        search(graph, plan, &work_costs(graph, plan))?
+    } else {
+        plan.options.lanes.clone()
+    };
+    if flips.is_empty() || flips.windows(2).any(|w| w[0] >= w[1]) || flips[flips.len() - 1] >= n {
+        return Err(Error::Plan(format!(
+            "two lanes flipping at nodes {flips:?}: flips must increase, inside the {n} nodes"
+        )));
     }
-    let cost: Vec<usize> = plan
-        .steps
+    split_flips(graph, plan, &flips, true)
+}
+
+/// Each step's cost in work units: [`work`] and [`OVERHEAD`].
+fn work_costs(graph: &Graph, plan: &Plan) -> Vec<usize> {
+    plan.steps
         .iter()
         .map(|s| match s.kind {
             StepKind::Fire(id) => work(graph, id, s.rows[1] - s.rows[0]) + OVERHEAD,
             _ => OVERHEAD,
         })
-        .collect();
-    let lanes_of = |flips: &[bool]| -> Vec<usize> {
-        let mut lane = 0;
-        flips
-            .iter()
-            .map(|&f| {
-                lane ^= usize::from(f);
-                lane
-            })
-            .collect()
-    };
-    // The best single flip (taken even where one lane would be as fast: two were asked
-    // for), then more while they help.
+        .collect()
+}
+
+/// Where two lanes of `plan` should flip, given each step's cost (`cost[i]` for step `i`, in
+/// any unit; [`OVERHEAD`] is about a microsecond): the best single flip (taken even where one
+/// lane would be as fast: two were asked for), then more while a simulation of both lanes
+/// over the plan's steps says the run gets shorter. Each node's lane is the parity of the
+/// flips up to it, so a stage the plan finishes before the next is split between the lanes
+/// too.
+pub(crate) fn search(graph: &Graph, plan: &Plan, cost: &[usize]) -> Result<Vec<usize>> {
+    search_in(graph, plan, cost, OVERHEAD)
+}
+
+/// [`search`] with costs in units of which `micro` make about a microsecond.
+pub(crate) fn search_in(
+    graph: &Graph,
+    plan: &Plan,
+    cost: &[usize],
+    micro: usize,
+) -> Result<Vec<usize>> {
+    let n = graph.nodes.len();
+    if n < 2 {
+        return Err(Error::Plan("two lanes need a model of at least two nodes".into()));
+    }
     let mut flips = vec![false; n];
+    let chosen = |f: &[bool]| (1..n).filter(|&i| f[i]).collect::<Vec<usize>>();
     let mut best = usize::MAX;
     loop {
         let mut improved = None;
         for c in 1..n {
             flips[c] = !flips[c];
-            let time = simulate(&split_with(graph, plan, &lanes_of(&flips), false)?, &cost);
+            let set = chosen(&flips);
+            if set.is_empty() {
+                // Back to one lane: not what was asked for.
+                flips[c] = !flips[c];
+                continue;
+            }
+            let time = simulate_in(&split_flips(graph, plan, &set, false)?, cost, micro);
             flips[c] = !flips[c];
             if time < best && improved.is_none_or(|(_, t)| time < t) {
                 improved = Some((c, time));
@@ -145,21 +173,41 @@ pub(crate) fn split(graph: &Graph, plan: &Plan) -> Result<Split> {
         flips[c] = !flips[c];
         best = time;
     }
-    split_with(graph, plan, &lanes_of(&flips), true)
+    Ok(chosen(&flips))
+}
+
+/// The split whose lanes flip at nodes `flips` (increasing, inside the graph; none: one lane
+/// does everything, what the search starts from).
+fn split_flips(graph: &Graph, plan: &Plan, flips: &[usize], layout: bool) -> Result<Split> {
+    let n = graph.nodes.len();
+    let mut lane = 0;
+    let mut next = flips.iter().peekable();
+    let lane_of: Vec<usize> = (0..n)
+        .map(|i| {
+            if next.peek() == Some(&&i) {
+                next.next();
+                lane ^= 1;
+            }
+            lane
+        })
+        .collect();
+    split_with(graph, plan, &lane_of, layout)
 }
 
 /// Work units a step costs besides its arithmetic (about a microsecond of a core).
 const OVERHEAD: usize = 10_000;
 
-/// Time of a two-lane run of `split` in work units: each lane runs its steps in order, a
-/// receive waits for its send, a send for the receive its channel's slots earlier.
-fn simulate(split: &Split, cost: &[usize]) -> usize {
+/// Time of a two-lane run of `split` in the units of `cost` (`cost[i]`: step `i`), of which
+/// `micro` make about a microsecond: each lane runs its steps in order, a receive waits for
+/// its send, a send for the receive its channel's slots earlier; a block costs half a
+/// microsecond and a microsecond per 4000 floats copied.
+pub(crate) fn simulate_in(split: &Split, cost: &[usize], micro: usize) -> usize {
     let chans = split.cuts.len();
     let mut sent: Vec<Vec<usize>> = vec![Vec::new(); chans];
     let mut taken: Vec<Vec<usize>> = vec![Vec::new(); chans];
     let mut at = [0usize; 2];
     let mut t = [0usize; 2];
-    let copy = |chan: usize| OVERHEAD + split.cuts[chan].block / 4;
+    let copy = |chan: usize| micro / 2 + split.cuts[chan].block * micro / 4000;
     loop {
         let mut moved = false;
         for l in 0..2 {
@@ -421,11 +469,11 @@ mod tests {
         let n = 10;
         let cost = vec![100_000; 2 * n];
         let one_lane: usize = cost.iter().sum::<usize>() + 2 * n * OVERHEAD;
-        let two = simulate(&pipeline(n, 4), &cost);
+        let two = simulate_in(&pipeline(n, 4), &cost, OVERHEAD);
         // About half the one-lane time: the reader lags one firing behind.
         assert!(two < one_lane * 6 / 10, "{two} vs {one_lane}");
         // One slot: the producer waits for each block to be taken, and still overlaps.
-        assert!(simulate(&pipeline(n, 1), &cost) < one_lane);
+        assert!(simulate_in(&pipeline(n, 1), &cost, OVERHEAD) < one_lane);
     }
 
     #[test]

@@ -56,14 +56,24 @@ impl Drop for PanicGuard<'_> {
 impl Session {
     /// Binds `plan` (built for `graph`) to `backend`: checks the plan, uploads the weights and
     /// allocates the arena.
-    pub fn new(graph: &Graph, plan: &Plan, mut backend: Box<dyn Backend>) -> Result<Session> {
+    pub fn new(graph: &Graph, plan: &Plan, backend: Box<dyn Backend>) -> Result<Session> {
+        if plan.options.lanes.is_empty() {
+            Session::one_lane(graph, plan, backend)
+        } else {
+            // A plan the planner chose in two lanes: one thread each, as it priced them.
+            Session::with_lanes(graph, plan, backend, 2, 1)
+        }
+    }
+
+    fn one_lane(graph: &Graph, plan: &Plan, mut backend: Box<dyn Backend>) -> Result<Session> {
         backend.check()?;
         let program = Program::bind(graph, plan, &mut *backend)?;
         backend.alloc_arena(program.arena_bytes())?;
         Session::new_parts(graph, plan, backend, program)
     }
 
-    /// [`Session::new`] with the plan's nodes in `lanes` lanes (1 or 2): with two, each
+    /// [`Session::new`] with the plan's nodes in `lanes` lanes (1 or 2; the plan's own choice
+    /// of lanes, [`crate::plan::PlanOptions::lanes`], is where they flip): with two, each
     /// node runs in one of two threads (placed by a simulation of the plan's steps), each
     /// thread on a backend forked from `backend` ([`Backend::fork`], `threads_per_lane`
     /// threads each) with its own arena; rows read across lanes go through host channels.
@@ -78,7 +88,7 @@ impl Session {
         threads_per_lane: usize,
     ) -> Result<Session> {
         match lanes {
-            1 => return Session::new(graph, plan, backend),
+            1 => return Session::one_lane(graph, plan, backend),
             2 => {}
             n => {
                 return Err(Error::Plan(format!("{n} lanes: a session runs 1 or 2")));

@@ -106,6 +106,11 @@ struct ChosenReport<'p> {
     /// Bytes a session allocates (activations with inputs and outputs, plus scratch).
     session_bytes: usize,
     predicted_ms: f64,
+    /// 1, or 2 for a plan that runs in two lanes (`peak_bytes` is then the one-lane peak, and
+    /// `lanes_peak_bytes` both lanes' buffers and the channels between them).
+    lanes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lanes_peak_bytes: Option<usize>,
 }
 
 pub fn run(a: PlanArgs) -> anyhow::Result<()> {
@@ -133,17 +138,24 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         eprintln!("saved the {} plan to {}", plan.strategy.name(), path.display());
     }
     let chosen_report = chosen.as_ref().and_then(|(p, c)| {
+        let two = !p.options.lanes.is_empty();
         c.as_ref().map(|c| ChosenReport {
             plan: PlanReport::new(p),
             session_bytes: c.arena_bytes,
             predicted_ms: c.seconds * 1e3,
+            lanes: if two { 2 } else { 1 },
+            lanes_peak_bytes: two.then_some(c.peak_bytes),
         })
     });
     if let (Some(c), false) = (&chosen_report, a.json) {
+        let (lanes, peak) = match c.lanes_peak_bytes {
+            Some(b) => (" in two lanes", b),
+            None => ("", c.plan.peak_bytes),
+        };
         println!(
-            "chosen: {} plan, peak {}, session {} (activations and scratch), predicted {:.2} ms",
+            "chosen: {} plan{lanes}, peak {}, session {} (activations and scratch), predicted {:.2} ms",
             c.plan.strategy,
-            format::bytes(c.plan.peak_bytes),
+            format::bytes(peak),
             format::bytes(c.session_bytes),
             c.predicted_ms
         );

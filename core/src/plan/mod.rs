@@ -89,6 +89,11 @@ pub struct PlanOptions {
     /// f32, so partial results never round and by parts still matches layer by layer.
     #[serde(default = "default_storage")]
     pub storage: DType,
+    /// Two lanes ([`crate::lanes`]): the nodes (indices in the graph the plan runs on) at
+    /// which the nodes' lane flips, in graph order; empty: one lane. A session runs such a
+    /// plan in two threads, each on its own backend and arena, one thread each.
+    #[serde(default)]
+    pub lanes: Vec<usize>,
 }
 
 fn default_storage() -> DType {
@@ -105,6 +110,7 @@ impl Default for PlanOptions {
             cuts: None,
             recompute: Vec::new(),
             storage: DType::F32,
+            lanes: Vec::new(),
         }
     }
 }

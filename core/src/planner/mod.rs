@@ -5,4 +5,4 @@ pub mod profile;
 pub mod search;
 
 pub use profile::Profile;
-pub use search::{fastest_within, front, published, smallest_holding, Candidate};
+pub use search::{fastest_within, front, in_two_lanes, published, smallest_holding, Candidate};

@@ -408,6 +408,35 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// Predicted seconds of each of `plan`'s steps when it runs in two lanes of one thread
+    /// each: a convolution's `serial` variant where the profile has it (its time alone and
+    /// its own in-run cost), the plan's choice otherwise, and the per-step overhead.
+    pub fn lane_step_seconds(&self, graph: &Graph, plan: &Plan) -> Result<Vec<f64>> {
+        let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
+        plan.steps
+            .iter()
+            .map(|s| {
+                let StepKind::Fire(n) = s.kind else { return Ok(self.step_overhead) };
+                let rows = s.rows[1] - s.rows[0];
+                let chosen = plan.kernels.get(n.0).cloned().flatten();
+                let variant = match self.variant_time(graph, n, Some(SERIAL), rows) {
+                    Some(_) => Some(SERIAL.to_string()),
+                    None => chosen,
+                };
+                let t = self.variant_time(graph, n, variant.as_deref(), rows).ok_or_else(|| {
+                    Error::Plan(format!(
+                        "the profile has no timing for node '{}'; run `frugal profile` first",
+                        graph.nodes[n.0].name
+                    ))
+                })?;
+                let cold = self.variant_in_run_cost(graph, n, variant.as_deref(), rows);
+                Ok(self.step_overhead + t + cold)
+            })
+            .collect()
+    }
+}
+
 /// Runs `plan` several times, step by step, and returns each step's median time: what a firing
 /// costs in a run, with the other nodes' firings in between.
 fn time_steps(

@@ -158,8 +158,56 @@ pub fn front(
         backend,
         "layer-by-layer",
     )?);
-    Ok(pareto(all))
+    let mut front = pareto(all);
+    let lanes = in_two_lanes(graph, profile, backend, &front)?;
+    front.extend(lanes);
+    Ok(pareto(front))
 }
+
+/// Plans of the front considered again in two lanes: the smallest [`LANE_PLANS`] by parts
+/// (two lanes pay where firings are too small to split across threads), where the backend
+/// can run two (a fork of one thread each, from a backend of at least two). Each lane's
+/// steps are priced from the profile ([`Profile::lane_step_seconds`]), the lanes placed and
+/// their run timed by the simulation in [`crate::lanes`]; memory is both lanes' arenas and
+/// scratch and the channels, as the session allocates them.
+pub fn in_two_lanes(
+    graph: &Graph,
+    profile: &Profile,
+    backend: &dyn Backend,
+    front: &[Candidate],
+) -> Result<Vec<Candidate>> {
+    if backend.threads() < 2 || backend.fork(1).is_err() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for c in front.iter().filter(|c| c.options.strategy == Strategy::ByParts).take(LANE_PLANS) {
+        let plan = c.plan(graph)?;
+        let effective = crate::plan::recompute::effective(graph, &plan.options)?;
+        let ns: Vec<usize> = profile
+            .lane_step_seconds(graph, &plan)?
+            .iter()
+            .map(|s| (s * 1e9).round() as usize)
+            .collect();
+        let flips = crate::lanes::search_in(&effective, &plan, &ns, 1000)?;
+        let mut two = plan.clone();
+        two.options.lanes = flips;
+        let split = crate::lanes::split(&effective, &two)?;
+        let seconds = crate::lanes::simulate_in(&split, &ns, 1000) as f64 * 1e-9;
+        out.push(Candidate {
+            label: "two lanes".into(),
+            options: two.options.clone(),
+            peak_bytes: split.lanes.iter().map(|l| l.arena_bytes).sum::<usize>()
+                + split.channel_bytes(),
+            arena_bytes: session_bytes(graph, &two, backend)?,
+            seconds,
+            kernels: two.kernels.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// How many of the front's smallest plans are considered in two lanes.
+const LANE_PLANS: usize = 8;
 
 /// The greedy walk from one row per node up, with stage cuts `cuts`: every plan it visits.
 fn walk(
