@@ -123,17 +123,19 @@ fn main() -> frugal::Result<()> {
         errors.sort_by(f64::total_cmp);
         let (median_error, worst) = (errors[errors.len() / 2], errors[errors.len() - 1]);
         println!(
-            "| {name} | {lbl:.1} / {lbl_f:.1} ms ({:.2} MB) | {small_ms:.1} / {small_f:.1} ms ({:.2} MB) | {:.2}x / {:.2}x | {within_ms:.1} / {within_f:.1} ms ({:.2} MB) | {:.2}x / {:.2}x | {:.0}% / {:.0}% ({} plans) |",
+            "| {name} | {lbl:.1} / {lbl_f:.1} ms ({:.2} MB) | {small_ms:.1} / {small_f:.1} ms ({:.2} MB) | {:.2}x / {:.2}x | {within_ms:.1} / {within_f:.1} ms ({:.2} MB{}) | {:.2}x / {:.2}x | {:.0}% / {:.0}% ({} plans, {} in two lanes) |",
             lbl_plan.peak_bytes as f64 / 1e6,
             smallest.peak_bytes as f64 / 1e6,
             lbl / small_ms,
             lbl_f / small_f,
             within.peak_bytes as f64 / 1e6,
+            if within.options.lanes.is_empty() { "" } else { ", two lanes" },
             lbl / within_ms,
             lbl_f / within_f,
             median_error * 100.0,
             worst * 100.0,
-            front.len()
+            front.len(),
+            front.iter().filter(|c| !c.options.lanes.is_empty()).count()
         );
     }
     // The text detector on a 2048x2048 page.
