@@ -15,6 +15,27 @@ use frugal_core::ops::Activation;
 /// Rows per tile.
 pub(super) const MR: usize = 12;
 
+/// `f::<rows>(args)` for a tile of 1 to [`MR`] rows (a const generic per height, so each
+/// kernel keeps its accumulators in registers).
+macro_rules! by_rows {
+    ($rows:expr, $f:ident($($arg:expr),*)) => {
+        match $rows {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            9 => $f::<9>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            11 => $f::<11>($($arg),*),
+            _ => $f::<12>($($arg),*),
+        }
+    };
+}
+
 /// Whether this processor has the AVX-512 subsets the kernel uses (F and DQ).
 pub(super) fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -49,22 +70,7 @@ pub(super) unsafe fn tile(
     assert!(rows <= MR);
     let g = Geometry::checked(rows, k, a, rs, cs, panel, bs, cols);
     // SAFETY: the caller's contract and the asserts above.
-    unsafe {
-        match rows {
-            1 => kernel::<1>(g, epi, out),
-            2 => kernel::<2>(g, epi, out),
-            3 => kernel::<3>(g, epi, out),
-            4 => kernel::<4>(g, epi, out),
-            5 => kernel::<5>(g, epi, out),
-            6 => kernel::<6>(g, epi, out),
-            7 => kernel::<7>(g, epi, out),
-            8 => kernel::<8>(g, epi, out),
-            9 => kernel::<9>(g, epi, out),
-            10 => kernel::<10>(g, epi, out),
-            11 => kernel::<11>(g, epi, out),
-            _ => kernel::<12>(g, epi, out),
-        }
-    }
+    unsafe { by_rows!(rows, kernel(g, epi, out)) }
 }
 
 /// An `R x 16` tile: `R` accumulators, then bias, activation and the store of 16 floats per
@@ -138,22 +144,7 @@ pub(super) unsafe fn tile2(
     let g = Geometry::checked(rows, k, a, rs, cs, panel, bs, NR);
     let g2 = Geometry::checked(rows, k, a, rs, cs, panel2, bs, cols2);
     // SAFETY: the caller's contract and the checks above.
-    unsafe {
-        match rows {
-            1 => kernel2::<1>(g, g2, epi, out),
-            2 => kernel2::<2>(g, g2, epi, out),
-            3 => kernel2::<3>(g, g2, epi, out),
-            4 => kernel2::<4>(g, g2, epi, out),
-            5 => kernel2::<5>(g, g2, epi, out),
-            6 => kernel2::<6>(g, g2, epi, out),
-            7 => kernel2::<7>(g, g2, epi, out),
-            8 => kernel2::<8>(g, g2, epi, out),
-            9 => kernel2::<9>(g, g2, epi, out),
-            10 => kernel2::<10>(g, g2, epi, out),
-            11 => kernel2::<11>(g, g2, epi, out),
-            _ => kernel2::<12>(g, g2, epi, out),
-        }
-    }
+    unsafe { by_rows!(rows, kernel2(g, g2, epi, out)) }
 }
 
 /// An `R x 32` tile: `2 R` accumulators (`g` the first 16 columns, `g2` the next), then bias,
