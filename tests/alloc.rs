@@ -63,8 +63,12 @@ fn check_graph(graph: &Graph, strategy: Strategy) {
     let backend = backend_by_name("cpu").unwrap();
     reset();
     let mut session = Session::new(graph, &plan, backend).unwrap();
-    // The arena is the largest allocation a session makes, and exactly the planned size.
-    assert_eq!(LARGEST.load(Relaxed), session.arena_bytes(), "largest allocation is the arena");
+    // The arena is exactly the planned size, and the largest allocation a session makes but
+    // for weights the backend repacks (a convolution's, in place of the row-major copy).
+    let weight = graph.values.iter().filter(|v| v.is_constant()).map(|v| v.nbytes()).max();
+    let largest = session.arena_bytes().max(weight.unwrap_or(0));
+    assert!(LARGEST.load(Relaxed) >= session.arena_bytes(), "the arena is allocated");
+    assert!(LARGEST.load(Relaxed) <= largest, "no allocation above the arena or a weight");
     assert_eq!(
         session.arena_bytes(),
         plan.arena_bytes() + session.workspace_bytes().next_multiple_of(64)

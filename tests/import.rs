@@ -492,3 +492,22 @@ fn unsupported_things_are_named() {
     assert!(load(runtime_weight, None).unwrap_err().to_string().contains("must be a constant"));
     assert!(onnx::load_bytes(vec![1u8, 2, 3].into(), &ImportOptions::default()).is_err());
 }
+
+/// Weights read in place from a memory-mapped file are marked so; releasing their pages (what
+/// the CPU backend does once it holds a repacked copy) leaves the values as they were.
+#[test]
+fn mapped_weights_keep_their_values_after_their_pages_are_released() {
+    let g = onnx::load("models/mobilenet_v2.onnx", &ImportOptions::default()).unwrap();
+    let mapped: Vec<&Tensor> =
+        g.values.iter().filter_map(|v| v.constant.as_ref()).filter(|t| t.is_mapped()).collect();
+    // The large weights of this file are aligned in it, so they are read in place.
+    assert!(mapped.iter().map(|t| t.nbytes()).sum::<usize>() > 4 << 20, "{}", mapped.len());
+    for t in mapped {
+        let before = t.to_f32_vec();
+        t.release_pages();
+        assert_eq!(t.to_f32_vec(), before);
+    }
+    // Tensors in memory are never mapped.
+    let zoo = frugal::zoo::mobilenet_v2(224, 1000, 1).unwrap();
+    assert!(zoo.values.iter().filter_map(|v| v.constant.as_ref()).all(|t| !t.is_mapped()));
+}

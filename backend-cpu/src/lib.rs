@@ -35,15 +35,24 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// A weight as stored by the CPU backend: the f32 data (zero-copy when the model file held f32)
-/// and, for dense layers, a repacked form made by `prepare`.
+/// and, for dense layers, a repacked form made by `prepare`. A matrix-product convolution's
+/// weight is repacked in place of its data (`conv_panels`): the backend holds one copy.
 #[derive(Debug)]
 pub(crate) struct Weight {
     pub(crate) data: Tensor,
     pub(crate) packed: Option<Vec<f32>>,
+    /// `Some(groups)`: `data` holds each group's `[mg, k]` matrix packed by
+    /// [`gemm::pack_a`], not row-major.
+    pub(crate) conv_panels: Option<usize>,
 }
 
 impl Weight {
+    /// The row-major values (empty once repacked for a convolution, so that a kernel reading
+    /// it as row-major fails its size check instead of computing with permuted values).
     pub(crate) fn f32(&self) -> &[f32] {
+        if self.conv_panels.is_some() {
+            return &[];
+        }
         // Uploaded weights are converted to f32 on upload.
         self.data.as_f32().unwrap_or(&[])
     }
@@ -210,7 +219,7 @@ impl Backend for CpuBackend {
     fn upload(&mut self, weight: &Tensor) -> Result<WeightId> {
         let data =
             if weight.dtype() == DType::F32 { weight.clone() } else { weight.cast(DType::F32) };
-        self.weights.push(Weight { data, packed: None });
+        self.weights.push(Weight { data, packed: None, conv_panels: None });
         Ok(WeightId(self.weights.len() - 1))
     }
 

@@ -68,6 +68,8 @@ pub struct Tensor {
     dtype: DType,
     shape: Vec<usize>,
     bytes: Bytes,
+    /// The bytes are a read-only memory map of a model file (see [`Tensor::release_pages`]).
+    mapped: bool,
 }
 
 impl fmt::Debug for Tensor {
@@ -97,7 +99,7 @@ impl Tensor {
         data: Vec<T>,
     ) -> Self {
         assert_eq!(numel(&shape), data.len(), "tensor data does not match its shape");
-        Tensor { dtype, shape, bytes: Bytes::from_owner(VecBytes(data)) }
+        Tensor { dtype, shape, bytes: Bytes::from_owner(VecBytes(data)), mapped: false }
     }
 
     /// An f32 tensor owning `data`. Panics if `data.len()` is not the product of `shape`
@@ -140,7 +142,7 @@ impl Tensor {
         compile_error!("frugal reads little-endian tensor data in place; big-endian hosts need a byte-swapping path");
         let aligned = (bytes.as_ptr() as usize).is_multiple_of(dtype.size());
         let bytes = if aligned { bytes } else { Self::realign(dtype, &bytes) };
-        Ok(Tensor { dtype, shape, bytes })
+        Ok(Tensor { dtype, shape, bytes, mapped: false })
     }
 
     fn realign(dtype: DType, b: &[u8]) -> Bytes {
@@ -196,7 +198,47 @@ impl Tensor {
                 self.shape
             )));
         }
-        Ok(Tensor { dtype: self.dtype, shape, bytes: self.bytes.clone() })
+        Ok(Tensor { dtype: self.dtype, shape, bytes: self.bytes.clone(), mapped: self.mapped })
+    }
+
+    /// Whether the bytes lie in `range` of addresses (a memory map the caller made): marks the
+    /// tensor as mapped, so that [`Tensor::release_pages`] may drop its pages.
+    pub(crate) fn mark_if_in(&mut self, range: std::ops::Range<usize>) {
+        let start = self.bytes.as_ptr() as usize;
+        self.mapped |= !self.bytes.is_empty()
+            && range.contains(&start)
+            && start + self.bytes.len() <= range.end;
+    }
+
+    /// Whether the bytes are a read-only memory map of a model file.
+    pub fn is_mapped(&self) -> bool {
+        self.mapped
+    }
+
+    /// Tells the OS that this process will not read the tensor's bytes soon, when they are a
+    /// memory-mapped model file: the whole pages inside them leave the resident set (a later
+    /// read faults them back in from the file, unchanged). A backend that keeps its own
+    /// repacked copy calls this so that a weight is not resident twice. Anything else: a no-op.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if self.mapped {
+            // SAFETY: `sysconf` has no preconditions.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+            let (start, end) =
+                (self.bytes.as_ptr() as usize, self.bytes.as_ptr() as usize + self.bytes.len());
+            if page == 0 {
+                return;
+            }
+            let (first, last) = (start.next_multiple_of(page), end - end % page);
+            if first < last {
+                // SAFETY: the pages lie inside a read-only private file mapping that `bytes`
+                // keeps alive (`mapped`); MADV_DONTNEED on such a mapping only drops resident
+                // pages, which later reads fetch again from the file: no value changes.
+                unsafe {
+                    libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED)
+                };
+            }
+        }
     }
 
     /// Typed view of an f32 tensor.

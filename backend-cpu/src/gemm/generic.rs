@@ -24,7 +24,7 @@ pub(super) unsafe fn tile(
     let cols = cols.min(NR);
     for r in 0..rows {
         let mut acc = [0.0f32; NR];
-        let arow = &a[r * rs..];
+        let arow = if k == 0 { &[][..] } else { &a[r * rs..] };
         for kk in 0..k {
             let b = &panel[kk * bs..kk * bs + cols];
             let av = arow[kk * cs];

@@ -104,15 +104,135 @@ struct TileEpilogue<'a> {
     act: Option<Activation>,
 }
 
-/// The A operand: element `(i, k)` at `data[i * rs + k * cs]`.
+/// The A operand: strided (element `(i, k)` at `data[i * rs + k * cs]`, read in place) or
+/// packed by [`pack_a`] in panels of at most [`AP`] rows.
 #[derive(Clone, Copy, Debug)]
 pub struct MatA<'a> {
-    /// Backing memory.
-    pub data: &'a [f32],
-    /// Distance between rows.
-    pub rs: usize,
-    /// Distance between columns (depth).
-    pub cs: usize,
+    data: &'a [f32],
+    layout: ALayout,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ALayout {
+    Strided {
+        rs: usize,
+        cs: usize,
+    },
+    /// [`pack_a`]'s layout of an `m x k` matrix, viewed from row `row0` on.
+    Panels {
+        m: usize,
+        k: usize,
+        row0: usize,
+    },
+}
+
+/// Panels of A per column-kernel tile (one 16-lane vector each).
+const COLUMN_PARTS: usize = 3;
+/// Most rows of any tile (the column kernel's).
+const TILE_ROWS: usize = COLUMN_PARTS * AP;
+
+/// Most rows per panel of a packed A: one 12-row microkernel tile.
+pub const AP: usize = MR_NARROW;
+
+/// The panel of a packed `m`-row A holding row `i`: `(start, rows)`. `ceil(m / AP)` panels,
+/// as even as they go (16 rows: 8 + 8, not 12 + 4: a short tile has too few accumulators to
+/// hide the multiply-add latency).
+#[inline]
+fn panel_of(m: usize, i: usize) -> (usize, usize) {
+    let count = m.div_ceil(AP);
+    let (base, extra) = (m / count, m % count);
+    let big = extra * (base + 1);
+    if i < big {
+        (i - i % (base + 1), base + 1)
+    } else {
+        (i - (i - big) % base, base)
+    }
+}
+
+impl<'a> MatA<'a> {
+    /// Element `(i, k)` at `data[i * rs + k * cs]`.
+    pub fn strided(data: &'a [f32], rs: usize, cs: usize) -> MatA<'a> {
+        MatA { data, layout: ALayout::Strided { rs, cs } }
+    }
+
+    /// An `m x k` matrix packed by [`pack_a`].
+    pub fn panels(data: &'a [f32], m: usize, k: usize) -> MatA<'a> {
+        assert!(data.len() >= m * k, "packed A too small");
+        MatA { data, layout: ALayout::Panels { m, k, row0: 0 } }
+    }
+
+    /// The same matrix from row `i0` on.
+    pub fn rows_from(self, i0: usize) -> MatA<'a> {
+        match self.layout {
+            ALayout::Strided { rs, .. } => MatA { data: &self.data[i0 * rs..], ..self },
+            ALayout::Panels { m, k, row0 } => {
+                assert!(row0 + i0 <= m, "rows past the packed A");
+                MatA { layout: ALayout::Panels { m, k, row0: row0 + i0 }, ..self }
+            }
+        }
+    }
+
+    /// Row `i` on: `(a, rs, cs, end)`, element `(i + r, kk)` at `a[r * rs + kk * cs]` for
+    /// rows `i + r < end` (the end of `i`'s panel; unbounded when strided).
+    #[inline]
+    fn at(&self, i: usize) -> (&'a [f32], usize, usize, usize) {
+        match self.layout {
+            ALayout::Strided { rs, cs } => (&self.data[i * rs..], rs, cs, usize::MAX),
+            ALayout::Panels { m, k, row0 } => {
+                let abs = row0 + i;
+                let (start, width) = panel_of(m, abs);
+                // (Depth 0: nothing is read, the data may be empty.)
+                let a = self.data.get(start * k + abs - start..).unwrap_or(&[]);
+                (a, 1, width, start + width - row0)
+            }
+        }
+    }
+
+    /// Panics unless rows `..m` at depth `k` are inside the data.
+    fn check(&self, m: usize, k: usize) {
+        if m == 0 || k == 0 {
+            return;
+        }
+        match self.layout {
+            ALayout::Strided { rs, cs } => {
+                assert!((m - 1) * rs + (k - 1) * cs < self.data.len(), "A too small")
+            }
+            ALayout::Panels { m: total, k: depth, row0 } => {
+                assert!(row0 + m <= total && k == depth, "A is packed for other shapes")
+            }
+        }
+    }
+
+    /// Rows in place, `rs` apart at unit column stride (the single-column kernel's reads).
+    fn row_major(&self) -> Option<usize> {
+        match self.layout {
+            ALayout::Strided { rs, cs: 1 } => Some(rs),
+            _ => None,
+        }
+    }
+
+    fn is_packed(&self) -> bool {
+        matches!(self.layout, ALayout::Panels { .. })
+    }
+}
+
+/// Packs a row-major `m x k` matrix into panels of at most [`AP`] rows, each column-major:
+/// element `(i, kk)` of the panel of rows `start .. start + width` at
+/// `start * k + kk * width + i - start`. The same `m * k` floats, no padding; a microkernel
+/// tile reads its rows as one contiguous run per step of `k`.
+pub fn pack_a(src: &[f32], m: usize, k: usize, dst: &mut [f32]) {
+    assert!(src.len() >= m * k && dst.len() >= m * k);
+    let mut start = 0;
+    while start < m {
+        let (_, width) = panel_of(m, start);
+        let panel = &mut dst[start * k..(start + width) * k];
+        for (kk, col) in panel.chunks_exact_mut(width).enumerate() {
+            for (r, v) in col.iter_mut().enumerate() {
+                *v = src[(start + r) * k + kk];
+            }
+        }
+        start += width;
+    }
 }
 
 /// What the microkernel applies to a finished tile, in registers: `act(acc + bias[i])`, each
@@ -176,7 +296,7 @@ pub fn gemm(
     mut store: impl FnMut(usize, usize, &[f32]),
 ) {
     assert!(epi.residual.is_none(), "residual products store through `gemm_into`");
-    let mut tile = [[0.0f32; 2 * NR]; MR_NARROW];
+    let mut tile = [[0.0f32; 2 * NR]; TILE_ROWS];
     tiles(isa, m, n, k, a, BSrc::Packed(b_packed), epi, |i, j, rows, cols, _, kernel| {
         kernel(tile.as_mut_ptr().cast(), 2 * NR);
         for (r, vals) in tile.iter().take(rows).enumerate() {
@@ -253,7 +373,7 @@ unsafe fn into_raw(
             "R too small"
         );
     }
-    let mut tile = [[0.0f32; 2 * NR]; MR_NARROW];
+    let mut tile = [[0.0f32; 2 * NR]; TILE_ROWS];
     tiles(isa, m, n, k, a, b, epi, |i, j, rows, cols, width, kernel| {
         // SAFETY (all three): rows i .. i + rows, columns j .. j + cols are in C (caller).
         if cols == width {
@@ -328,10 +448,7 @@ fn tiles(
             assert!(k == 0 || n == 0 || (k - 1) * ld + n <= data.len(), "B too small");
         }
     }
-    if m > 0 {
-        let last = (m - 1) * a.rs + k.saturating_sub(1) * a.cs;
-        assert!(k == 0 || last < a.data.len(), "A too small");
-    }
+    a.check(m, k);
     if let Some(b) = epi.bias {
         assert!(b.len() >= m, "bias shorter than the rows of C");
     }
@@ -340,7 +457,7 @@ fn tiles(
     // and evict each other at every step: narrow panels take 6-row tiles then (`cargo run
     // --release --example kernel_min "pw 2048"`, by parts, where every panel is narrow: 2995
     // -> 1590 us; 2 KB apart, two sets, 12-row tiles stay faster).
-    let aliased = a.cs == 1 && (a.rs * 4).is_multiple_of(4096);
+    let aliased = a.row_major().is_some_and(|rs| (rs * 4).is_multiple_of(4096));
     if k <= SHALLOW && n > 2 * NR {
         // A shallow product writes far more than it reads: one tile of rows at a time across
         // a block of columns, so C is written as a few sequential runs. Panel by panel, every
@@ -352,7 +469,9 @@ fn tiles(
             let cols = j0..(j0 + step).min(n);
             let mut i = 0;
             while i < m {
-                let rows = (m - i).div_ceil((m - i).div_ceil(MR_NARROW));
+                // Tiles of rows never cross a panel of a packed A.
+                let end = a.at(i).3.min(m);
+                let rows = (end - i).div_ceil((end - i).div_ceil(MR_NARROW));
                 panels(isa, i..i + rows, cols.clone(), k, a, b, epi, aliased, &mut visit);
                 i += rows;
             }
@@ -360,9 +479,13 @@ fn tiles(
         return;
     }
     let block = row_block(m, k);
-    for i0 in (0..m).step_by(block.max(1)) {
-        let m_end = (i0 + block).min(m);
-        panels(isa, i0..m_end, 0..n, k, a, b, epi, aliased, &mut visit);
+    let mut i0 = 0;
+    while i0 < m {
+        // A packed A's blocks end where a panel does.
+        let end = (i0 + block).min(m);
+        let end = if a.is_packed() { a.at(end - 1).3.min(m) } else { end };
+        panels(isa, i0..end, 0..n, k, a, b, epi, aliased, &mut visit);
+        i0 = end;
     }
 }
 
@@ -379,7 +502,8 @@ const B_BLOCK_BYTES: usize = 128 * 1024;
 const A_BLOCK_BYTES: usize = 256 * 1024;
 
 /// Rows of A per block: all of them when A fits in [`A_BLOCK_BYTES`], else the most that do,
-/// in whole tiles of every height (6, 8, 12) and at least 24. Without blocks, a weight matrix
+/// in whole tiles of every height (6, 8, 12) and at least 24 (a packed A's blocks end at
+/// its panels' ends instead). Without blocks, a weight matrix
 /// larger than L2 (ResNet-50's last stage: 2-9 MB) came from memory once per panel of 16
 /// columns.
 fn row_block(m: usize, k: usize) -> usize {
@@ -405,22 +529,44 @@ fn panels(
     visit: &mut impl FnMut(usize, usize, usize, usize, usize, &mut dyn FnMut(*mut f32, usize)),
 ) {
     let (m, n) = (rows.end, cols.end);
-    let count = n.div_ceil(NR);
+    let mut count = n.div_ceil(NR);
     let mut p = cols.start / NR;
+    // A last panel of at most NARROW columns that pairs would leave alone, A packed,
+    // AVX-512: its tiles ride along with the previous pair's (the column kernel over that
+    // tile's rows, right after it, A's rows still in L1), instead of a pass of their own that
+    // streams all of A again for a few columns (`gemm_rate 2048 40 512`). After an unpaired
+    // panel it is that panel's pair instead (masked: one pass, 24 accumulators).
+    let rider = (cfg!(target_arch = "x86_64")
+        && isa == Isa::Avx2Fma
+        && a.is_packed()
+        && avx512()
+        && count >= p + 3
+        && (count - 1 - p).is_multiple_of(2)
+        && n - (count - 1) * NR <= NARROW)
+        .then(|| {
+            count -= 1;
+            count
+        });
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = rider;
     while p < count {
         let j = p * NR;
         let cols = NR.min(n - j);
         // Columns the microkernel loads: packed panels are zero padded, rows in place are not.
         let panel_at = |p: usize| match b {
             BSrc::Packed(b) => (&b[p * NR * k..(p + 1) * NR * k], NR, NR),
-            BSrc::Rows { data, ld } => (&data[p * NR..], ld, NR.min(n - p * NR)),
+            BSrc::Rows { data, ld } => (data.get(p * NR..).unwrap_or(&[]), ld, NR.min(n - p * NR)),
         };
         let (panel, bs, loads) = panel_at(p);
         // A panel of at most NARROW columns: 12 rows x 8 columns per tile with AVX2 (no half
         // empty vectors); the tile's stored width is then NARROW, of which `cols` are C's.
         let narrow = cfg!(target_arch = "x86_64") && isa == Isa::Avx2Fma && cols <= NARROW;
         // One column, A's rows in place: eight rows per vector (`avx2::column8`).
-        let column = narrow && cols == 1 && a.cs == 1;
+        let column = narrow && cols == 1 && a.row_major().is_some();
+        // A packed A on AVX-512: output channels in the vectors, a tile per panel of A (48
+        // rows) by up to 8 columns, each column's value broadcast (`avx512::columns`): all 16
+        // lanes useful where the narrow kernel used `cols` of 8.
+        let transposed = narrow && a.is_packed() && avx512();
         // Wider panels on AVX-512: 12 rows x 16 columns, one vector per row (6 rows where A's
         // rows alias in L1, as above)...
         let z = !narrow && isa == Isa::Avx2Fma && avx512();
@@ -429,6 +575,8 @@ fn panels(
         let pair = z && cols == NR && p + 1 < count;
         let (second, cols, width) = if pair {
             (Some(panel_at(p + 1)), NR + NR.min(n - j - NR), 2 * NR)
+        } else if transposed {
+            (None, cols, cols)
         } else {
             (None, cols, if narrow { NARROW } else { NR })
         };
@@ -441,11 +589,29 @@ fn panels(
         };
         let mut i = rows.start;
         while i < m {
-            // Tiles of even height (16 rows: 8 + 8, not 12 + 4): a short tile has too few
-            // accumulators to hide the multiply-add latency. Eight-row vectors of one column
-            // take whole tiles of eight.
-            let rows = if column { mr.min(m - i) } else { (m - i).div_ceil((m - i).div_ceil(mr)) };
-            let a_tile = &a.data[i * a.rs..];
+            let (a_tile, rs, cs, end) = a.at(i);
+            let end = end.min(m);
+            // The column kernel takes up to three panels of A (one per vector), the others
+            // tiles of even height inside a panel (16 rows: 8 + 8, not 12 + 4: a short tile
+            // has too few accumulators to hide the multiply-add latency); eight-row vectors
+            // of one column take whole tiles of eight.
+            let mut parts = [(a_tile, cs, 0); COLUMN_PARTS];
+            let mut nparts = 1;
+            let rows = if transposed {
+                parts[0].2 = end - i;
+                let mut rows = end - i;
+                while nparts < COLUMN_PARTS && i + rows < m {
+                    let (a, _, cs, end) = a.at(i + rows);
+                    parts[nparts] = (a, cs, end.min(m) - i - rows);
+                    rows += parts[nparts].2;
+                    nparts += 1;
+                }
+                rows
+            } else if column {
+                mr.min(end - i)
+            } else {
+                (end - i).div_ceil((end - i).div_ceil(mr))
+            };
             // The bias read in place (a copy per tile cost a store-forwarding stall).
             let ep = TileEpilogue { bias: epi.bias.map(|b| &b[i..i + rows]), act: epi.act };
             let mut kernel = |dst: *mut f32, ld: usize| {
@@ -454,29 +620,46 @@ fn panels(
                 unsafe {
                     match isa {
                         #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2Fma if transposed => {
+                            avx512::columns(&parts[..nparts], k, panel, bs, cols, ep, out)
+                        }
+                        #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma if column && rows == 8 => {
-                            avx2::column8(k, a_tile, a.rs, panel, bs, ep, out)
+                            avx2::column8(k, a_tile, rs, panel, bs, ep, out)
                         }
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma if pair => {
                             let (panel2, _, loads2) = second.expect("a pair has two panels");
                             avx512::tile2(
-                                rows, k, a_tile, a.rs, a.cs, panel, panel2, bs, loads2, ep, out,
+                                rows, k, a_tile, rs, cs, panel, panel2, bs, loads2, ep, out,
                             )
                         }
                         #[cfg(target_arch = "x86_64")]
                         Isa::Avx2Fma if z => {
-                            avx512::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out)
+                            avx512::tile(rows, k, a_tile, rs, cs, panel, bs, loads, ep, out)
                         }
                         #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2Fma => avx2::tile(
-                            rows, k, a_tile, a.rs, a.cs, panel, bs, loads, narrow, ep, out,
-                        ),
-                        _ => generic::tile(rows, k, a_tile, a.rs, a.cs, panel, bs, loads, ep, out),
+                        Isa::Avx2Fma => {
+                            avx2::tile(rows, k, a_tile, rs, cs, panel, bs, loads, narrow, ep, out)
+                        }
+                        _ => generic::tile(rows, k, a_tile, rs, cs, panel, bs, loads, ep, out),
                     }
                 }
             };
             visit(i, j, rows, cols, width, &mut kernel);
+            #[cfg(target_arch = "x86_64")]
+            if let Some(last) = rider.filter(|&last| p + usize::from(pair) + 1 == last) {
+                let (panel, bs, _) = panel_at(last);
+                let cols = n - last * NR;
+                let parts = [(a_tile, cs, rows)];
+                let mut kernel = |dst: *mut f32, ld: usize| {
+                    let out = TileOut { ptr: dst, ld };
+                    // SAFETY: AVX-512 is available (`rider`); `visit` passes memory holding
+                    // the tile.
+                    unsafe { avx512::columns(&parts, k, panel, bs, cols, ep, out) }
+                };
+                visit(i, last * NR, rows, cols, cols, &mut kernel);
+            }
             i += rows;
         }
         p += if pair { 2 } else { 1 };
@@ -552,11 +735,110 @@ mod tests {
         let mut packed = vec![f32::NAN; packed_len(k, n)];
         pack_b(b, n, 1, k, n, &mut packed);
         let mut c = vec![f32::NAN; m * n];
-        let a = MatA { data: a, rs: k, cs: 1 };
+        let a = MatA::strided(a, k, 1);
         gemm(isa, m, n, k, a, &packed, Epilogue::default(), |i, j, v| {
             c[i * n + j..i * n + j + v.len()].copy_from_slice(v)
         });
         c
+    }
+
+    fn run_packed(isa: Isa, m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut packed = vec![f32::NAN; packed_len(k, n)];
+        pack_b(b, n, 1, k, n, &mut packed);
+        let mut c = vec![f32::NAN; m * n];
+        gemm_into(isa, m, n, k, MatA::panels(a, m, k), &packed, Epilogue::default(), &mut c, n);
+        c
+    }
+
+    #[test]
+    fn panels_cover_every_row_once_and_evenly() {
+        for m in 1..200 {
+            let mut i = 0;
+            let mut widths = vec![];
+            while i < m {
+                let (start, width) = panel_of(m, i);
+                assert_eq!(start, i, "m = {m}");
+                for r in i..i + width {
+                    assert_eq!(panel_of(m, r), (start, width), "m = {m}, row {r}");
+                }
+                widths.push(width);
+                i += width;
+            }
+            assert_eq!(i, m);
+            assert_eq!(widths.len(), m.div_ceil(AP));
+            let (lo, hi) = (widths.iter().min().unwrap(), widths.iter().max().unwrap());
+            assert!(hi - lo <= 1 && *hi <= AP, "m = {m}: {widths:?}");
+        }
+    }
+
+    /// A packed A gives the bits of the same A read in place, through every driver, with the
+    /// epilogue (bias, activation, residual), from any first row (threads split the rows):
+    /// the column kernel (up to 8 columns, up to three panels per tile), a last narrow panel
+    /// riding along with the one before it, row blocks ending at panel ends.
+    #[test]
+    fn packed_a_gives_the_strided_bits() {
+        let acts = [None, Some(Activation::Relu), Some(Activation::HardSwish)];
+        for &(m, k) in &[(1, 5), (12, 3), (13, 37), (16, 0), (37, 64), (100, 700), (50, 300)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let mut panels = vec![f32::NAN; m * k];
+            pack_a(&a, m, k, &mut panels);
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            for n in [1, 3, 7, 8, 9, 16, 23, 40, 49, 56, 57] {
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+                let r: Vec<f32> = (0..m * n).map(|i| ((i * 29 % 83) as f32 - 41.0) / 3.0).collect();
+                let mut bp = vec![f32::NAN; packed_len(k, n)];
+                pack_b(&b, n, 1, k, n, &mut bp);
+                for isa in [Isa::Generic, Isa::detect()] {
+                    for (t, act) in acts.iter().enumerate() {
+                        let residual = (t == 2).then_some(Residual { data: &r, ld: n, then: None });
+                        let epi = Epilogue {
+                            bias: Some(&bias),
+                            act: if residual.is_some() { None } else { *act },
+                            residual,
+                        };
+                        let mut want = vec![f32::NAN; m * n];
+                        gemm_into(isa, m, n, k, MatA::strided(&a, k, 1), &bp, epi, &mut want, n);
+                        for i0 in [0, m / 3, m - 1] {
+                            let am = MatA::panels(&panels, m, k).rows_from(i0);
+                            let epi = Epilogue {
+                                bias: Some(&bias[i0..]),
+                                residual: residual
+                                    .map(|r| Residual { data: &r.data[i0 * n..], ..r }),
+                                ..epi
+                            };
+                            let mut got = vec![f32::NAN; (m - i0) * n];
+                            // B read in place as well as packed.
+                            // SAFETY: `got` holds m - i0 rows of n floats, borrowed mutably.
+                            unsafe {
+                                gemm_rows_into_raw(
+                                    isa,
+                                    m - i0,
+                                    n,
+                                    k,
+                                    am,
+                                    &b,
+                                    n,
+                                    epi,
+                                    got.as_mut_ptr(),
+                                    n,
+                                )
+                            };
+                            let bits =
+                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            let case = format!("{isa:?} {m}x{n}x{k} from row {i0}, {act:?}");
+                            assert_eq!(bits(&got), bits(&want[i0 * n..]), "{case}");
+                            if epi.residual.is_none() {
+                                let mut cb = vec![f32::NAN; (m - i0) * n];
+                                gemm(isa, m - i0, n, k, am, &bp, epi, |i, j, v| {
+                                    cb[i * n + j..i * n + j + v.len()].copy_from_slice(v)
+                                });
+                                assert_eq!(bits(&cb), bits(&want[i0 * n..]), "callback {case}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -592,9 +874,14 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let g = run(Isa::Generic, m, n, k, &a, &b);
             assert_eq!(g, reference(m, n, k, &a, &b, false), "generic {m}x{n}x{k}");
+            let mut panels = vec![f32::NAN; m * k];
+            pack_a(&a, m, k, &mut panels);
+            assert_eq!(run_packed(Isa::Generic, m, n, k, &panels, &b), g, "generic packed");
             if Isa::detect() == Isa::Avx2Fma {
                 let v = run(Isa::Avx2Fma, m, n, k, &a, &b);
                 assert_eq!(v, reference(m, n, k, &a, &b, true), "avx2 {m}x{n}x{k}");
+                let p = run_packed(Isa::Avx2Fma, m, n, k, &panels, &b);
+                assert_eq!(p, v, "avx2 packed {m}x{n}x{k}");
             }
         }
     }
@@ -609,7 +896,7 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
         let epi = Epilogue { bias: Some(&bias), act: Some(Activation::HardSwish), residual: None };
-        let am = MatA { data: &a, rs: k, cs: 1 };
+        let am = MatA::strided(&a, k, 1);
         for n in [48, 1, 7, 16, 21, 39] {
             let b: Vec<f32> =
                 (0..(k - 1) * ld + n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();

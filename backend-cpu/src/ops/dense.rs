@@ -48,7 +48,7 @@ fn ring_run<'a>(
 ) -> (usize, MatA<'a>) {
     let len = (r1 - r).min(w.capacity - r % w.capacity);
     let data = src.slice(w.row_start(p, r), (len - 1) * w.row_stride + k);
-    (len, MatA { data, rs: w.row_stride, cs: 1 })
+    (len, MatA::strided(data, w.row_stride, 1))
 }
 
 /// Gemm's C broadcast to `[M, N]`: element `(i, j)` at `data[i * rs + j * cs]`.
@@ -131,7 +131,7 @@ pub(crate) fn gemm(
             let (len, amat) = if op.trans_a {
                 // A'(i, k) = A[k][i]: column r of the whole, unwrapped A onwards.
                 let data = src.slice(a.row_start(0, 0) + r, (k - 1) * a.row_stride + r1 - r);
-                (r1 - r, MatA { data, rs: 1, cs: a.row_stride })
+                (r1 - r, MatA::strided(data, 1, a.row_stride))
             } else {
                 ring_run(src, a, 0, r, r1, k)
             };
@@ -314,7 +314,7 @@ pub(crate) fn matmul(
             let (len, amat) = match a {
                 Opd::Rows(w) => ring_run(src, &w, pa, r, r1, g.k),
                 Opd::Const { data, .. } => {
-                    (r1 - r, MatA { data: &data[(pa * g.m + r) * g.k..], rs: g.k, cs: 1 })
+                    (r1 - r, MatA::strided(&data[(pa * g.m + r) * g.k..], g.k, 1))
                 }
             };
             gemm::gemm(isa, len, g.n, g.k, amat, packed, Default::default(), |i, j, vals| {

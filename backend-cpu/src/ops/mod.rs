@@ -46,6 +46,7 @@ impl Opd<'_> {
 /// Weight repacking done once per node when a session is created.
 pub(crate) fn prepare(b: &mut CpuBackend, k: &Kernel<'_>) -> Result<()> {
     match k {
+        Kernel::Conv { op, x, w, y, .. } => conv::prepare(b, op, x, w, y),
         Kernel::Gemm { op, b: w, .. } => dense::prepare_gemm(b, op, w),
         Kernel::MatMul { b: Operand::Weight(w), .. } => dense::prepare_matmul(b, w),
         _ => Ok(()),
@@ -116,7 +117,8 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
                 Some(b) => Some(get(b.id)?.f32()),
                 None => None,
             };
-            conv::conv(op, x, get(w.id)?.f32(), &w.dims, bias, r.as_ref(), y, io, ctx)
+            let weight = conv::Weights::of(get(w.id)?, op)?;
+            conv::conv(op, x, weight, &w.dims, bias, r.as_ref(), y, io, ctx)
         }
         Kernel::ConvTranspose { op, x, w, b, y } => {
             let bias = match b {

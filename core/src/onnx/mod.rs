@@ -66,7 +66,14 @@ pub fn load(path: impl AsRef<Path>, options: &ImportOptions) -> Result<Graph> {
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let map = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
     let mut g = import_bytes(bytes, &path.display().to_string(), ExternalFiles::new(dir), options)?;
+    // Weights read in place from the map (not copies made for alignment or folding).
+    for v in &mut g.values {
+        if let Some(t) = &mut v.constant {
+            t.mark_if_in(map.clone());
+        }
+    }
     if g.name.is_empty() {
         g.name = stem;
     }

@@ -10,11 +10,89 @@ use frugal_core::ops::{Activation, Conv};
 use frugal_core::Result;
 
 use crate::arena::{Io, Src};
-use crate::fail;
 use crate::gemm::{self, MatA, Residual};
 use crate::par::{Par, SharedMut};
+use crate::{fail, CpuBackend, Weight};
 use crate::{simd, Ctx};
 use im2col::im2col;
+
+/// A convolution's weights as the backend holds them: row-major `[M, C/groups, kh, kw]`, or
+/// each group's `[M/groups, K]` matrix packed by [`gemm::pack_a`] (`prepare`), which the
+/// microkernels read as contiguous runs of output channels.
+#[derive(Clone, Copy)]
+pub(crate) struct Weights<'a> {
+    data: &'a [f32],
+    packed: bool,
+}
+
+impl<'a> Weights<'a> {
+    /// The weights of `op` as stored in `w`.
+    pub(crate) fn of(w: &'a Weight, op: &Conv) -> Result<Weights<'a>> {
+        match w.conv_panels {
+            None => Ok(Weights { data: w.f32(), packed: false }),
+            Some(groups) if groups == op.groups => {
+                Ok(Weights { data: w.data.as_f32().unwrap_or(&[]), packed: true })
+            }
+            Some(groups) => Err(fail(
+                "conv",
+                format!(
+                    "the weight is packed for {groups} groups, this convolution has {}",
+                    op.groups
+                ),
+            )),
+        }
+    }
+}
+
+/// Repacks a matrix-product convolution's weight for the microkernels, in place of its
+/// row-major data (same size). Depthwise weights stay as they are; a weight another layer
+/// already repacked (a dense layer's B) stays row-major and runs through strided reads.
+pub(crate) fn prepare(
+    be: &mut CpuBackend,
+    op: &Conv,
+    x: &RowWindow,
+    w: &frugal_core::WeightRef,
+    y: &RowWindow,
+) -> Result<()> {
+    let g = geo(op, x, &w.dims, y);
+    if is_depthwise(op, &g) {
+        return Ok(());
+    }
+    let weight = be
+        .weights
+        .get_mut(w.id.0)
+        .ok_or_else(|| fail("conv", format!("unknown weight {}", w.id.0)))?;
+    match weight.conv_panels {
+        Some(groups) if groups == op.groups => return Ok(()),
+        Some(groups) => {
+            return Err(fail(
+                "conv",
+                format!(
+                    "weight {} is shared by convolutions of {groups} and {} groups",
+                    w.id.0, op.groups
+                ),
+            ))
+        }
+        None if weight.packed.is_some() => return Ok(()),
+        None => {}
+    }
+    let data = weight.f32();
+    let len = g.mg * g.k;
+    if data.len() != g.m * g.k || op.groups == 0 {
+        // `conv` reports the size mismatch when it runs.
+        return Ok(());
+    }
+    let mut packed = vec![0.0; data.len()];
+    for (src, dst) in data.chunks_exact(len.max(1)).zip(packed.chunks_exact_mut(len.max(1))) {
+        gemm::pack_a(src, g.mg, g.k, dst);
+    }
+    let packed = frugal_core::Tensor::from_f32(weight.data.shape().to_vec(), packed);
+    // The row-major values are not read again: a memory-mapped file's pages leave the
+    // resident set, so the weight is not held twice.
+    std::mem::replace(&mut weight.data, packed).release_pages();
+    weight.conv_panels = Some(op.groups);
+    Ok(())
+}
 
 /// Upper bound of one band's packed im2col, in floats (keeps it in L2).
 const BAND_FLOATS: usize = 128 * 1024;
@@ -118,7 +196,7 @@ pub(crate) fn workspace(
 pub(crate) fn conv(
     op: &Conv,
     x: &RowWindow,
-    weight: &[f32],
+    weight: Weights<'_>,
     wd: &Dims,
     bias: Option<&[f32]>,
     residual: Option<&RowWindow>,
@@ -209,7 +287,7 @@ fn add_residual(
 fn product(
     op: &Conv,
     x: &RowWindow,
-    weight: &[f32],
+    weight: Weights<'_>,
     wd: &Dims,
     bias: Option<&[f32]>,
     residual: Option<(&RowWindow, Option<&Activation>)>,
@@ -227,7 +305,7 @@ fn product(
         v => v.map(|v| names[v]),
     };
     let par = par.for_work(2 * g.n * g.m * g.k * y.rows * g.wout);
-    if weight.len() != g.m * g.k || bias.is_some_and(|b| b.len() != g.m) {
+    if weight.data.len() != g.m * g.k || bias.is_some_and(|b| b.len() != g.m) {
         return Err(fail("conv", "weight or bias size does not match the convolution"));
     }
     check_rows(op, x, y, g.h)?;
@@ -240,7 +318,10 @@ fn product(
             Some(v) => v == "direct",
             None => depthwise::prefers_direct(op, &g, isa),
         };
-        depthwise::depthwise(op, x, weight, bias, y, io, &g, isa, par, direct);
+        if weight.packed {
+            return Err(fail("conv", "depthwise weights are never repacked"));
+        }
+        depthwise::depthwise(op, x, weight.data, bias, y, io, &g, isa, par, direct);
         return Ok(());
     }
     let band = band_rows(&g);
@@ -279,7 +360,7 @@ struct Band<'a> {
     x: &'a RowWindow,
     y: &'a RowWindow,
     g: &'a Geo,
-    weight: &'a [f32],
+    weight: Weights<'a>,
     bias: Option<&'a [f32]>,
     /// Added to the product tile by tile, then the activation (see [`product`]).
     residual: Option<(&'a RowWindow, Option<&'a Activation>)>,
@@ -312,7 +393,13 @@ impl<'a> Band<'a> {
     /// Weights, bias and epilogue of output channels `i0 .. i0 + rows` of the group.
     fn channels(&self, i0: usize, rows: usize) -> (MatA<'_>, gemm::Epilogue<'_>) {
         let (k, ch) = (self.g.k, self.grp * self.g.mg + i0);
-        let a = MatA { data: &self.weight[ch * k..(ch + rows) * k], rs: k, cs: 1 };
+        let a = if self.weight.packed {
+            let len = self.g.mg * k;
+            let group = &self.weight.data[self.grp * len..(self.grp + 1) * len];
+            MatA::panels(group, self.g.mg, k).rows_from(i0)
+        } else {
+            MatA::strided(&self.weight.data[ch * k..(ch + rows) * k], k, 1)
+        };
         let epi = gemm::Epilogue {
             bias: self.bias.map(|bb| &bb[ch..ch + rows]),
             act: simd::in_registers(self.op.act),
