@@ -4,7 +4,7 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering::Relaxed};
 
 use frugal::{backend_by_name, model, zoo, Graph, Plan, PlanOptions, Session, Strategy};
 
@@ -13,16 +13,20 @@ struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated and not yet freed.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(l.size(), Relaxed);
         LARGEST.fetch_max(l.size(), Relaxed);
+        LIVE.fetch_add(l.size() as isize, Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.dealloc(p, l) }
     }
@@ -30,6 +34,7 @@ unsafe impl GlobalAlloc for Counting {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(l.size(), Relaxed);
         LARGEST.fetch_max(l.size(), Relaxed);
+        LIVE.fetch_add(l.size() as isize, Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc_zeroed(l) }
     }
@@ -37,6 +42,7 @@ unsafe impl GlobalAlloc for Counting {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(new, Relaxed);
         LARGEST.fetch_max(new, Relaxed);
+        LIVE.fetch_add(new as isize - l.size() as isize, Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(p, l, new) }
     }
@@ -99,4 +105,30 @@ fn sessions_allocate_their_arena_once_and_nothing_while_running() {
     for strategy in [Strategy::LayerByLayer, Strategy::ByParts] {
         check(|| names.iter().map(|n| zoo::by_name(n, 32, 48, 0).unwrap()).collect(), strategy);
     }
+    weights_are_held_once();
+}
+
+/// The CPU backend repacks convolution weights at session creation. A session that takes
+/// the graph's weights (as the CLI's do) holds each weight once: the graph's copy is freed as
+/// the backend repacks it. `Session::new` leaves the graph's copy beside the backend's.
+fn weights_are_held_once() {
+    let mut graph = zoo::mobilenet_v2(96, 10, 0).unwrap();
+    let weights: usize =
+        graph.values.iter().filter_map(|v| v.constant.as_ref()).map(|t| t.nbytes()).sum();
+    let plan = Plan::build(&graph, &PlanOptions::new(Strategy::ByParts)).unwrap();
+    let live = || LIVE.load(Relaxed);
+    let before = live();
+    let shared = Session::new(&graph, &plan, backend_by_name("cpu").unwrap()).unwrap();
+    let grew_shared = live() - before;
+    let arena = shared.arena_bytes() as isize;
+    drop(shared);
+    let before = live();
+    let backend = backend_by_name("cpu").unwrap();
+    let taking = Session::with_lanes_taking_weights(&mut graph, &plan, backend, 1, 1).unwrap();
+    let grew = live() - before;
+    assert!(graph.values.iter().all(|v| v.constant.is_none()));
+    let w = weights as isize;
+    assert!(grew_shared > arena + w / 2, "beside the graph: {grew_shared} bytes, weights {w}");
+    assert!(grew < arena + w / 10, "weights taken: {grew} bytes, arena {arena}, weights {w}");
+    drop(taking);
 }

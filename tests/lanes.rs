@@ -86,3 +86,23 @@ fn lane_counts_other_than_one_or_two_are_refused() {
         assert!(e.contains("1 or 2"), "{e}");
     }
 }
+
+/// A session that takes the graph's weights (the CLI's) gives the bytes of one that borrows
+/// them, in one lane and in two, and leaves the graph without constants.
+#[test]
+fn sessions_taking_the_weights_give_the_same_bytes() {
+    let base = zoo::by_name("resnet18", 48, 40, 3).unwrap();
+    let input = seeded_input(&base.value(base.inputs[0]).shape, 11);
+    let plan = Plan::build(&base, &PlanOptions::new(Strategy::ByParts)).unwrap();
+    let want =
+        outputs(Session::new(&base, &plan, backend_by_name("cpu").unwrap()).unwrap(), &input);
+    for lanes in [1, 2] {
+        let mut graph = base.clone();
+        let backend = backend_by_name("cpu").unwrap();
+        let s = Session::with_lanes_taking_weights(&mut graph, &plan, backend, lanes, 1).unwrap();
+        assert!(graph.values.iter().all(|v| v.constant.is_none()));
+        for (g, w) in outputs(s, &input).iter().zip(&want) {
+            check(g, w, Tolerance::Exact).unwrap_or_else(|e| panic!("{lanes} lanes: {e}"));
+        }
+    }
+}

@@ -200,18 +200,33 @@ impl Program {
         Program::bind_part(graph, plan, backend, uploads, None)
     }
 
-    /// Binds one lane of `plan` split by [`crate::lanes::split`]: only the lane's nodes'
-    /// weights go to `backend`, its buffers at the lane's offsets.
-    pub fn bind_lane(
+    /// [`Program::bind`] in two halves, for the whole plan or one lane of it (split by
+    /// [`crate::lanes::split`]: only the lane's nodes' weights go to `backend`, its buffers at
+    /// the lane's offsets): this one uploads the weights and lays out the buffers; [`Program::prepare`] then lets the backend prepare each node
+    /// (weight repacking) and sizes the scratch. Between the two the caller may drop its own
+    /// references to the weights (a backend that repacks one then holds it alone).
+    pub fn upload_only(
         graph: &Graph,
         plan: &Plan,
         backend: &mut dyn Backend,
-        lane: &crate::lanes::Lane,
+        lane: Option<&crate::lanes::Lane>,
     ) -> Result<Program> {
-        Program::bind_part(graph, plan, backend, &mut Uploads::new(graph), Some(lane))
+        Program::upload_part(graph, plan, backend, &mut Uploads::new(graph), lane)
     }
 
     fn bind_part(
+        graph: &Graph,
+        plan: &Plan,
+        backend: &mut dyn Backend,
+        uploads: &mut Uploads,
+        lane: Option<&crate::lanes::Lane>,
+    ) -> Result<Program> {
+        let mut p = Program::upload_part(graph, plan, backend, uploads, lane)?;
+        p.prepare(plan, backend, lane)?;
+        Ok(p)
+    }
+
+    fn upload_part(
         graph: &Graph,
         plan: &Plan,
         backend: &mut dyn Backend,
@@ -252,7 +267,7 @@ impl Program {
             }
         }
         let max_inputs = nodes.iter().map(|n| n.inputs.len()).max().unwrap_or(0);
-        let mut p = Program {
+        let p = Program {
             nodes,
             buffers: Buffers::new(layouts),
             steps: plan.steps.clone(),
@@ -266,6 +281,18 @@ impl Program {
             execs: None,
             seq: Vec::new(),
         };
+        Ok(p)
+    }
+
+    /// The second half of binding (see [`Program::upload_only`]): the backend prepares each
+    /// node, and the scratch goes after the buffers. `plan` and `lane` are the first half's.
+    pub fn prepare(
+        &mut self,
+        plan: &Plan,
+        backend: &mut dyn Backend,
+        lane: Option<&crate::lanes::Lane>,
+    ) -> Result<()> {
+        let p = self;
         // Per-node preparation (weight repacking, pipeline compilation) on each node's first
         // firing, and scratch: the most any single firing asks for, placed after the buffers.
         let mut prepared = vec![false; p.nodes.len()];
@@ -294,7 +321,7 @@ impl Program {
         p.execs = lane.map(|l| l.execs.clone());
         p.scratch = Scratch { offset: base, bytes: workspace };
         p.arena_bytes = base + align_up(workspace, 64);
-        Ok(p)
+        Ok(())
     }
 
     /// Bytes of arena the program needs: buffers then scratch.

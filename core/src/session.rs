@@ -53,23 +53,39 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
+/// A session between its two halves of binding: weights uploaded, nodes not yet prepared.
+struct Uploaded {
+    backend: Box<dyn Backend>,
+    program: Program,
+    back: Option<UploadedBack>,
+    inputs: Vec<IoInfo>,
+    outputs: Vec<IoInfo>,
+}
+
+/// Two lanes: the second lane's backend and program, the split, which outputs it drains.
+struct UploadedBack {
+    backend: Box<dyn Backend>,
+    program: Program,
+    split: crate::lanes::Split,
+    drains: Vec<bool>,
+}
+
 impl Session {
     /// Binds `plan` (built for `graph`) to `backend`: checks the plan, uploads the weights and
     /// allocates the arena.
     pub fn new(graph: &Graph, plan: &Plan, backend: Box<dyn Backend>) -> Result<Session> {
-        if plan.options.lanes.is_empty() {
-            Session::one_lane(graph, plan, backend)
-        } else {
-            // A plan the planner chose in two lanes: one thread each, as it priced them.
-            Session::with_lanes(graph, plan, backend, 2, 1)
-        }
+        let (lanes, threads) = Session::plan_lanes(plan);
+        Session::with_lanes(graph, plan, backend, lanes, threads)
     }
 
-    fn one_lane(graph: &Graph, plan: &Plan, mut backend: Box<dyn Backend>) -> Result<Session> {
-        backend.check()?;
-        let program = Program::bind(graph, plan, &mut *backend)?;
-        backend.alloc_arena(program.arena_bytes())?;
-        Session::new_parts(graph, plan, backend, program)
+    /// Lanes and threads per lane of a plain session of `plan`: one lane, or the two lanes
+    /// the planner chose (one thread each, as it priced them).
+    fn plan_lanes(plan: &Plan) -> (usize, usize) {
+        if plan.options.lanes.is_empty() {
+            (1, usize::MAX)
+        } else {
+            (2, 1)
+        }
     }
 
     /// [`Session::new`] with the plan's nodes in `lanes` lanes (1 or 2; the plan's own choice
@@ -87,49 +103,37 @@ impl Session {
         lanes: usize,
         threads_per_lane: usize,
     ) -> Result<Session> {
-        match lanes {
-            1 => return Session::one_lane(graph, plan, backend),
-            2 => {}
-            n => {
-                return Err(Error::Plan(format!("{n} lanes: a session runs 1 or 2")));
-            }
-        }
-        backend.check()?;
-        let effective = crate::plan::recompute::effective(graph, &plan.options)?;
-        let split = crate::lanes::split(&effective, plan)?;
-        let mut first = backend.fork(threads_per_lane)?;
-        let mut back = backend.fork(threads_per_lane)?;
-        drop(backend);
-        let program = Program::bind_lane(graph, plan, &mut *first, &split.lanes[0])?;
-        first.alloc_arena(program.arena_bytes())?;
-        let back_program = Program::bind_lane(graph, plan, &mut *back, &split.lanes[1])?;
-        back.alloc_arena(back_program.arena_bytes())?;
-        let drains = (0..graph.outputs.len())
-            .map(|k| {
-                split.lanes[1].execs.iter().any(|e| {
-                    matches!(e, crate::lanes::Exec::Step(i)
-                        if plan.steps[*i].kind == crate::plan::StepKind::Drain(k))
-                })
-            })
-            .collect();
-        let mut s = Session::new_parts(graph, plan, first, program)?;
-        s.back = Some(Back {
-            backend: back,
-            program: back_program,
-            chans: crate::lanes::Channels::new(&split)?,
-            channel_bytes: split.channel_bytes(),
-            cuts: split.cuts,
-            drains,
-        });
-        Ok(s)
+        Session::upload(graph, plan, backend, lanes, threads_per_lane)?.finish(plan)
     }
 
-    fn new_parts(
+    /// [`Session::with_lanes`] that takes the weights out of `graph` once the backend holds
+    /// them, before it prepares the nodes: `graph` keeps its values, shapes and names but no
+    /// constants (it can no longer be planned or bound). A backend that repacks a weight (the
+    /// CPU backend's convolutions) then frees the original as it repacks, where beside the
+    /// caller's copy the process would hold both: the `frugal` CLI's sessions are made so.
+    pub fn with_lanes_taking_weights(
+        graph: &mut Graph,
+        plan: &Plan,
+        backend: Box<dyn Backend>,
+        lanes: usize,
+        threads_per_lane: usize,
+    ) -> Result<Session> {
+        let uploaded = Session::upload(graph, plan, backend, lanes, threads_per_lane)?;
+        for v in &mut graph.values {
+            v.constant = None;
+        }
+        uploaded.finish(plan)
+    }
+
+    /// The first half of binding: checks, lanes, uploads.
+    fn upload(
         graph: &Graph,
         plan: &Plan,
         backend: Box<dyn Backend>,
-        program: Program,
-    ) -> Result<Session> {
+        lanes: usize,
+        threads_per_lane: usize,
+    ) -> Result<Uploaded> {
+        backend.check()?;
         let io = |ids: &[ValueId]| -> Vec<IoInfo> {
             ids.iter()
                 .map(|&v| IoInfo {
@@ -138,16 +142,77 @@ impl Session {
                 })
                 .collect()
         };
+        let (inputs, outputs) = (io(&graph.inputs), io(&graph.outputs));
+        match lanes {
+            1 => {
+                let mut backend = backend;
+                let program = Program::upload_only(graph, plan, &mut *backend, None)?;
+                return Ok(Uploaded { backend, program, back: None, inputs, outputs });
+            }
+            2 => {}
+            n => {
+                return Err(Error::Plan(format!("{n} lanes: a session runs 1 or 2")));
+            }
+        }
+        let effective = crate::plan::recompute::effective(graph, &plan.options)?;
+        let split = crate::lanes::split(&effective, plan)?;
+        let mut first = backend.fork(threads_per_lane)?;
+        let mut back = backend.fork(threads_per_lane)?;
+        drop(backend);
+        let program = Program::upload_only(graph, plan, &mut *first, Some(&split.lanes[0]))?;
+        let back_program = Program::upload_only(graph, plan, &mut *back, Some(&split.lanes[1]))?;
+        let drains = (0..graph.outputs.len())
+            .map(|k| {
+                split.lanes[1].execs.iter().any(|e| {
+                    matches!(e, crate::lanes::Exec::Step(i)
+                        if plan.steps[*i].kind == crate::plan::StepKind::Drain(k))
+                })
+            })
+            .collect();
+        Ok(Uploaded {
+            backend: first,
+            program,
+            back: Some(UploadedBack { backend: back, program: back_program, split, drains }),
+            inputs,
+            outputs,
+        })
+    }
+}
+
+impl Uploaded {
+    /// The second half of binding: the backends prepare the nodes, the arenas are allocated.
+    fn finish(self, plan: &Plan) -> Result<Session> {
+        let Uploaded { mut backend, mut program, back, inputs, outputs } = self;
+        let lane = back.as_ref().map(|b| &b.split.lanes[0]);
+        program.prepare(plan, &mut *backend, lane)?;
+        backend.alloc_arena(program.arena_bytes())?;
+        let back = match back {
+            None => None,
+            Some(UploadedBack { backend: mut back, program: mut back_program, split, drains }) => {
+                back_program.prepare(plan, &mut *back, Some(&split.lanes[1]))?;
+                back.alloc_arena(back_program.arena_bytes())?;
+                Some(Back {
+                    backend: back,
+                    program: back_program,
+                    chans: crate::lanes::Channels::new(&split)?,
+                    channel_bytes: split.channel_bytes(),
+                    cuts: split.cuts,
+                    drains,
+                })
+            }
+        };
         Ok(Session {
             backend,
             program,
-            back: None,
-            inputs: io(&graph.inputs),
-            outputs: io(&graph.outputs),
+            back,
+            inputs,
+            outputs,
             plan_peak_bytes: plan.peak_bytes_with_io,
         })
     }
+}
 
+impl Session {
     /// Lanes the session runs in (1 or 2).
     pub fn lanes(&self) -> usize {
         if self.back.is_some() {

@@ -172,12 +172,12 @@ pub fn time_runs(session: &mut Session, input: &[f32], runs: usize) -> anyhow::R
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
+    let mut graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
         .with_context(|| format!("loading {}", a.model))?;
     let (plan, chosen) = a.target.plan(&graph)?;
     let strategy = plan.strategy;
     let threads = a.target.backend_options().threads;
-    let mut session = a.target.session(&graph, &plan)?;
+    let mut session = a.target.session(&mut graph, &plan)?;
     let shape = session.inputs()[0].shape.clone();
     let input: Vec<f32> =
         (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();

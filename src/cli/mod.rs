@@ -125,10 +125,12 @@ impl TargetArgs {
         }
     }
 
-    /// A session of `plan` on the backend and lanes the flags ask for.
+    /// A session of `plan` on the backend and lanes the flags ask for. It takes the weights
+    /// out of `graph` (names and shapes stay): the backend's copies are then the only ones,
+    /// so a weight the backend repacks is not held twice.
     pub fn session(
         &self,
-        graph: &frugal::Graph,
+        graph: &mut frugal::Graph,
         plan: &frugal::Plan,
     ) -> anyhow::Result<frugal::Session> {
         self.session_on(graph, plan, self.backend()?)
@@ -137,14 +139,14 @@ impl TargetArgs {
     /// [`TargetArgs::session`] on `backend` (forked for a second lane).
     pub fn session_on(
         &self,
-        graph: &frugal::Graph,
+        graph: &mut frugal::Graph,
         plan: &frugal::Plan,
         backend: Box<dyn frugal::Backend>,
     ) -> anyhow::Result<frugal::Session> {
         let threads = self.backend_options().threads;
         let lanes = self.lanes.unwrap_or(1);
         let per_lane = (threads / lanes.max(1)).max(1);
-        Ok(frugal::Session::with_lanes(graph, plan, backend, lanes, per_lane)?)
+        Ok(frugal::Session::with_lanes_taking_weights(graph, plan, backend, lanes, per_lane)?)
     }
 
     /// A new backend instance as the flags ask.

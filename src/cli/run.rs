@@ -201,7 +201,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
 
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|(_, t)| t.shape().to_vec()).collect();
-    let graph = load_graph(a.model.as_deref(), &declared, &shapes)?;
+    let mut graph = load_graph(a.model.as_deref(), &declared, &shapes)?;
+    // Counted before the session takes the weights.
+    let parameters = graph.parameter_count();
     let plan = match &a.plan {
         Some(path) => {
             let json = std::fs::read_to_string(path)
@@ -213,7 +215,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         None => a.target.plan(&graph)?.0,
     };
     let strategy = plan.strategy;
-    let mut session = a.target.session_on(&graph, &plan, backend)?;
+    let mut session = a.target.session_on(&mut graph, &plan, backend)?;
     let data: Vec<&[f32]> = inputs.iter().map(|(_, t)| t.as_f32()).collect::<Result<_, _>>()?;
     let started = Instant::now();
     let outputs = session.run(&data)?;
@@ -222,7 +224,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     println!(
         "model   {model_name}: {} nodes, {:.2} M parameters",
         graph.nodes.len(),
-        graph.parameter_count() as f64 / 1e6
+        parameters as f64 / 1e6
     );
     for (name, t) in &inputs {
         println!("input   {name} -> {:?}", t.shape());
