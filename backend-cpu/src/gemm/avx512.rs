@@ -39,10 +39,13 @@ macro_rules! by_rows {
 /// Whether this processor has the AVX-512 subsets the kernels use (F, DQ, and VL: 256-bit
 /// operations on all 32 registers, which the column kernel's transposes need to leave its
 /// accumulators where they are).
+/// `FRUGAL_NO_AVX512` (set, not empty) turns it off: the AVX2 kernels then run everything
+/// (same bits), to compare the two or to measure what a processor without AVX-512 would do.
 pub(super) fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
-        std::is_x86_feature_detected!("avx512f")
+        std::env::var_os("FRUGAL_NO_AVX512").is_none_or(|v| v.is_empty())
+            && std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("avx512dq")
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx2")

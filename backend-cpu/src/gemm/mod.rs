@@ -216,6 +216,15 @@ impl<'a> MatA<'a> {
     }
 }
 
+/// Whether products on `isa` run faster with A packed by [`pack_a`]: with the AVX-512 tiles
+/// (which prefetch the panels) and the column kernel. The AVX2 and portable tiles read A's
+/// rows in place as fast or faster (`FRUGAL_NO_AVX512=1 cargo run --release -p frugal-cpu
+/// --example gemm_rate -- 2048 49 512 [strided]`: 1154 us packed, 1062 strided; one column,
+/// `1280 1 320`: 71 against 57 us, where rows in place take eight rows per vector).
+pub fn packs_a(isa: Isa) -> bool {
+    isa == Isa::Avx2Fma && avx512()
+}
+
 /// Packs a row-major `m x k` matrix into panels of at most [`AP`] rows, each column-major:
 /// element `(i, kk)` of the panel of rows `start .. start + width` at
 /// `start * k + kk * width + i - start`. The same `m * k` floats, no padding; a microkernel

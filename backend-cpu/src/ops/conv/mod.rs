@@ -45,8 +45,9 @@ impl<'a> Weights<'a> {
 }
 
 /// Repacks a matrix-product convolution's weight for the microkernels, in place of its
-/// row-major data (same size). Depthwise weights stay as they are; a weight another layer
-/// already repacked (a dense layer's B) stays row-major and runs through strided reads.
+/// row-major data (same size), where they read it faster so ([`gemm::packs_a`]: AVX-512).
+/// Depthwise weights stay as they are; a weight another layer already repacked (a dense
+/// layer's B) stays row-major and runs through strided reads.
 pub(crate) fn prepare(
     be: &mut CpuBackend,
     op: &Conv,
@@ -55,7 +56,7 @@ pub(crate) fn prepare(
     y: &RowWindow,
 ) -> Result<()> {
     let g = geo(op, x, &w.dims, y);
-    if is_depthwise(op, &g) {
+    if is_depthwise(op, &g) || !gemm::packs_a(be.isa) {
         return Ok(());
     }
     let weight = be
