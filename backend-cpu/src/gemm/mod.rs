@@ -382,12 +382,15 @@ unsafe fn into_raw(
             "R too small"
         );
     }
-    let mut tile = [[0.0f32; 2 * NR]; TILE_ROWS];
+    // Only tiles with columns past C's come here, at most 12 rows (the column kernel's,
+    // up to 36 rows, store exactly C's columns), so the buffer zeroed per call stays small.
+    let mut tile = [[0.0f32; 2 * NR]; MR_NARROW];
     tiles(isa, m, n, k, a, b, epi, |i, j, rows, cols, width, kernel| {
         // SAFETY (all three): rows i .. i + rows, columns j .. j + cols are in C (caller).
         if cols == width {
             kernel(unsafe { c.add(i * ldc + j) }, ldc);
         } else {
+            assert!(rows <= MR_NARROW, "a partial tile of {rows} rows");
             kernel(tile.as_mut_ptr().cast(), 2 * NR);
             for (r, vals) in tile.iter().take(rows).enumerate() {
                 unsafe {
