@@ -212,6 +212,11 @@ fn by_parts_runs_give_the_default_job_the_same_answer_in_less_memory() {
     assert!(line(&parts, "memory").contains("by-parts plan"), "{parts}");
 }
 
+/// The `time` line of `frugal run`.
+fn time_line(o: &Output) -> String {
+    stdout(o).lines().find(|l| l.starts_with("time")).unwrap_or_default().to_string()
+}
+
 #[test]
 fn plans_are_saved_and_run_later() {
     let dir = std::env::temp_dir().join(format!("frugal-plan-{}", std::process::id()));
@@ -232,6 +237,21 @@ fn plans_are_saved_and_run_later() {
     let o = frugal(&["run", "zoo:resnet18", "--input-shape", "1,3,64,64", "--plan", &path]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("by-parts plan"));
+    assert!(!time_line(&o).contains("two lanes"), "{}", stdout(&o));
+    // A plan that flips lanes (as the planner may choose) runs in two lanes on two threads
+    // unless --lanes says otherwise.
+    let mut two: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    two["options"]["lanes"] = serde_json::json!([5]);
+    let two_path = dir.join("two.json").display().to_string();
+    std::fs::write(&two_path, two.to_string()).unwrap();
+    let base = ["run", "zoo:resnet18", "--input-shape", "1,3,64,64", "--plan", &two_path];
+    let o = frugal(&[&base[..], &["--threads", "2"]].concat());
+    assert!(time_line(&o).contains("two lanes"), "{}{}", stdout(&o), stderr(&o));
+    let o = frugal(&[&base[..], &["--threads", "2", "--lanes", "1"]].concat());
+    assert!(!time_line(&o).contains("two lanes"), "{}", stdout(&o));
+    let o = frugal(&[&base[..], &["--threads", "1"]].concat());
+    assert!(!time_line(&o).contains("two lanes"), "{}", stdout(&o));
     fails_cleanly(&["run", "zoo:resnet18", "--plan", &path], "another graph");
     let bad = temp_file("bad-plan.json", b"{\"not\": \"a plan\"}");
     fails_cleanly(&["run", "zoo:resnet18", "--input-shape", "1,3,64,64", "--plan", &bad], "plan");

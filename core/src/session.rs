@@ -78,9 +78,10 @@ impl Session {
         Session::with_lanes(graph, plan, backend, lanes, threads)
     }
 
-    /// Lanes and threads per lane of a plain session of `plan`: one lane, or the two lanes
-    /// the planner chose (one thread each, as it priced them).
-    fn plan_lanes(plan: &Plan) -> (usize, usize) {
+    /// Lanes and threads per lane of a plain session of `plan`: one lane (`usize::MAX`: the
+    /// backend's threads), or the two lanes the planner chose (one thread each, as it priced
+    /// them).
+    pub fn plan_lanes(plan: &Plan) -> (usize, usize) {
         if plan.options.lanes.is_empty() {
             (1, usize::MAX)
         } else {

@@ -86,7 +86,7 @@ pub struct TargetArgs {
     /// Run the plan in N lanes, 1 or 2: with 2, two threads fire different nodes at once (a
     /// front and a back half of the model, each on its own backend and arena, the threads
     /// shared between them). The same bits; more memory (both arenas, the channels)
-    /// [default: 1].
+    /// [default: the plan's own: 2 for a plan the planner chose in two lanes, else 1].
     #[arg(long)]
     pub lanes: Option<usize>,
     /// Storage of activations: f32, or f16 (computed in f32, stored in half: half the memory).
@@ -144,8 +144,13 @@ impl TargetArgs {
         backend: Box<dyn frugal::Backend>,
     ) -> anyhow::Result<frugal::Session> {
         let threads = self.backend_options().threads;
-        let lanes = self.lanes.unwrap_or(1);
-        let per_lane = (threads / lanes.max(1)).max(1);
+        // Without --lanes, the plan's own choice (the planner may price a plan in two lanes),
+        // where there are two threads for it.
+        let (lanes, per_lane) = match self.lanes {
+            Some(lanes) => (lanes, (threads / lanes.max(1)).max(1)),
+            None if threads >= 2 => frugal::Session::plan_lanes(plan),
+            None => (1, threads),
+        };
         Ok(frugal::Session::with_lanes_taking_weights(graph, plan, backend, lanes, per_lane)?)
     }
 

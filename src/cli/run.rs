@@ -264,7 +264,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         format::bytes(session.workspace_bytes()),
         format::bytes(session.weight_bytes()),
     );
-    println!("time    {:.1} ms on {}", elapsed.as_secs_f64() * 1e3, session.backend_name());
+    let lanes = if session.lanes() == 2 { ", two lanes" } else { "" };
+    println!("time    {:.1} ms on {}{lanes}", elapsed.as_secs_f64() * 1e3, session.backend_name());
     Ok(())
 }
 

@@ -92,7 +92,14 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
         weights.get(id.0).ok_or_else(|| fail(family, format!("unknown weight {}", id.0)))
     };
     let data = |id: WeightId, dims: &Dims| -> Result<&[f32]> {
-        let d = get(id)?.f32();
+        let w = get(id)?;
+        if w.conv_panels.is_some() {
+            return Err(fail(
+                family,
+                format!("weight {} is repacked for a convolution, which shares it", id.0),
+            ));
+        }
+        let d = w.f32();
         if d.len() != dims.numel() {
             return Err(fail(
                 family,
