@@ -877,7 +877,8 @@ mod tests {
     /// The AVX2 depthwise kernels (units of several rows or channels, rows narrower than a
     /// vector block and many blocks wide, strides 1 and 2, masked edges; eight channels per
     /// vector for whole calls on 8- to 32-column rows) give the portable kernels' bits, whole
-    /// and one row per call, on one and on two threads (which regroup the units).
+    /// and one row per call, on one and on two threads (which regroup the units); with AVX-512,
+    /// sixteen channels per vector on rows of 8 to 128 columns.
     #[test]
     fn depthwise_vector_kernels_give_the_portable_bits() {
         if Isa::detect() != Isa::Avx2Fma {
@@ -916,6 +917,11 @@ mod tests {
             (dw(3, 1, 2, 2, 9), [1, 9, 12, 12]),
             (act(dw(3, 1, 1, 1, 8), Activation::Sigmoid), [1, 8, 6, 8]),
             (conv([3, 3], [1, 1], [1, 1], [0, 2, 1, 0], 10), [1, 10, 7, 9]),
+            // Sixteen channels per vector with AVX-512: 16 + 16 + 8 channels, rows wider than
+            // eight channels take, stride 2 with an activation in registers.
+            (dw(3, 1, 1, 1, 40), [1, 40, 9, 20]),
+            (act(dw(3, 2, 1, 1, 35), Activation::Clip { min: 0.0, max: 6.0 }), [1, 35, 10, 101]),
+            (act(dw(5, 1, 1, 2, 17), Activation::HardSwish), [1, 17, 6, 60]),
         ];
         let bits = |xs: &[f32]| xs.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for (i, (op, xd)) in cases.into_iter().enumerate() {

@@ -16,7 +16,7 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
-mod channels8;
+mod channels;
 
 use frugal_core::backend::RowWindow;
 use frugal_core::ops::{Activation, Conv};
@@ -77,12 +77,12 @@ fn vector_kernel(op: &Conv, isa: Isa) -> bool {
 
 /// Scratch floats for one call of `rows` output rows on `threads` threads: a ring per task for
 /// the portable kernels, or for the AVX2 kernel a row of zeros (its padding rows), its mask
-/// table and, where [`channels8`] takes the call, a tile per task.
+/// table and, where [`channels`] takes the call, a tile per task.
 pub(super) fn workspace(op: &Conv, g: &Geo, isa: Isa, rows: usize, threads: usize) -> usize {
     let tasks = if threads > 1 { 2 * threads } else { 1 };
     let rings = Ring::new(op, g).map_or(0, |r| r.floats() * tasks);
     #[cfg(target_arch = "x86_64")]
-    let eights = eight_channels(op, g, isa, rows).map_or(0, |c| c.scratch() * tasks);
+    let eights = eight_channels(op, g, isa, rows).map_or(0, |c| c.scratch(lanes()) * tasks);
     #[cfg(not(target_arch = "x86_64"))]
     let eights = {
         let _ = (isa, rows);
@@ -91,15 +91,16 @@ pub(super) fn workspace(op: &Conv, g: &Geo, isa: Isa, rows: usize, threads: usiz
     rings.max(vector_scratch(g).next_multiple_of(16) + eights)
 }
 
-/// The geometry of [`channels8`] where it takes a call of `rows` output rows: the AVX2
+/// The geometry of [`channels`] where it takes a call of `rows` output rows: the AVX2
 /// kernel's cases with one output channel per input channel, rows of 8 to
-/// [`EIGHTS_MAX_WIDTH`] columns, and at least [`EIGHTS_MIN_ROWS`] rows (a call transposes
+/// [`EIGHTS_MAX_WIDTH`] columns ([`SIXTEENS_MAX_WIDTH`] with AVX-512), and at least [`EIGHTS_MIN_ROWS`] rows (a call transposes
 /// every input row it reads: one output row at a time would transpose each `kh` times).
 #[cfg(target_arch = "x86_64")]
-fn eight_channels(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels8::Geom> {
-    let width = (8..=EIGHTS_MAX_WIDTH).contains(&g.wout);
+fn eight_channels(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels::Geom> {
+    let max_width = if lanes() == 16 { SIXTEENS_MAX_WIDTH } else { EIGHTS_MAX_WIDTH };
+    let width = (8..=max_width).contains(&g.wout);
     (vector_kernel(op, isa) && g.m == g.cin && width && rows >= EIGHTS_MIN_ROWS).then(|| {
-        channels8::Geom {
+        channels::Geom {
             kh: op.kernel[0],
             kw: op.kernel[1],
             sh: op.strides[0],
@@ -115,13 +116,29 @@ fn eight_channels(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels8
     })
 }
 
-/// Widest output rows [`channels8`] takes; wider rows fill the row kernel's vectors
+/// Widest output rows [`channels`] takes; wider rows fill the row kernel's vectors
 /// (`cargo run --release --example kernel_min dw`: 56 columns no faster, 28 columns 0.87x,
 /// 14 columns 0.68-0.88x of the row kernel's time; 7 columns 1.35x, so narrower rows stay
 /// with the row kernel).
 const EIGHTS_MAX_WIDTH: usize = 32;
-/// Fewest output rows per call for [`channels8`].
+/// Widest output rows [`channels`] takes with sixteen channels per vector, where it beats
+/// what ran before at every width from 8 (`kernel_min dw`, whole maps, Xeon VM: 14 and 28
+/// columns 1.3x faster than eight channels per vector, 56 columns 1.5x and 112 1.2x faster
+/// than the row kernel; 7 columns 0.8x, so they stay with the row kernel). Wider rows stay
+/// with the row kernel too: this kernel's scratch grows with the width.
+const SIXTEENS_MAX_WIDTH: usize = 128;
+/// Fewest output rows per call for [`channels`].
 const EIGHTS_MIN_ROWS: usize = 4;
+
+/// Channels per vector of [`channels`]: sixteen with AVX-512, else eight.
+#[cfg(target_arch = "x86_64")]
+fn lanes() -> usize {
+    if crate::gemm::avx512() {
+        16
+    } else {
+        8
+    }
+}
 
 /// The AVX2 kernel's scratch: `w` zeros, then `w + 16` masks.
 fn vector_scratch(g: &Geo) -> usize {
@@ -190,10 +207,12 @@ pub(super) fn depthwise(
     };
     #[cfg(target_arch = "x86_64")]
     if vector_kernel(op, isa) {
-        // Small maps eight channels at a time, in groups of eight planes per task.
+        // Small maps eight or sixteen channels at a time, in groups of that many planes per
+        // task.
         let eights = eight_channels(op, g, isa, y.rows);
-        let tile = if eights.is_some() { par.split(g.n * g.m, 8) } else { tile };
-        let per_task = eights.map_or(0, |c| c.scratch());
+        let lanes = lanes();
+        let tile = if eights.is_some() { par.split(g.n * g.m, lanes) } else { tile };
+        let per_task = eights.map_or(0, |c| c.scratch(lanes));
         let tasks = (g.n * g.m).div_ceil(tile);
         // Tasks' tiles start on cache lines (their vectors would straddle them).
         let shared = vector_scratch(g).next_multiple_of(16);
@@ -217,31 +236,34 @@ pub(super) fn depthwise(
                 };
                 let base = chunk.as_mut_ptr();
                 while n - done >= 8 {
-                    let chans: [Channel<'_>; 8] =
-                        std::array::from_fn(|i| channel(t * tile + done + i));
-                    let grp = channels8::Group {
+                    let l = if n - done >= 16 { lanes } else { 8 };
+                    // Channels `done .. done + l` of the task (lanes past `l` repeat the last:
+                    // the kernel reads only its first `l`).
+                    let at = |i: usize| done + i.min(l - 1);
+                    let chans: [Channel<'_>; channels::MAX_LANES] =
+                        std::array::from_fn(|i| channel(t * tile + at(i)));
+                    let grp = channels::Group {
                         inputs: std::array::from_fn(|i| chans[i].input),
                         weights: std::array::from_fn(|i| chans[i].wk),
                         bias: std::array::from_fn(|i| chans[i].bias),
-                        // Planes `done .. done + 8` of this task's chunk.
-                        outs: std::array::from_fn(|i| base.wrapping_add((done + i) * plane_len)),
+                        // Planes `done .. done + l` of this task's chunk.
+                        outs: std::array::from_fn(|i| base.wrapping_add(at(i) * plane_len)),
                     };
-                    // SAFETY: `vector_kernel` holds only with `Isa::Avx2Fma` (detected); each
-                    // output row of the eight planes is inside this task's chunk, written by
-                    // nothing else.
+                    let in_at = |iy| x.slot(iy) * x.row_stride;
+                    let out_at = |oy| y.slot(oy) * y.row_stride;
+                    let rows = y.first_row..y.first_row + y.rows;
+                    // SAFETY: `vector_kernel` holds only with `Isa::Avx2Fma` (detected), and
+                    // sixteen lanes only where `lanes` found AVX-512; each output row of the
+                    // `l` planes is inside this task's chunk, written by nothing else.
                     unsafe {
-                        channels8::group(
-                            c8,
-                            &grp,
-                            |iy| x.slot(iy) * x.row_stride,
-                            |oy| y.slot(oy) * y.row_stride,
-                            y.first_row..y.first_row + y.rows,
-                            scratch,
-                            act,
-                        )
+                        if l == 16 {
+                            channels::group16(c8, &grp, in_at, out_at, rows, scratch, act)
+                        } else {
+                            channels::group8(c8, &grp, in_at, out_at, rows, scratch, act)
+                        }
                     };
                     if let Some(post) = post {
-                        for plane in chunk[done * plane_len..(done + 8) * plane_len]
+                        for plane in chunk[done * plane_len..(done + l) * plane_len]
                             .chunks_exact_mut(plane_len)
                         {
                             for oy in y.first_row..y.first_row + y.rows {
@@ -250,7 +272,7 @@ pub(super) fn depthwise(
                             }
                         }
                     }
-                    done += 8;
+                    done += l;
                 }
             }
             if done < n {
