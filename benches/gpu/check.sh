@@ -15,9 +15,19 @@ F=$G/frugal; D=models/ch_PP-OCRv4_det_infer.onnx; M=models/mobilenet_v2.onnx
 step environment
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 ldconfig -p | grep -E 'libcuda\.so|libnvrtc\.so' | head -4
+# NVRTC is often installed off the loader path (the toolkit's lib64, or a pip wheel's lib
+# folder): find it and put its folder on LD_LIBRARY_PATH (its builtins library sits beside it).
+if ! ldconfig -p | grep -q 'libnvrtc\.so'; then
+    nv=$(find /usr/local /opt /usr/lib -name 'libnvrtc.so*' 2>/dev/null | grep -v stub | head -1)
+    [ -n "$nv" ] && export LD_LIBRARY_PATH="$(dirname "$nv")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "NVRTC: ${nv:-not found}"
+fi
 step backends; timeout 60 "$F" backends
-step kernel tests; timeout 300 "$G/kernels" 2>&1 | grep -E "test |result|panicked|SKIPPED"
-step model tests; timeout 300 "$G/models" 2>&1 | grep -E "test |result|panicked|SKIPPED"
+# Whole test output in $OUT/tests.txt; the log keeps the verdicts and the failures' first lines.
+for t in kernels models; do
+    step $t tests
+    timeout 150 "$G/$t" 2>&1 | tee -a "$OUT/tests.txt" | grep -E -A2 "^test |result|panicked|SKIPPED"
+done
 step jetson example; timeout 60 "$G/jetson"; echo "exit $?"
 step comparison
 FRUGAL_COMMIT=$(cat .gpu/commit) PYTHONUNBUFFERED=1 timeout 300 python3 benches/compare/gpu.py \
