@@ -238,6 +238,22 @@ fn plans_are_saved_and_run_later() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("by-parts plan"));
     assert!(!time_line(&o).contains("two lanes"), "{}", stdout(&o));
+    // `bench` measures a saved plan too: its peak, not the default strategy's.
+    let o = frugal(&[
+        "bench",
+        "zoo:resnet18",
+        "--input-shape",
+        "1,3,64,64",
+        "--plan",
+        &path,
+        "--json",
+        "--runs",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(b["strategy"], "by-parts");
+    assert_eq!(b["peak_bytes"], parts["peak_bytes"], "{b}");
     // A plan that flips lanes (as the planner may choose) runs in two lanes on two threads
     // unless --lanes says otherwise.
     let mut two: serde_json::Value =
@@ -253,6 +269,7 @@ fn plans_are_saved_and_run_later() {
     let o = frugal(&[&base[..], &["--threads", "1"]].concat());
     assert!(!time_line(&o).contains("two lanes"), "{}", stdout(&o));
     fails_cleanly(&["run", "zoo:resnet18", "--plan", &path], "another graph");
+    fails_cleanly(&["bench", "zoo:resnet18", "--plan", &path], "another graph");
     let bad = temp_file("bad-plan.json", b"{\"not\": \"a plan\"}");
     fails_cleanly(&["run", "zoo:resnet18", "--input-shape", "1,3,64,64", "--plan", &bad], "plan");
 }

@@ -184,6 +184,72 @@ fn kernel_choices_are_measured_recorded_and_change_no_bits() {
     }
     assert!(profile.choose_kernels(&graph, &plan).unwrap().iter().all(Option::is_none));
 
+    // The choices are made together: a split firing is cheaper alone, but a serial reader of
+    // its rows pays the split run's in-run cost. Every node: serial and split alike alone (T),
+    // in-run costs c split and 0 serial, other variants far slower. Then node `x`, split
+    // faster alone by 1.5c, stays serial (its one reader would lose c per firing, more than
+    // x gains: 0.5c); faster by 3c, it is split (a gain of 2c against c).
+    let (t, c) = (1e-4, 1e-5);
+    let has_serial: Vec<bool> = (0..graph.nodes.len())
+        .map(|i| profile.variants_of(&graph, frugal::NodeId(i)).iter().any(|v| v == "serial"))
+        .collect();
+    let keys: Vec<String> = (0..graph.nodes.len())
+        .map(|i| planner::profile::kernel_key(&graph, frugal::NodeId(i)))
+        .collect();
+    for (k, pts) in profile.kernels.iter_mut() {
+        let split_variant = k.contains('#') && !k.ends_with("#serial");
+        pts.iter_mut().for_each(|(_, v)| *v = if split_variant { 1e3 * t } else { t });
+    }
+    for k in &keys {
+        let serial = planner::profile::InRun { one_row: 0.0, whole: 0.0 };
+        profile.cold.insert(k.clone(), planner::profile::InRun { one_row: c, whole: c });
+        profile.cold.insert(format!("{k}#serial"), serial);
+    }
+    let fires = |n: usize| {
+        plan.steps
+            .iter()
+            .filter(|s| s.kind == frugal::plan::StepKind::Fire(frugal::NodeId(n)))
+            .count()
+    };
+    let producers = graph.producers();
+    let first_producer = |n: usize| graph.nodes[n].inputs.first().and_then(|v| producers[v.0]);
+    // A node with a serial variant whose only reader (by first input) has one too and fires as
+    // often.
+    let x = (0..graph.nodes.len())
+        .find(|&n| {
+            let readers: Vec<usize> = (0..graph.nodes.len())
+                .filter(|&r| first_producer(r) == Some(frugal::NodeId(n)))
+                .collect();
+            has_serial[n]
+                && readers.len() == 1
+                && has_serial[readers[0]]
+                && fires(readers[0]) == fires(n)
+                && fires(n) > 0
+        })
+        .expect("a chain of two convolutions");
+    let choose = |profile: &Profile, gain: f64| {
+        let mut p = profile.clone();
+        for pt in p.kernels.get_mut(&keys[x]).unwrap() {
+            pt.1 = t - gain;
+        }
+        p.choose_kernels(&graph, &plan).unwrap()
+    };
+    let together = choose(&profile, 1.5 * c);
+    assert!(together
+        .iter()
+        .enumerate()
+        .all(|(i, k)| !has_serial[i] || k.as_deref() == Some("serial")));
+    assert_eq!(choose(&profile, 3.0 * c)[x], None);
+    // Its prediction counts the reader's cost: x split costs its reader c per firing.
+    let mut split_x = plan.clone();
+    split_x.kernels = together.clone();
+    split_x.kernels[x] = None;
+    let mut serial_x = plan.clone();
+    serial_x.kernels = together;
+    let extra =
+        profile.predict(&graph, &split_x).unwrap() - profile.predict(&graph, &serial_x).unwrap();
+    assert!((extra - 2.0 * c * fires(x) as f64).abs() < 1e-9, "{extra}");
+
     // Forcing any variant on every node gives the bits of the backend's own choice, and the
     // choices survive a JSON round trip of the plan.
     let x: Vec<f32> = (0..3 * 64 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();

@@ -16,6 +16,9 @@ pub struct BenchArgs {
     input_shape: Option<super::ShapeArg>,
     #[command(flatten)]
     target: super::TargetArgs,
+    /// Measure a plan saved by `frugal plan --save` instead of planning now.
+    #[arg(long)]
+    plan: Option<std::path::PathBuf>,
     /// Timed runs (after two warm-up runs).
     #[arg(long, default_value_t = 20)]
     runs: usize,
@@ -174,10 +177,14 @@ pub fn time_runs(session: &mut Session, input: &[f32], runs: usize) -> anyhow::R
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut graph = model::load(Some(&a.model), a.input_shape.as_ref().map(|s| s.0.as_slice()))
         .with_context(|| format!("loading {}", a.model))?;
-    let (plan, chosen) = a.target.plan(&graph)?;
+    let backend = a.target.backend()?;
+    let (plan, chosen) = match &a.plan {
+        Some(path) => (a.target.saved_plan(path, &graph, &*backend)?, None),
+        None => a.target.plan(&graph)?,
+    };
     let strategy = plan.strategy;
     let threads = a.target.backend_options().threads;
-    let mut session = a.target.session(&mut graph, &plan)?;
+    let mut session = a.target.session_on(&mut graph, &plan, backend)?;
     let shape = session.inputs()[0].shape.clone();
     let input: Vec<f32> =
         (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();

@@ -125,18 +125,9 @@ impl TargetArgs {
         }
     }
 
-    /// A session of `plan` on the backend and lanes the flags ask for. It takes the weights
-    /// out of `graph` (names and shapes stay): the backend's copies are then the only ones,
-    /// so a weight the backend repacks is not held twice.
-    pub fn session(
-        &self,
-        graph: &mut frugal::Graph,
-        plan: &frugal::Plan,
-    ) -> anyhow::Result<frugal::Session> {
-        self.session_on(graph, plan, self.backend()?)
-    }
-
-    /// [`TargetArgs::session`] on `backend` (forked for a second lane).
+    /// A session of `plan` on `backend` (forked for a second lane) and the lanes the flags ask
+    /// for. It takes the weights out of `graph` (names and shapes stay): the backend's copies
+    /// are then the only ones, so a weight the backend repacks is not held twice.
     pub fn session_on(
         &self,
         graph: &mut frugal::Graph,
@@ -157,6 +148,22 @@ impl TargetArgs {
     /// A new backend instance as the flags ask.
     pub fn backend(&self) -> anyhow::Result<Box<dyn frugal::Backend>> {
         Ok(frugal::backend_with(self.backend.as_deref().unwrap_or("cpu"), &self.backend_options())?)
+    }
+
+    /// The plan saved at `path` (`frugal plan --save`), checked against `--max-memory` on
+    /// `backend`.
+    pub fn saved_plan(
+        &self,
+        path: &std::path::Path,
+        graph: &frugal::Graph,
+        backend: &dyn frugal::Backend,
+    ) -> anyhow::Result<frugal::Plan> {
+        use anyhow::Context;
+        let json =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let plan = frugal::Plan::from_json(&json)?;
+        frugal::planning::check_max_memory(graph, &plan, backend, self.max_memory)?;
+        Ok(plan)
     }
 
     /// The plan the flags ask for; profiling (when needed) uses its own backend instance.

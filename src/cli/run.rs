@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
 use frugal::preprocess::ImagePrep;
-use frugal::{format, model, npy, onnx, Graph, Plan, Tensor};
+use frugal::{format, model, npy, onnx, Graph, Tensor};
 
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -205,13 +205,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     // Counted before the session takes the weights.
     let parameters = graph.parameter_count();
     let plan = match &a.plan {
-        Some(path) => {
-            let json = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let plan = Plan::from_json(&json)?;
-            frugal::planning::check_max_memory(&graph, &plan, &*backend, a.target.max_memory)?;
-            plan
-        }
+        Some(path) => a.target.saved_plan(path, &graph, &*backend)?,
         None => a.target.plan(&graph)?.0,
     };
     let strategy = plan.strategy;

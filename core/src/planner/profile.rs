@@ -344,9 +344,42 @@ impl Profile {
             .collect()
     }
 
+    /// Whether `node` run as `variant` leaves its output on the calling thread as far as its
+    /// readers' in-run costs go: the [`SERIAL`] variant, or any run of a node that has none
+    /// (the serial profile run, whose costs its readers' `serial` costs are, ran it so too).
+    fn serialish(&self, graph: &Graph, node: NodeId, variant: Option<&str>) -> bool {
+        variant == Some(SERIAL) || !self.variants_of(graph, node).iter().any(|v| v == SERIAL)
+    }
+
+    /// [`Profile::variant_in_run_cost`] given where the node's main input came from: a
+    /// [`SERIAL`] firing pays its own (low) in-run cost only after a producer that left the
+    /// rows on this core; after a split producer it reads rows the other core wrote, as every
+    /// firing of the split run did, and pays the split run's cost.
+    fn coupled_in_run_cost(
+        &self,
+        graph: &Graph,
+        node: NodeId,
+        variant: Option<&str>,
+        rows: usize,
+        producer_serial: bool,
+    ) -> f64 {
+        let v = if variant == Some(SERIAL) && !producer_serial { None } else { variant };
+        self.variant_in_run_cost(graph, node, v, rows)
+    }
+
     /// The fastest measured kernel for each node at the part sizes `plan` fires it on (`None`
     /// where the backend's own choice is as fast or nothing else was measured): what
     /// [`Plan::kernels`] records.
+    ///
+    /// A node's in-run cost depends on its main input's producer ([`coupled_in_run_cost`]),
+    /// so the choices are made together: over the tree in which each node hangs from the
+    /// producer of its first input, each node's best choice for either state of its producer
+    /// (leaves first), then the choices from the roots down (a graph input counts as left on
+    /// the calling thread). Choosing each node alone kept split nodes between serial ones,
+    /// whose readers then paid for rows written on the other core (MobileNetV2's smallest
+    /// plan on 2 threads: 3-6% slower than with those nodes serial too).
+    ///
+    /// [`coupled_in_run_cost`]: Profile::coupled_in_run_cost
     pub fn choose_kernels(&self, graph: &Graph, plan: &Plan) -> Result<Vec<Option<String>>> {
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
         let mut fired: BTreeMap<(usize, usize), usize> = BTreeMap::new();
@@ -355,24 +388,81 @@ impl Profile {
                 *fired.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
             }
         }
-        let mut out = vec![None; graph.nodes.len()];
-        for (i, choice) in out.iter_mut().enumerate() {
-            // Time alone plus in-run cost: a one-thread variant that is no faster alone can
-            // still be faster in a run.
-            let cost = |variant: Option<&str>| -> Option<f64> {
+        let n = graph.nodes.len();
+        let parent = main_producers(graph);
+        let mut children = vec![Vec::new(); n];
+        for (i, p) in parent.iter().enumerate() {
+            if let Some(p) = *p {
+                children[p].push(i);
+            }
+        }
+        // Per node: each candidate (the default, then every measured variant), whether it
+        // leaves rows serial-ish, and its own cost after a serial / a split producer.
+        struct Choice {
+            name: Option<String>,
+            serialish: bool,
+            cost: [f64; 2],
+        }
+        let mut options: Vec<Vec<Choice>> = Vec::with_capacity(n);
+        for i in 0..n {
+            let node = NodeId(i);
+            let cost = |variant: Option<&str>, producer_serial: bool| -> Option<f64> {
                 fired
                     .range((i, 0)..(i + 1, 0))
                     .map(|(&(_, rows), &count)| {
-                        let cold = self.variant_in_run_cost(graph, NodeId(i), variant, rows);
-                        let t = self.variant_time(graph, NodeId(i), variant, rows)?;
+                        let cold =
+                            self.coupled_in_run_cost(graph, node, variant, rows, producer_serial);
+                        let t = self.variant_time(graph, node, variant, rows)?;
                         Some((t + cold) * count as f64)
                     })
                     .sum()
             };
-            let Some(mut best) = cost(None) else { continue };
-            for name in self.variants_of(graph, NodeId(i)) {
-                if let Some(t) = cost(Some(&name)).filter(|&t| t < best) {
-                    (best, *choice) = (t, Some(name));
+            let names =
+                std::iter::once(None).chain(self.variants_of(graph, node).into_iter().map(Some));
+            let mut opts = Vec::new();
+            for name in names {
+                let (Some(split), Some(serial)) =
+                    (cost(name.as_deref(), false), cost(name.as_deref(), true))
+                else {
+                    continue;
+                };
+                let serialish = self.serialish(graph, node, name.as_deref());
+                opts.push(Choice { name, serialish, cost: [serial, split] });
+            }
+            options.push(opts);
+        }
+        // best[i][s]: the least cost of node i and everything hanging from it, its producer
+        // serial-ish (s = 0) or not (s = 1), with the choice that gives it.
+        let mut best = vec![[(0.0f64, usize::MAX); 2]; n];
+        for i in (0..n).rev() {
+            for s in 0..2 {
+                let mut b = (f64::INFINITY, usize::MAX);
+                for (k, o) in options[i].iter().enumerate() {
+                    let below: f64 =
+                        children[i].iter().map(|&c| best[c][usize::from(!o.serialish)].0).sum();
+                    let t = o.cost[s] + below;
+                    // Strictly less: the default (first) wins ties.
+                    if t < b.0 {
+                        b = (t, k);
+                    }
+                }
+                if b.1 == usize::MAX {
+                    // Nothing measured: the default.
+                    let below = usize::from(!self.serialish(graph, NodeId(i), None));
+                    b = (children[i].iter().map(|&c| best[c][below].0).sum(), usize::MAX);
+                }
+                best[i][s] = b;
+            }
+        }
+        let mut out = vec![None; n];
+        let mut serialish = vec![true; n];
+        for i in 0..n {
+            let s = parent[i].map_or(0, |p| usize::from(!serialish[p]));
+            match best[i][s].1 {
+                usize::MAX => serialish[i] = self.serialish(graph, NodeId(i), None),
+                k => {
+                    out[i] = options[i][k].name.clone();
+                    serialish[i] = options[i][k].serialish;
                 }
             }
         }
@@ -391,9 +481,19 @@ impl Profile {
                 *counts.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
             }
         }
+        let parent = main_producers(graph);
+        let variant_of = |n: usize| plan.kernels.get(n).cloned().flatten();
         for ((n, rows), count) in counts {
-            let variant = plan.kernels.get(n).cloned().flatten();
-            let cold = self.variant_in_run_cost(graph, NodeId(n), variant.as_deref(), rows);
+            let variant = variant_of(n);
+            let producer_serial = parent[n]
+                .is_none_or(|p| self.serialish(graph, NodeId(p), variant_of(p).as_deref()));
+            let cold = self.coupled_in_run_cost(
+                graph,
+                NodeId(n),
+                variant.as_deref(),
+                rows,
+                producer_serial,
+            );
             total += cold * count as f64;
             let t =
                 self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {
@@ -435,6 +535,17 @@ impl Profile {
             })
             .collect()
     }
+}
+
+/// The producer of each node's first input, where a node produces it (an earlier node).
+fn main_producers(graph: &Graph) -> Vec<Option<usize>> {
+    let producers = graph.producers();
+    (0..graph.nodes.len())
+        .map(|i| {
+            let v = graph.nodes[i].inputs.first()?;
+            producers[v.0].map(|p| p.0).filter(|&p| p < i)
+        })
+        .collect()
 }
 
 /// Runs `plan` several times, step by step, and returns each step's median time: what a firing
