@@ -82,7 +82,7 @@ pub(super) fn workspace(op: &Conv, g: &Geo, isa: Isa, rows: usize, threads: usiz
     let tasks = if threads > 1 { 2 * threads } else { 1 };
     let rings = Ring::new(op, g).map_or(0, |r| r.floats() * tasks);
     #[cfg(target_arch = "x86_64")]
-    let eights = eight_channels(op, g, isa, rows).map_or(0, |c| c.scratch(lanes()) * tasks);
+    let eights = eight_channels(op, g, isa, rows).map_or(0, |c| c.scratch(lanes(), rows) * tasks);
     #[cfg(not(target_arch = "x86_64"))]
     let eights = {
         let _ = (isa, rows);
@@ -212,7 +212,7 @@ pub(super) fn depthwise(
         let eights = eight_channels(op, g, isa, y.rows);
         let lanes = lanes();
         let tile = if eights.is_some() { par.split(g.n * g.m, lanes) } else { tile };
-        let per_task = eights.map_or(0, |c| c.scratch(lanes));
+        let per_task = eights.map_or(0, |c| c.scratch(lanes, y.rows));
         let tasks = (g.n * g.m).div_ceil(tile);
         // Tasks' tiles start on cache lines (their vectors would straddle them).
         let shared = vector_scratch(g).next_multiple_of(16);
