@@ -28,7 +28,7 @@ use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, St
 
 /// Bumped whenever the executor or the profile format changes; the backend's
 /// `Capabilities::kernels` covers kernel changes.
-pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k9");
+pub const REVISION: &str = concat!(env!("CARGO_PKG_VERSION"), "-k10");
 
 /// The revision a profile measured on `backend` now carries: frugal's [`REVISION`] and the
 /// backend's kernel identity.
@@ -204,6 +204,8 @@ impl Profile {
             vec![]
         };
         let mut steps: Vec<Vec<f64>> = Vec::new();
+        // Whether the backend queues its steps (a GPU): see [`deflate`].
+        let mut queued = false;
         let mut best: Vec<Vec<(Option<&'static str>, f64)>> = Vec::with_capacity(todo.len());
         for pass in 0..PASSES {
             for (k, &(node, rows)) in todo.iter().enumerate() {
@@ -230,7 +232,8 @@ impl Profile {
                 }
             }
             for (p, plan) in cold.iter().enumerate() {
-                let t = time_steps(graph, plan, backend, &mut uploads)?;
+                let (t, deflated) = time_steps(graph, plan, backend, &mut uploads)?;
+                queued |= deflated;
                 match steps.get_mut(p) {
                     None => steps.push(t),
                     Some(s) => s.iter_mut().zip(&t).for_each(|(a, b)| *a = a.min(*b)),
@@ -247,10 +250,10 @@ impl Profile {
         }
         drop(uploads);
         if let ([one_row, whole, serial @ ..], [s1, sw, ss @ ..]) = (&cold[..], &steps[..]) {
-            let e1 = self.excess(graph, one_row, s1, None);
-            let ew = self.excess(graph, whole, sw, None);
+            let e1 = self.excess(graph, one_row, s1, None, queued);
+            let ew = self.excess(graph, whole, sw, None, queued);
             let es = match (serial, ss) {
-                ([plan], [steps]) => self.excess(graph, plan, steps, Some(SERIAL)),
+                ([plan], [steps]) => self.excess(graph, plan, steps, Some(SERIAL), queued),
                 _ => BTreeMap::new(),
             };
             for i in 0..graph.nodes.len() {
@@ -297,13 +300,17 @@ impl Profile {
 
     /// Each kernel's mean excess, per firing of `plan`, of its in-run step times `steps`
     /// ([`time_steps`]) over the time alone of `variant` (the nodes that have it; `None`: the
-    /// backend's own choice, every node).
+    /// backend's own choice, every node). At least zero per firing, except on a backend that
+    /// queues its steps (`signed`): there a firing in a run overlaps the host's work for the
+    /// next, and its time alone plus the step overhead (a launch each, measured on a plan of
+    /// launches) counts that work twice, so the excess may be negative.
     fn excess(
         &self,
         graph: &Graph,
         plan: &Plan,
         steps: &[f64],
         variant: Option<&str>,
+        signed: bool,
     ) -> BTreeMap<String, f64> {
         let mut excess: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for (s, &t) in plan.steps.iter().zip(steps) {
@@ -311,7 +318,8 @@ impl Profile {
             let rows = s.rows[1] - s.rows[0];
             let Some(alone) = self.variant_time(graph, node, variant, rows) else { continue };
             let e = excess.entry(kernel_key(graph, node)).or_default();
-            e.0 += (t - alone - self.step_overhead).max(0.0);
+            let over = t - alone - self.step_overhead;
+            e.0 += if signed { over } else { over.max(0.0) };
             e.1 += 1;
         }
         excess.into_iter().map(|(key, (sum, count))| (key, sum / count.max(1) as f64)).collect()
@@ -413,7 +421,7 @@ impl Profile {
                         let cold =
                             self.coupled_in_run_cost(graph, node, variant, rows, producer_serial);
                         let t = self.variant_time(graph, node, variant, rows)?;
-                        Some((t + cold) * count as f64)
+                        Some((t + cold).max(0.0) * count as f64)
                     })
                     .sum()
             };
@@ -494,7 +502,6 @@ impl Profile {
                 rows,
                 producer_serial,
             );
-            total += cold * count as f64;
             let t =
                 self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {
                     Error::Plan(format!(
@@ -502,7 +509,8 @@ impl Profile {
                         graph.nodes[n].name
                     ))
                 })?;
-            total += t * count as f64;
+            // A negative in-run cost (a queueing backend's) never makes a firing free.
+            total += (t + cold).max(0.0) * count as f64;
         }
         Ok(total)
     }
@@ -531,7 +539,7 @@ impl Profile {
                     ))
                 })?;
                 let cold = self.variant_in_run_cost(graph, n, variant.as_deref(), rows);
-                Ok(self.step_overhead + t + cold)
+                Ok(self.step_overhead + (t + cold).max(0.0))
             })
             .collect()
     }
@@ -549,13 +557,14 @@ fn main_producers(graph: &Graph) -> Vec<Option<usize>> {
 }
 
 /// Runs `plan` several times, step by step, and returns each step's median time: what a firing
-/// costs in a run, with the other nodes' firings in between.
+/// costs in a run, with the other nodes' firings in between ([`deflate`]d against whole runs),
+/// and whether deflating took something out (the backend queues its steps).
 fn time_steps(
     graph: &Graph,
     plan: &Plan,
     backend: &mut dyn Backend,
     uploads: &mut Uploads,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, bool)> {
     let mut program = crate::exec::Program::bind_with(graph, plan, backend, uploads)?;
     backend.alloc_arena(program.arena_bytes())?;
     let numel = |v: &ValueId| graph.value(*v).shape.iter().product::<usize>();
@@ -575,6 +584,7 @@ fn time_steps(
     // machine would inflate it. Each step's median is kept: the fastest of each step, summed,
     // is a run that never happens (one step's luck is not another's).
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut whole = Vec::new();
     let start = Instant::now();
     for run in 0..41 {
         if run >= 5 && start.elapsed().as_secs_f64() >= 1.0 {
@@ -582,14 +592,34 @@ fn time_steps(
         }
         program.run_timed(backend, &ins, &mut outs, &mut once)?;
         runs.iter_mut().zip(&once).for_each(|(r, &t)| r.push(t));
+        // A run as sessions run it, for what a step's own synchronisation adds.
+        let t = Instant::now();
+        program.run(backend, &ins, &mut outs)?;
+        whole.push(t.elapsed().as_secs_f64());
     }
-    Ok(runs
-        .into_iter()
-        .map(|mut r| {
-            r.sort_by(f64::total_cmp);
-            r[r.len() / 2]
-        })
-        .collect())
+    let median = |mut r: Vec<f64>| {
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    let mut steps: Vec<f64> = runs.into_iter().map(median).collect();
+    let deflated = deflate(&mut steps, median(whole));
+    Ok((steps, deflated))
+}
+
+/// Takes out of step times `steps` what timing them one by one added, given the time of a
+/// whole run: where the steps sum to clearly more (over 10%: a GPU, where each timed step
+/// waits for the device and a run queues its steps back to back), the difference, shared
+/// equally (a wait costs about the same for every step; a step never goes below zero). On
+/// the CPU the two agree within noise and the steps are left as measured. Whether it took
+/// something out: then the backend queues its steps.
+fn deflate(steps: &mut [f64], whole: f64) -> bool {
+    let sum: f64 = steps.iter().sum();
+    if steps.is_empty() || sum <= 1.1 * whole {
+        return false;
+    }
+    let each = (sum - whole) / steps.len() as f64;
+    steps.iter_mut().for_each(|t| *t = (*t - each).max(0.0));
+    true
 }
 
 /// Profile key of a kernel variant: the kernel's key, then `#name`.
@@ -755,6 +785,23 @@ fn measure_step_overhead(backend: &mut dyn Backend) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_times_lose_only_what_timing_them_added() {
+        // A GPU's synchronised steps: 10 us each of waiting, a run of 3 steps 30 us.
+        let mut steps = [20e-6, 5e-6, 15e-6];
+        assert!(deflate(&mut steps, 30e-6));
+        let want = [20e-6 - 10e-6 / 3.0, 5e-6 - 10e-6 / 3.0, 15e-6 - 10e-6 / 3.0];
+        assert!(steps.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{steps:?}");
+        // More waiting than a step's time: that step goes to zero, not below.
+        let mut steps = [1e-6, 40e-6];
+        deflate(&mut steps, 10e-6);
+        assert_eq!(steps[0], 0.0);
+        // A CPU's steps that sum within 10% of the run: left as measured.
+        let mut steps = [20e-6, 5e-6, 15e-6];
+        assert!(!deflate(&mut steps, 37e-6));
+        assert_eq!(steps, [20e-6, 5e-6, 15e-6]);
+    }
 
     #[test]
     fn interpolation_is_linear_and_proportional_outside() {
