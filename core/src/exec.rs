@@ -202,8 +202,9 @@ impl Program {
 
     /// [`Program::bind`] in two halves, for the whole plan or one lane of it (split by
     /// [`crate::lanes::split`]: only the lane's nodes' weights go to `backend`, its buffers at
-    /// the lane's offsets): this one uploads the weights and lays out the buffers; [`Program::prepare`] then lets the backend prepare each node
-    /// (weight repacking) and sizes the scratch. Between the two the caller may drop its own
+    /// the lane's offsets): this one uploads the weights and lays out the buffers;
+    /// [`Program::prepare`] then lets the backend prepare each node (weight repacking) and
+    /// sizes the scratch. Between the two the caller may drop its own
     /// references to the weights (a backend that repacks one then holds it alone).
     pub fn upload_only(
         graph: &Graph,
@@ -292,18 +293,17 @@ impl Program {
         backend: &mut dyn Backend,
         lane: Option<&crate::lanes::Lane>,
     ) -> Result<()> {
-        let p = self;
         // Per-node preparation (weight repacking, pipeline compilation) on each node's first
         // firing, and scratch: the most any single firing asks for, placed after the buffers.
-        let mut prepared = vec![false; p.nodes.len()];
-        let mut variants = vec![None; p.nodes.len()];
+        let mut prepared = vec![false; self.nodes.len()];
+        let mut variants = vec![None; self.nodes.len()];
         let mut workspace = 0;
-        for i in 0..p.steps.len() {
-            let Step { kind: StepKind::Fire(n), rows } = p.steps[i] else { continue };
+        for i in 0..self.steps.len() {
+            let Step { kind: StepKind::Fire(n), rows } = self.steps[i] else { continue };
             if lane.is_some_and(|l| !l.nodes[n.0]) {
                 continue;
             }
-            let k = kernel_for(&p.nodes[n.0], rows, &p.buffers, &mut p.concat_inputs)?;
+            let k = kernel_for(&self.nodes[n.0], rows, &self.buffers, &mut self.concat_inputs)?;
             if !prepared[n.0] {
                 backend.prepare(&k)?;
                 prepared[n.0] = true;
@@ -314,13 +314,13 @@ impl Program {
             }
             workspace = workspace.max(backend.workspace_bytes(&k));
         }
-        for (node, v) in p.nodes.iter_mut().zip(variants) {
+        for (node, v) in self.nodes.iter_mut().zip(variants) {
             node.variant = v;
         }
         let base = align_up(lane.map_or(plan.arena_bytes, |l| l.arena_bytes), 64);
-        p.execs = lane.map(|l| l.execs.clone());
-        p.scratch = Scratch { offset: base, bytes: workspace };
-        p.arena_bytes = base + align_up(workspace, 64);
+        self.execs = lane.map(|l| l.execs.clone());
+        self.scratch = Scratch { offset: base, bytes: workspace };
+        self.arena_bytes = base + align_up(workspace, 64);
         Ok(())
     }
 

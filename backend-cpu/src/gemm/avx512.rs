@@ -136,7 +136,7 @@ fn finish(acc: __m512, bias: Option<f32>, act: Option<Activation>) -> __m512 {
 /// [`finish`] with a bias per lane.
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-pub(super) fn finish_v(mut acc: __m512, bias: Option<__m512>, act: Option<Activation>) -> __m512 {
+pub(crate) fn finish_v(mut acc: __m512, bias: Option<__m512>, act: Option<Activation>) -> __m512 {
     if let Some(bias) = bias {
         acc = _mm512_add_ps(acc, bias);
     }

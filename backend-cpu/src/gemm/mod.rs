@@ -61,20 +61,10 @@ impl Isa {
 const _: () = assert!(avx512::MR == MR_NARROW);
 
 /// `act(acc + bias)` on sixteen lanes, the activation through the AVX2 code on each half: the
-/// microkernels' epilogue, for other kernels that must give their bits.
-///
-/// # Safety
-/// AVX-512 F and DQ, AVX2 and FMA must be available.
+/// microkernels' epilogue, for other kernels that must give their bits (a `target_feature`
+/// function: AVX-512 F and DQ, AVX2 and FMA must be available).
 #[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-pub(crate) fn finish16(
-    acc: std::arch::x86_64::__m512,
-    bias: Option<std::arch::x86_64::__m512>,
-    act: Option<frugal_core::ops::Activation>,
-) -> std::arch::x86_64::__m512 {
-    avx512::finish_v(acc, bias, act)
-}
+pub(crate) use avx512::finish_v as finish16;
 
 /// Whether whole panels of `Isa::Avx2Fma` products take the AVX-512 microkernel (same bits);
 /// other kernels with an AVX-512 form ask the same (`FRUGAL_NO_AVX512` turns them all off).

@@ -82,24 +82,25 @@ pub(super) fn workspace(op: &Conv, g: &Geo, isa: Isa, rows: usize, threads: usiz
     let tasks = if threads > 1 { 2 * threads } else { 1 };
     let rings = Ring::new(op, g).map_or(0, |r| r.floats() * tasks);
     #[cfg(target_arch = "x86_64")]
-    let eights = eight_channels(op, g, isa, rows).map_or(0, |c| c.scratch(lanes(), rows) * tasks);
+    let tiled = channels_geom(op, g, isa, rows).map_or(0, |c| c.scratch(lanes(), rows) * tasks);
     #[cfg(not(target_arch = "x86_64"))]
-    let eights = {
+    let tiled = {
         let _ = (isa, rows);
         0
     };
-    rings.max(vector_scratch(g).next_multiple_of(16) + eights)
+    rings.max(vector_scratch(g).next_multiple_of(16) + tiled)
 }
 
 /// The geometry of [`channels`] where it takes a call of `rows` output rows: the AVX2
 /// kernel's cases with one output channel per input channel, rows of 8 to
-/// [`EIGHTS_MAX_WIDTH`] columns ([`SIXTEENS_MAX_WIDTH`] with AVX-512), and at least [`EIGHTS_MIN_ROWS`] rows (a call transposes
-/// every input row it reads: one output row at a time would transpose each `kh` times).
+/// [`CHANNELS8_MAX_WIDTH`] columns ([`CHANNELS16_MAX_WIDTH`] with AVX-512), and at least
+/// [`CHANNELS_MIN_ROWS`] rows (a call transposes every input row it reads: one output row at
+/// a time would transpose each `kh` times).
 #[cfg(target_arch = "x86_64")]
-fn eight_channels(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels::Geom> {
-    let max_width = if lanes() == 16 { SIXTEENS_MAX_WIDTH } else { EIGHTS_MAX_WIDTH };
+fn channels_geom(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels::Geom> {
+    let max_width = if lanes() == 16 { CHANNELS16_MAX_WIDTH } else { CHANNELS8_MAX_WIDTH };
     let width = (8..=max_width).contains(&g.wout);
-    (vector_kernel(op, isa) && g.m == g.cin && width && rows >= EIGHTS_MIN_ROWS).then(|| {
+    (vector_kernel(op, isa) && g.m == g.cin && width && rows >= CHANNELS_MIN_ROWS).then(|| {
         channels::Geom {
             kh: op.kernel[0],
             kw: op.kernel[1],
@@ -120,15 +121,15 @@ fn eight_channels(op: &Conv, g: &Geo, isa: Isa, rows: usize) -> Option<channels:
 /// (`cargo run --release --example kernel_min dw`: 56 columns no faster, 28 columns 0.87x,
 /// 14 columns 0.68-0.88x of the row kernel's time; 7 columns 1.35x, so narrower rows stay
 /// with the row kernel).
-const EIGHTS_MAX_WIDTH: usize = 32;
+const CHANNELS8_MAX_WIDTH: usize = 32;
 /// Widest output rows [`channels`] takes with sixteen channels per vector, where it beats
 /// what ran before at every width from 8 (`kernel_min dw`, whole maps, Xeon VM: 14 and 28
 /// columns 1.3x faster than eight channels per vector, 56 columns 1.5x and 112 1.2x faster
 /// than the row kernel; 7 columns 0.8x, so they stay with the row kernel). Wider rows stay
 /// with the row kernel too: this kernel's scratch grows with the width.
-const SIXTEENS_MAX_WIDTH: usize = 128;
+const CHANNELS16_MAX_WIDTH: usize = 128;
 /// Fewest output rows per call for [`channels`].
-const EIGHTS_MIN_ROWS: usize = 4;
+const CHANNELS_MIN_ROWS: usize = 4;
 
 /// Channels per vector of [`channels`]: sixteen with AVX-512, else eight.
 #[cfg(target_arch = "x86_64")]
@@ -209,10 +210,10 @@ pub(super) fn depthwise(
     if vector_kernel(op, isa) {
         // Small maps eight or sixteen channels at a time, in groups of that many planes per
         // task.
-        let eights = eight_channels(op, g, isa, y.rows);
+        let tiled = channels_geom(op, g, isa, y.rows);
         let lanes = lanes();
-        let tile = if eights.is_some() { par.split(g.n * g.m, lanes) } else { tile };
-        let per_task = eights.map_or(0, |c| c.scratch(lanes, y.rows));
+        let tile = if tiled.is_some() { par.split(g.n * g.m, lanes) } else { tile };
+        let per_task = tiled.map_or(0, |c| c.scratch(lanes, y.rows));
         let tasks = (g.n * g.m).div_ceil(tile);
         // Tasks' tiles start on cache lines (their vectors would straddle them).
         let shared = vector_scratch(g).next_multiple_of(16);
@@ -228,7 +229,7 @@ pub(super) fn depthwise(
         par.chunks(planes, tile * plane_len, |t, chunk| {
             let n = chunk.len() / plane_len;
             let mut done = 0;
-            if let Some(c8) = &eights {
+            if let Some(geom) = &tiled {
                 // SAFETY: task t uses its own `per_task` floats (in bounds, asserted above);
                 // the scratch stays mutably borrowed while tasks run.
                 let scratch = unsafe {
@@ -257,9 +258,9 @@ pub(super) fn depthwise(
                     // `l` planes is inside this task's chunk, written by nothing else.
                     unsafe {
                         if l == 16 {
-                            channels::group16(c8, &grp, in_at, out_at, rows, scratch, act)
+                            channels::group16(geom, &grp, in_at, out_at, rows, scratch, act)
                         } else {
-                            channels::group8(c8, &grp, in_at, out_at, rows, scratch, act)
+                            channels::group8(geom, &grp, in_at, out_at, rows, scratch, act)
                         }
                     };
                     if let Some(post) = post {
