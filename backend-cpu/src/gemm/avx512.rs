@@ -89,17 +89,8 @@ unsafe fn kernel<const R: usize>(g: Geometry, epi: TileEpilogue<'_>, out: TileOu
     // Lanes past `cols` are neither loaded (masked loads do not fault) nor nonzero.
     let mask: __mmask16 = if g.cols >= NR { u16::MAX } else { (1u16 << g.cols) - 1 };
     let mut acc = [_mm512_setzero_ps(); R];
-    for kk in 0..g.k {
-        prefetch_a(&g, kk);
-        // SAFETY: see the function's contract.
-        unsafe {
-            let bv = _mm512_maskz_loadu_ps(mask, g.b.add(kk * g.bs));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*g.a.add(r * g.rs + kk * g.cs));
-                *acc = _mm512_fmadd_ps(av, bv, *acc);
-            }
-        }
-    }
+    // SAFETY: the function's contract.
+    unsafe { steps(&mut acc, &g, mask) };
     for (r, acc) in acc.iter_mut().enumerate() {
         *acc = finish(*acc, epi.bias.map(|b| b[r]), epi.act);
         // SAFETY: each output row holds 16 floats (the contract).
@@ -107,23 +98,49 @@ unsafe fn kernel<const R: usize>(g: Geometry, epi: TileEpilogue<'_>, out: TileOu
     }
 }
 
-/// Steps of `k` ahead that [`prefetch_a`] asks for.
-const PREFETCH_STEPS: usize = 64;
-
-/// Asks for the tile's A at step `kk + PREFETCH_STEPS`: a panel of a packed A is one
-/// sequential stream of 48 bytes per step, which the hardware prefetcher alone fetches from
-/// memory at about half the rate of twelve rows read in place (weights larger than the
-/// caches: `gemm_rate 3072 28 4608` 10.8 -> 6.8 ms; 16 steps ahead 7.9, 128 7.2). A hint only: no fault past the end.
-#[inline(always)]
-fn prefetch_a(g: &Geometry, kk: usize) {
-    if g.rs != 1 {
-        return;
+/// The `g.k` steps of a [`kernel`] tile into `acc` (a function of its own, as [`steps2`]).
+///
+/// # Safety
+/// As [`kernel`]'s.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn steps<const R: usize>(acc: &mut [__m512; R], g: &Geometry, mask: __mmask16) {
+    let mut c = *acc;
+    if g.rs == 1 {
+        let (mut a, mut b) = (g.a, g.b);
+        for _ in 0..g.k {
+            // SAFETY: see the function's contract; a prefetch never faults.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PREFETCH_STEPS * g.cs).cast());
+                let bv = _mm512_maskz_loadu_ps(mask, b);
+                for (r, c) in c.iter_mut().enumerate() {
+                    *c = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r)), bv, *c);
+                }
+                a = a.wrapping_add(g.cs);
+                b = b.wrapping_add(g.bs);
+            }
+        }
+    } else {
+        for kk in 0..g.k {
+            // SAFETY: see the function's contract.
+            unsafe {
+                let bv = _mm512_maskz_loadu_ps(mask, g.b.add(kk * g.bs));
+                for (r, c) in c.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*g.a.add(r * g.rs + kk * g.cs));
+                    *c = _mm512_fmadd_ps(av, bv, *c);
+                }
+            }
+        }
     }
-    // SAFETY: a prefetch reads nothing architecturally and never faults.
-    unsafe {
-        _mm_prefetch::<_MM_HINT_T0>(g.a.wrapping_add((kk + PREFETCH_STEPS) * g.cs).cast());
-    }
+    *acc = c;
 }
+
+/// Steps of `k` ahead at which the kernels ask for a packed A: a panel is one sequential
+/// stream of 48 bytes per step, which the hardware prefetcher alone fetches from memory at
+/// about half the rate of twelve rows read in place (weights larger than the caches:
+/// `gemm_rate 3072 28 4608` 10.8 -> 6.8 ms; 16 steps ahead 7.9, 128 7.2). A hint only: no
+/// fault past the end.
+const PREFETCH_STEPS: usize = 64;
 
 /// `act(acc + bias)`, the activation through the AVX2 code on each half (the AVX2 kernel's
 /// operations, so its bits).
@@ -189,19 +206,8 @@ unsafe fn kernel2<const R: usize>(g: Geometry, g2: Geometry, epi: TileEpilogue<'
     let mask2: __mmask16 = if g2.cols >= NR { u16::MAX } else { (1u16 << g2.cols) - 1 };
     let mut lo = [_mm512_setzero_ps(); R];
     let mut hi = [_mm512_setzero_ps(); R];
-    for kk in 0..g.k {
-        prefetch_a(&g, kk);
-        // SAFETY: see the function's contract.
-        unsafe {
-            let b0 = _mm512_loadu_ps(g.b.add(kk * g.bs));
-            let b1 = _mm512_maskz_loadu_ps(mask2, g2.b.add(kk * g.bs));
-            for r in 0..R {
-                let av = _mm512_set1_ps(*g.a.add(r * g.rs + kk * g.cs));
-                lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
-                hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
-            }
-        }
-    }
+    // SAFETY: the function's contract.
+    unsafe { steps2(&mut lo, &mut hi, &g, g2.b, mask2) };
     for r in 0..R {
         let bias = epi.bias.map(|b| b[r]);
         // SAFETY: each output row holds 32 floats (the contract).
@@ -210,6 +216,59 @@ unsafe fn kernel2<const R: usize>(g: Geometry, g2: Geometry, epi: TileEpilogue<'
             _mm512_storeu_ps(out.ptr.add(r * out.ld + NR), finish(hi[r], bias, epi.act));
         }
     }
+}
+
+/// The `g.k` steps of a [`kernel2`] tile, from and into `lo` and `hi`: a function of its own,
+/// never inlined. Inside the kernel, next to its epilogue, LLVM kept some accumulators on the
+/// stack for some heights (5, 7 and 10 rows: a load and a store around most multiply-adds;
+/// `gemm_rate 40 504 256 rows`, ten-row tiles, 92 GFLOP/s, 162 alone, as 11 and 12 rows).
+///
+/// # Safety
+/// As [`kernel2`]'s; `b2` is `g2.b`.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+unsafe fn steps2<const R: usize>(
+    lo: &mut [__m512; R],
+    hi: &mut [__m512; R],
+    g: &Geometry,
+    b2: *const f32,
+    mask2: __mmask16,
+) {
+    let (mut l, mut h) = (*lo, *hi);
+    if g.rs == 1 {
+        // A packed: the tile's rows at constant offsets from one pointer per step.
+        let (mut a, mut b, mut b2) = (g.a, g.b, b2);
+        for _ in 0..g.k {
+            // SAFETY: see the function's contract; a prefetch never faults.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PREFETCH_STEPS * g.cs).cast());
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_maskz_loadu_ps(mask2, b2);
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*a.add(r));
+                    l[r] = _mm512_fmadd_ps(av, b0, l[r]);
+                    h[r] = _mm512_fmadd_ps(av, b1, h[r]);
+                }
+                a = a.wrapping_add(g.cs);
+                b = b.wrapping_add(g.bs);
+                b2 = b2.wrapping_add(g.bs);
+            }
+        }
+    } else {
+        for kk in 0..g.k {
+            // SAFETY: see the function's contract.
+            unsafe {
+                let b0 = _mm512_loadu_ps(g.b.add(kk * g.bs));
+                let b1 = _mm512_maskz_loadu_ps(mask2, b2.add(kk * g.bs));
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*g.a.add(r * g.rs + kk * g.cs));
+                    l[r] = _mm512_fmadd_ps(av, b0, l[r]);
+                    h[r] = _mm512_fmadd_ps(av, b1, h[r]);
+                }
+            }
+        }
+    }
+    (*lo, *hi) = (l, h);
 }
 
 /// Most columns of a [`columns`] tile.
@@ -317,7 +376,7 @@ unsafe fn columns_kernel<const V: usize, const P: usize>(
             let mut av = [_mm512_setzero_ps(); V];
             for v in 0..V {
                 av[v] = _mm512_maskz_loadu_ps(masks[v], ptr[v].add(kk * cs[v]));
-                // As `prefetch_a`: a hint, no fault past the end.
+                // As in `steps`: a hint, no fault past the end.
                 _mm_prefetch::<_MM_HINT_T0>(
                     ptr[v].wrapping_add((kk + PREFETCH_STEPS) * cs[v]).cast(),
                 );
