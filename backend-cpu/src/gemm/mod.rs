@@ -791,6 +791,44 @@ mod tests {
         }
     }
 
+    /// A residual in the epilogue gives the bits of the unfused order: the product with its
+    /// bias stored, then `then(c + r)` element by element.
+    #[test]
+    fn residual_epilogue_gives_the_unfused_bits() {
+        let thens = [None, Some(Activation::Relu), Some(Activation::Clip { min: 0.0, max: 6.0 })];
+        for &(m, k) in &[(10, 5), (12, 64), (37, 70), (64, 256)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let mut panels = vec![f32::NAN; m * k];
+            pack_a(&a, m, k, &mut panels);
+            let bias: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            for n in [16, 32, 48, 57, 96] {
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+                let r: Vec<f32> = (0..m * n).map(|i| ((i * 29 % 83) as f32 - 41.0) / 3.0).collect();
+                let mut bp = vec![f32::NAN; packed_len(k, n)];
+                pack_b(&b, n, 1, k, n, &mut bp);
+                for isa in [Isa::Generic, Isa::detect()] {
+                    let am = MatA::panels(&panels, m, k);
+                    let plain = Epilogue { bias: Some(&bias), act: None, residual: None };
+                    let mut product = vec![f32::NAN; m * n];
+                    gemm_into(isa, m, n, k, am, &bp, plain, &mut product, n);
+                    for then in &thens {
+                        let want: Vec<u32> = product
+                            .iter()
+                            .zip(&r)
+                            .map(|(c, r)| then.map_or(c + r, |t| t.apply(c + r)).to_bits())
+                            .collect();
+                        let residual = Some(Residual { data: &r, ld: n, then: then.as_ref() });
+                        let epi = Epilogue { residual, ..plain };
+                        let mut got = vec![f32::NAN; m * n];
+                        gemm_into(isa, m, n, k, am, &bp, epi, &mut got, n);
+                        let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+                        assert_eq!(got, want, "{isa:?} {m}x{n}x{k} then {then:?}");
+                    }
+                }
+            }
+        }
+    }
+
     /// A packed A gives the bits of the same A read in place, through every driver, with the
     /// epilogue (bias, activation, residual), from any first row (threads split the rows):
     /// the column kernel (up to 8 columns, up to three panels per tile), a last narrow panel

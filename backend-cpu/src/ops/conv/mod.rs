@@ -337,11 +337,13 @@ fn product(
                 let packed = &mut io.scratch[..gemm::packed_len(g.k, bd.cols())];
                 let p0 = b * g.m + grp * g.mg;
                 let planes = &mut io.out[p0 * bd.plane_len()..(p0 + g.mg) * bd.plane_len()];
-                // Threads take column panels when there are more of them than channel tiles
-                // (each packs its own columns), channel tiles otherwise (sharing one packing).
+                // Threads take columns when the band has at least as many as there are output
+                // channels (each packs its own columns and reads all of A: A + B / 2 per
+                // thread), channels otherwise (sharing one packing, each reading all of B:
+                // A / 2 + B; A is channels x depth, B depth x columns).
                 let columns = match variant {
                     Some(v) => v == "columns",
-                    None => bd.cols().div_ceil(gemm::NR) >= g.mg.div_ceil(gemm::MR),
+                    None => bd.cols() >= g.mg,
                 };
                 if columns {
                     bd.split_columns(&io.src, packed, planes, par);
