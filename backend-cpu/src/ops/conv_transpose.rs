@@ -12,8 +12,9 @@ use frugal_core::ops::ConvTranspose;
 use frugal_core::Result;
 
 use super::{in_row, need_dims, need_rows, rows};
-use crate::arena::Io;
-use crate::fail;
+use crate::arena::{Io, Src};
+use crate::gemm::Isa;
+use crate::{fail, Ctx};
 
 /// Shapes of one call.
 struct Geo {
@@ -64,7 +65,9 @@ fn src_row(op: &ConvTranspose, oy: usize, ky: usize, h: usize) -> Option<usize> 
     (t % op.strides[0] == 0 && iy < h).then_some(iy)
 }
 
-/// Runs a transposed convolution producing rows `y.first_row .. y.first_row + y.rows`.
+/// Runs a transposed convolution producing rows `y.first_row .. y.first_row + y.rows`, the
+/// output planes split between threads.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_transpose(
     op: &ConvTranspose,
     x: &RowWindow,
@@ -72,7 +75,8 @@ pub(crate) fn conv_transpose(
     wd: &Dims,
     bias: Option<&[f32]>,
     y: &RowWindow,
-    mut io: Io<'_>,
+    io: Io<'_>,
+    ctx: Ctx<'_>,
 ) -> Result<()> {
     let g = geo(op, x, wd, y)?;
     if bias.is_some_and(|b| b.len() != g.m) {
@@ -85,21 +89,34 @@ pub(crate) fn conv_transpose(
         }
     }
     need_rows("conv_transpose", x, lo, hi)?;
-    let [kh, kw] = op.kernel;
+    let (_, _, wout) = y.geometry();
+    let planes = g.n * g.m;
+    let plane_len = y.capacity * y.row_stride;
+    // `out[0]` is the window's first plane's first slot (where every kernel's output starts).
+    let base = y.row_start(0, y.first_row) - y.slot(y.first_row) * y.row_stride;
+    let Some(start) = base.checked_sub(io.out_base) else {
+        return Err(fail("conv_transpose", "output window before the output buffer"));
+    };
+    let Some(out) = io.out.get_mut(start..start + planes * plane_len) else {
+        return Err(fail("conv_transpose", "output planes past the output buffer"));
+    };
+    let taps = op.kernel[0] * op.kernel[1] / (op.strides[0] * op.strides[1]).max(1);
+    let par = ctx.par.for_work(2 * planes * y.rows * wout * g.cg * taps.max(1));
+    let tile = par.split(planes, 1);
+    let exact = exact_tiles(op);
     let src = io.src;
-    for b in 0..g.n {
-        for m in 0..g.m {
-            let (grp, mm) = (m / g.mg, m % g.mg);
+    par.chunks(out, tile * plane_len, |t, chunk| {
+        let mut buf = [0.0f32; EXACT_BUF];
+        for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
+            let (b, m) = ((t * tile + i) / g.m, (t * tile + i) % g.m);
+            let call = Plane { op, x, src, weight, g: &g, b, m };
             for oy in rows(y) {
-                let out = io.out_row(y, b * g.m + m, oy);
-                out.fill(0.0);
-                for ci in grp * g.cg..(grp + 1) * g.cg {
-                    for ky in 0..kh {
-                        let Some(iy) = src_row(op, oy, ky, g.h) else { continue };
-                        let row = in_row(src, x, b * g.c + ci, iy);
-                        let taps = &weight[((ci * g.mg + mm) * kh + ky) * kw..][..kw];
-                        gather_row(op, row, taps, out, g.w);
-                    }
+                let at = y.slot(oy) * y.row_stride;
+                let out = &mut plane[at..at + wout];
+                if exact {
+                    call.exact_row(out, oy, ctx.isa, &mut buf);
+                } else {
+                    call.gather(out, oy);
                 }
                 let bv = bias.map_or(0.0, |bb| bb[m]);
                 out.iter_mut().for_each(|v| *v += bv);
@@ -108,8 +125,118 @@ pub(crate) fn conv_transpose(
                 }
             }
         }
-    }
+    });
     Ok(())
+}
+
+/// Whether the taps tile the output exactly: kernel = stride, no dilation, padding or output
+/// padding, so each output element takes one tap per input channel, and a tap column's
+/// outputs are every `sw`-th column of an output row.
+fn exact_tiles(op: &ConvTranspose) -> bool {
+    op.kernel == op.strides
+        && op.dilations == [1, 1]
+        && op.pads == [0; 4]
+        && op.output_padding == [0, 0]
+        && op.kernel[1] <= MAX_EXACT_KW
+}
+
+/// Widest kernel [`Plane::exact_row`] takes, and the floats of its stack buffer.
+const MAX_EXACT_KW: usize = 8;
+const EXACT_BUF: usize = 2048;
+
+/// One output plane (image `b`, output channel `m`) of a call.
+struct Plane<'a> {
+    op: &'a ConvTranspose,
+    x: &'a RowWindow,
+    src: Src<'a>,
+    weight: &'a [f32],
+    g: &'a Geo,
+    b: usize,
+    m: usize,
+}
+
+impl Plane<'_> {
+    /// The input channels of the plane's group and, for each, the weights `[kh][kw]` from
+    /// this output channel.
+    fn taps(&self, ci: usize) -> &[f32] {
+        let [kh, kw] = self.op.kernel;
+        let mm = self.m % self.g.mg;
+        &self.weight[(ci * self.g.mg + mm) * kh * kw..][..kh * kw]
+    }
+
+    fn channels(&self) -> std::ops::Range<usize> {
+        let grp = self.m / self.g.mg;
+        grp * self.g.cg..(grp + 1) * self.g.cg
+    }
+
+    /// Output row `oy` before bias and activation, in gather form: for every input channel in
+    /// order, every tap row and column that reaches the row, the products added to the
+    /// output from +0 (a multiply, then an add).
+    fn gather(&self, out: &mut [f32], oy: usize) {
+        let (op, g) = (self.op, self.g);
+        let [kh, kw] = op.kernel;
+        out.fill(0.0);
+        for ci in self.channels() {
+            for ky in 0..kh {
+                let Some(iy) = src_row(op, oy, ky, g.h) else { continue };
+                let row = in_row(self.src, self.x, self.b * g.c + ci, iy);
+                gather_row(op, row, &self.taps(ci)[ky * kw..][..kw], out, g.w);
+            }
+        }
+    }
+
+    /// [`Plane::gather`] where the taps tile exactly ([`exact_tiles`]): the same operations
+    /// in the same order for each element (one tap per input channel), so the same bits, but
+    /// each tap column's sums run over contiguous input columns in a buffer (vectors), then
+    /// go to every `sw`-th output column.
+    fn exact_row(&self, out: &mut [f32], oy: usize, isa: Isa, buf: &mut [f32; EXACT_BUF]) {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2Fma {
+            // SAFETY: AVX2 and FMA were detected at run time (`Isa::Avx2Fma`).
+            return unsafe { self.exact_row_avx2(out, oy, buf) };
+        }
+        let _ = isa;
+        self.exact_row_portable(out, oy, buf)
+    }
+
+    /// [`Plane::exact_row`] compiled for AVX2 (eight lanes per vector, no fused multiply-adds:
+    /// Rust never contracts a multiply and an add).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exact_row_avx2(&self, out: &mut [f32], oy: usize, buf: &mut [f32; EXACT_BUF]) {
+        self.exact_row_portable(out, oy, buf)
+    }
+
+    #[inline(always)]
+    fn exact_row_portable(&self, out: &mut [f32], oy: usize, buf: &mut [f32; EXACT_BUF]) {
+        let (op, g) = (self.op, self.g);
+        let [sh, kw] = [op.strides[0], op.kernel[1]];
+        let (iy, ky) = (oy / sh, oy % sh);
+        let block = EXACT_BUF / kw;
+        let mut ix0 = 0;
+        while ix0 < g.w {
+            let n = block.min(g.w - ix0);
+            for acc in buf.chunks_exact_mut(block).take(kw) {
+                acc[..n].fill(0.0);
+            }
+            for ci in self.channels() {
+                let row = &in_row(self.src, self.x, self.b * g.c + ci, iy)[ix0..ix0 + n];
+                let taps = &self.taps(ci)[ky * kw..][..kw];
+                for (acc, &wv) in buf.chunks_exact_mut(block).zip(taps) {
+                    for (a, &v) in acc[..n].iter_mut().zip(row) {
+                        *a += v * wv;
+                    }
+                }
+            }
+            let out = &mut out[ix0 * kw..(ix0 + n) * kw];
+            for (kx, acc) in buf.chunks_exact(block).take(kw).enumerate() {
+                for (o, &a) in out[kx..].iter_mut().step_by(kw).zip(&acc[..n]) {
+                    *o = a;
+                }
+            }
+            ix0 += n;
+        }
+    }
 }
 
 /// Adds one input row's contributions to an output row, tap column by tap column: output
@@ -259,6 +386,59 @@ mod tests {
                 1e-5,
                 &format!("case {i}: {op:?}"),
             );
+        }
+    }
+
+    /// Kernels that tile the output exactly take the vector path: the bits of the gather
+    /// order (per element, from +0, each input channel's product added in turn, then the
+    /// bias and the activation), whole and by bands.
+    #[test]
+    fn exact_tiles_give_the_gather_bits() {
+        let relu = |mut c: ConvTranspose| {
+            c.act = Some(Activation::Relu);
+            c
+        };
+        let cases = [
+            (ct([2, 2], [2, 2], [1, 1], [0; 4], [0, 0], 1), [1, 5, 4, 37], 3),
+            (relu(ct([3, 3], [3, 3], [1, 1], [0; 4], [0, 0], 2)), [2, 4, 3, 9], 2),
+            (ct([2, 1], [2, 1], [1, 1], [0; 4], [0, 0], 1), [1, 3, 5, 600], 2),
+            (relu(ct([1, 4], [1, 4], [1, 1], [0; 4], [0, 0], 1)), [1, 2, 2, 700], 1),
+        ];
+        for (i, (op, xd, mg)) in cases.into_iter().enumerate() {
+            assert!(super::exact_tiles(&op), "case {i}");
+            let op = leak(op);
+            let wd = [xd[1], mg, op.kernel[0], op.kernel[1]];
+            let yd = op.infer(&xd, &wd).unwrap();
+            let s = 500 + 10 * i as u64;
+            let (x, w, b) = (
+                rand_vec(s, xd.iter().product()),
+                rand_vec(s + 1, wd.iter().product()),
+                rand_vec(s + 2, yd[1]),
+            );
+            let [kh, kw] = op.kernel;
+            let cg = xd[1] / op.groups;
+            let mut want = vec![0.0f32; yd.iter().product()];
+            for (at, v) in want.iter_mut().enumerate() {
+                let (ox, oy) = (at % yd[3], at / yd[3] % yd[2]);
+                let (m, n) = (at / (yd[2] * yd[3]) % yd[1], at / (yd[1] * yd[2] * yd[3]));
+                let (grp, mm) = (m / mg, m % mg);
+                let mut acc = 0.0f32;
+                for ci in grp * cg..(grp + 1) * cg {
+                    let xv = x[((n * xd[1] + ci) * xd[2] + oy / kh) * xd[3] + ox / kw];
+                    let wv = w[((ci * mg + mm) * kh + oy % kh) * kw + ox % kw];
+                    acc += xv * wv;
+                }
+                acc += b[m];
+                *v = op.act.map_or(acc, |a| a.apply(acc));
+            }
+            let need = needed(op, xd[2]);
+            let got = check_bands(
+                &[Input { dims: &xd, data: &x, need: &need }],
+                &[(&wd, &w), (&[yd[1]], &b)],
+                &yd,
+                |xs, ws, y| Kernel::ConvTranspose { op, x: xs[0], w: ws[0], b: Some(ws[1]), y },
+            );
+            assert_bits(&got, &want, &format!("case {i}: {op:?}"));
         }
     }
 

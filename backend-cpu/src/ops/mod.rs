@@ -132,7 +132,7 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
                 Some(b) => Some(data(b.id, &b.dims)?),
                 None => None,
             };
-            conv_transpose::conv_transpose(op, x, data(w.id, &w.dims)?, &w.dims, bias, y, io)
+            conv_transpose::conv_transpose(op, x, data(w.id, &w.dims)?, &w.dims, bias, y, io, ctx)
         }
         Kernel::Pool { op, x, y } => pool::pool(op, x, y, io, ctx),
         Kernel::GlobalAvgPool { x, y } => pool::global_avg(x, y, io),
