@@ -11,7 +11,7 @@ use frugal_core::backend::{Dims, RowWindow};
 use frugal_core::ops::ConvTranspose;
 use frugal_core::Result;
 
-use super::{in_row, need_dims, need_rows, rows};
+use super::{in_row, need_dims, need_rows, rows, split_planes};
 use crate::arena::{Io, Src};
 use crate::gemm::Isa;
 use crate::{fail, Ctx};
@@ -90,43 +90,29 @@ pub(crate) fn conv_transpose(
     }
     need_rows("conv_transpose", x, lo, hi)?;
     let (_, _, wout) = y.geometry();
-    let planes = g.n * g.m;
-    let plane_len = y.capacity * y.row_stride;
-    // `out[0]` is the window's first plane's first slot (where every kernel's output starts).
-    let base = y.row_start(0, y.first_row) - y.slot(y.first_row) * y.row_stride;
-    let Some(start) = base.checked_sub(io.out_base) else {
-        return Err(fail("conv_transpose", "output window before the output buffer"));
-    };
-    let Some(out) = io.out.get_mut(start..start + planes * plane_len) else {
-        return Err(fail("conv_transpose", "output planes past the output buffer"));
-    };
     let taps = op.kernel[0] * op.kernel[1] / (op.strides[0] * op.strides[1]).max(1);
-    let par = ctx.par.for_work(2 * planes * y.rows * wout * g.cg * taps.max(1));
-    let tile = par.split(planes, 1);
+    let work = 2 * g.n * g.m * y.rows * wout * g.cg * taps.max(1);
     let exact = exact_tiles(op);
     let src = io.src;
-    par.chunks(out, tile * plane_len, |t, chunk| {
+    split_planes("conv_transpose", y, io.out, io.out_base, ctx.par, work, |p, ring| {
         let mut buf = [0.0f32; EXACT_BUF];
-        for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
-            let (b, m) = ((t * tile + i) / g.m, (t * tile + i) % g.m);
-            let call = Plane { op, x, src, weight, g: &g, b, m };
-            for oy in rows(y) {
-                let at = y.slot(oy) * y.row_stride;
-                let out = &mut plane[at..at + wout];
-                if exact {
-                    call.exact_row(out, oy, ctx.isa, &mut buf);
-                } else {
-                    call.gather(out, oy);
-                }
-                let bv = bias.map_or(0.0, |bb| bb[m]);
-                out.iter_mut().for_each(|v| *v += bv);
-                if let Some(act) = &op.act {
-                    act.apply_slice(out);
-                }
+        let (b, m) = (p / g.m, p % g.m);
+        let call = Plane { op, x, src, weight, g: &g, b, m };
+        for oy in rows(y) {
+            let at = y.slot(oy) * y.row_stride;
+            let out = &mut ring[at..at + wout];
+            if exact {
+                call.exact_row(out, oy, ctx.isa, &mut buf);
+            } else {
+                call.gather(out, oy);
+            }
+            let bv = bias.map_or(0.0, |bb| bb[m]);
+            out.iter_mut().for_each(|v| *v += bv);
+            if let Some(act) = &op.act {
+                act.apply_slice(out);
             }
         }
-    });
-    Ok(())
+    })
 }
 
 /// Whether the taps tile the output exactly: kernel = stride, no dilation, padding or output

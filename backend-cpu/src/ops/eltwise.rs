@@ -6,24 +6,37 @@ use frugal_core::backend::{Dims, RowWindow, MAX_RANK};
 use frugal_core::ops::{Activation, Binary, BinaryKind};
 use frugal_core::Result;
 
-use super::{contiguous_rows, in_row, need_dims, need_rows, rows, unravel, Opd};
+use super::{contiguous_rows, in_row, need_dims, need_rows, rows, split_planes, unravel, Opd};
 use crate::arena::{Io, Src};
 use crate::fail;
+use crate::par::Par;
 
 /// `y = act(x)`.
-pub(crate) fn unary(act: &Activation, x: &RowWindow, y: &RowWindow, mut io: Io<'_>) -> Result<()> {
+pub(crate) fn unary(
+    act: &Activation,
+    x: &RowWindow,
+    y: &RowWindow,
+    io: Io<'_>,
+    par: Par<'_>,
+) -> Result<()> {
     need_dims("unary", "input", &x.dims, y.dims.as_slice())?;
     need_rows("unary", x, y.first_row, y.first_row + y.rows)?;
-    let (planes, _, _) = y.geometry();
+    let (_, _, width) = y.geometry();
     let src = io.src;
-    for p in 0..planes {
+    split_planes("unary", y, io.out, io.out_base, par, work(y), |p, ring| {
         for r in rows(y) {
-            let dst = io.out_row(y, p, r);
+            let dst = &mut ring[y.slot(r) * y.row_stride..][..width];
             dst.copy_from_slice(in_row(src, x, p, r));
             act.apply_slice(dst);
         }
-    }
-    Ok(())
+    })
+}
+
+/// Flops-equivalent work of a pointwise kernel over window `y` (for [`Par::for_work`]: an
+/// element read, computed and written costs about four multiply-adds' time).
+fn work(y: &RowWindow) -> usize {
+    let (planes, _, width) = y.geometry();
+    4 * planes * y.rows * width
 }
 
 /// `y = x * scale[c] + shift[c]` with `c` the index along axis 1, then `act`.
@@ -33,7 +46,8 @@ pub(crate) fn affine(
     scale: &[f32],
     shift: &[f32],
     y: &RowWindow,
-    mut io: Io<'_>,
+    io: Io<'_>,
+    par: Par<'_>,
 ) -> Result<()> {
     need_dims("affine", "input", &x.dims, y.dims.as_slice())?;
     let d = y.dims.as_slice();
@@ -44,14 +58,14 @@ pub(crate) fn affine(
         ));
     }
     need_rows("affine", x, y.first_row, y.first_row + y.rows)?;
-    let (planes, _, _) = y.geometry();
+    let (_, _, width) = y.geometry();
     // Planes per channel for rank >= 4 (rank 2 keeps channels along the row, rank 3 down rows).
     let inner: usize = d.get(2..d.len().saturating_sub(2)).map_or(1, |s| s.iter().product());
     let src = io.src;
-    for p in 0..planes {
+    split_planes("affine", y, io.out, io.out_base, par, work(y), |p, ring| {
         for r in rows(y) {
             let xs = in_row(src, x, p, r);
-            let dst = io.out_row(y, p, r);
+            let dst = &mut ring[y.slot(r) * y.row_stride..][..width];
             if d.len() == 2 {
                 for (((o, &v), &s), &t) in dst.iter_mut().zip(xs).zip(scale).zip(shift) {
                     *o = v * s + t;
@@ -67,8 +81,7 @@ pub(crate) fn affine(
                 act.apply_slice(dst);
             }
         }
-    }
-    Ok(())
+    })
 }
 
 /// How one operand of a binary op is read for an output row.
@@ -171,7 +184,14 @@ impl<'a> Side<'a> {
 }
 
 /// Broadcasting `y = act(a op b)`; either operand may be a constant.
-pub(crate) fn binary(op: &Binary, a: Opd<'_>, b: Opd<'_>, y: &RowWindow, io: Io<'_>) -> Result<()> {
+pub(crate) fn binary(
+    op: &Binary,
+    a: Opd<'_>,
+    b: Opd<'_>,
+    y: &RowWindow,
+    io: Io<'_>,
+    par: Par<'_>,
+) -> Result<()> {
     let yd = y.dims.as_slice();
     let (ra, rb) = (a.dims().rank(), b.dims().rank());
     if ra.max(rb) != yd.len() {
@@ -193,9 +213,7 @@ pub(crate) fn binary(op: &Binary, a: Opd<'_>, b: Opd<'_>, y: &RowWindow, io: Io<
     }
     sa.check(y.first_row, y.first_row + y.rows)?;
     sb.check(y.first_row, y.first_row + y.rows)?;
-    let (planes, _, _) = y.geometry();
     let lead = &yd[..yd.len().saturating_sub(2)];
-    let mut idx = [0; MAX_RANK];
     let src = io.src;
     if y.is_contiguous_whole() {
         if let (Some(ar), Some(br)) = (sa.flat(src, &y.dims), sb.flat(src, &y.dims)) {
@@ -211,7 +229,8 @@ pub(crate) fn binary(op: &Binary, a: Opd<'_>, b: Opd<'_>, y: &RowWindow, io: Io<
     }
     let (_, _, width) = y.geometry();
     let end = y.first_row + y.rows;
-    for p in 0..planes {
+    split_planes("binary", y, io.out, io.out_base, par, work(y), |p, ring| {
+        let mut idx = [0; MAX_RANK];
         unravel(p, lead, &mut idx);
         // Runs of rows that are consecutive in the output and in both operands, one call
         // each: an excitation scale over 7 x 7 maps was 7-float rows, one at a time.
@@ -220,16 +239,14 @@ pub(crate) fn binary(op: &Binary, a: Opd<'_>, b: Opd<'_>, y: &RowWindow, io: Io<
             let n =
                 contiguous_rows(y, r, end).min(sa.run(r, end, width)).min(sb.run(r, end, width));
             let (ar, br) = (sa.rows(src, &idx, r, n), sb.rows(src, &idx, r, n));
-            let at = y.row_start(p, r) - io.out_base;
-            let dst = &mut io.out[at..at + n * width];
+            let dst = &mut ring[y.slot(r) * y.row_stride..][..n * width];
             apply(op.kind, ar, br, dst);
             if let Some(act) = &op.act {
                 act.apply_slice(dst);
             }
             r += n;
         }
-    }
-    Ok(())
+    })
 }
 
 /// One output row of `a op b`; an operand row of length 1 is broadcast along the row.

@@ -138,14 +138,14 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
         Kernel::GlobalAvgPool { x, y } => pool::global_avg(x, y, io),
         Kernel::Affine { act, x, scale, shift, y } => {
             let (s, t) = (data(scale.id, &scale.dims)?, data(shift.id, &shift.dims)?);
-            eltwise::affine(act.as_ref(), x, s, t, y, io)
+            eltwise::affine(act.as_ref(), x, s, t, y, io, ctx.par)
         }
-        Kernel::Unary { act, x, y } => eltwise::unary(act, x, y, io),
-        Kernel::Binary { op, a, b, y } => eltwise::binary(op, opd(a)?, opd(b)?, y, io),
+        Kernel::Unary { act, x, y } => eltwise::unary(act, x, y, io, ctx.par),
+        Kernel::Binary { op, a, b, y } => eltwise::binary(op, opd(a)?, opd(b)?, y, io, ctx.par),
         Kernel::Concat { axis, xs, y } => layout::concat(*axis, xs, y, io),
         Kernel::Transpose { perm, x, y } => layout::transpose(perm, x, y, io),
         Kernel::Copy { x, y } => layout::copy(opd(x)?, y, io),
-        Kernel::Resize { op, x, y } => resize::resize(op, x, y, io),
+        Kernel::Resize { op, x, y } => resize::resize(op, x, y, io, ctx.par),
         Kernel::Gemm { op, a, b, c, y } => {
             let c = match c {
                 Some(c) => Some((data(c.id, &c.dims)?, c.dims)),
@@ -157,6 +157,37 @@ pub(crate) fn execute(k: &Kernel<'_>, io: Io<'_>, weights: &[Weight], ctx: Ctx<'
         Kernel::Reduce { op, x, y } => reduce::reduce(op, x, y, io),
         Kernel::Softmax { op, x, y } => reduce::softmax(op, x, y, io),
     }
+}
+
+/// Calls `f(plane, ring)` for every output plane of window `y`, the planes split between
+/// threads when there are `work` flops or more (pointwise kernels: about 4 per element):
+/// `ring` is the plane's slots, row `r` at `y.slot(r) * y.row_stride`. `out` and `out_base`
+/// are the call's [`Io`] output.
+pub(crate) fn split_planes(
+    family: &str,
+    y: &RowWindow,
+    out: &mut [f32],
+    out_base: usize,
+    par: crate::par::Par<'_>,
+    work: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Result<()> {
+    let (planes, _, _) = y.geometry();
+    let plane_len = y.capacity * y.row_stride;
+    // `out[0]` is the window's first plane's first slot.
+    let base = y.row_start(0, y.first_row) - y.slot(y.first_row) * y.row_stride;
+    let out = base
+        .checked_sub(out_base)
+        .and_then(|at| out.get_mut(at..at + planes * plane_len))
+        .ok_or_else(|| fail(family, "output planes outside the output buffer"))?;
+    let par = par.for_work(work);
+    let tile = par.split(planes, 1);
+    par.chunks(out, tile * plane_len, |t, chunk| {
+        for (i, ring) in chunk.chunks_mut(plane_len).enumerate() {
+            f(t * tile + i, ring);
+        }
+    });
+    Ok(())
 }
 
 /// Rows of window `w` from `r` (before `end`) that follow each other in memory: unpadded
@@ -205,21 +236,6 @@ pub(crate) fn need_dims(family: &str, what: &str, dims: &Dims, want: &[usize]) -
 pub(crate) fn in_row<'a>(src: Src<'a>, w: &RowWindow, plane: usize, row: usize) -> &'a [f32] {
     let (_, _, width) = w.geometry();
     src.slice(w.row_start(plane, row), width)
-}
-
-/// Row `row` of plane `plane` of output window `y`, for kernels that split `Io` to write while
-/// they also use scratch.
-#[inline]
-pub(crate) fn out_row<'o>(
-    out: &'o mut [f32],
-    out_base: usize,
-    y: &RowWindow,
-    plane: usize,
-    row: usize,
-) -> &'o mut [f32] {
-    let (_, _, width) = y.geometry();
-    let s = y.row_start(plane, row) - out_base;
-    &mut out[s..s + width]
 }
 
 /// The f32 data of an uploaded weight.

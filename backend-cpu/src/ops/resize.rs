@@ -7,9 +7,10 @@ use frugal_core::backend::RowWindow;
 use frugal_core::ops::{Resize, ResizeMode};
 use frugal_core::Result;
 
-use super::{in_row, need_dims, need_rows, out_row, rows};
+use super::{in_row, need_dims, need_rows, rows, split_planes};
 use crate::arena::Io;
 use crate::fail;
+use crate::par::Par;
 
 /// Floats of column taps per output column.
 fn per_col(op: &Resize) -> usize {
@@ -41,7 +42,13 @@ fn from_slot(v: f32) -> usize {
 }
 
 /// Resizes producing rows `y.first_row .. y.first_row + y.rows`.
-pub(crate) fn resize(op: &Resize, x: &RowWindow, y: &RowWindow, io: Io<'_>) -> Result<()> {
+pub(crate) fn resize(
+    op: &Resize,
+    x: &RowWindow,
+    y: &RowWindow,
+    io: Io<'_>,
+    par: Par<'_>,
+) -> Result<()> {
     let xd = x.dims.as_slice();
     if xd.len() != 4 || xd[3] > u32::MAX as usize {
         return Err(fail("resize", format!("expects a 4-D input, got {xd:?}")));
@@ -66,11 +73,12 @@ pub(crate) fn resize(op: &Resize, x: &RowWindow, y: &RowWindow, io: Io<'_>) -> R
         }
     }
     let cols = &*cols;
-    for oy in rows(y) {
-        let (y0, y1, wy) = taps(op, 0, oy, h);
-        for p in 0..planes {
+    let work = 4 * planes * y.rows * ow * per_col(op);
+    split_planes("resize", y, out, out_base, par, work, |p, ring| {
+        for oy in rows(y) {
+            let (y0, y1, wy) = taps(op, 0, oy, h);
             let (r0, r1) = (in_row(src, x, p, y0), in_row(src, x, p, y1));
-            let out = out_row(out, out_base, y, p, oy);
+            let out = &mut ring[y.slot(oy) * y.row_stride..][..ow];
             match op.mode {
                 ResizeMode::Nearest => {
                     out.iter_mut().zip(cols).for_each(|(o, &c)| *o = r0[from_slot(c)]);
@@ -85,8 +93,7 @@ pub(crate) fn resize(op: &Resize, x: &RowWindow, y: &RowWindow, io: Io<'_>) -> R
                 }
             }
         }
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]
