@@ -403,6 +403,31 @@ fn bench_per_node_times_every_node_inside_runs() {
     assert!(o.status.success() && stdout(&o).contains("per operator:"), "{}", stdout(&o));
 }
 
+/// A plan that recomputes values fires copies of nodes the model does not have (`~r`
+/// names): the per-node report names them (it indexed the model's nodes and panicked).
+#[test]
+fn bench_per_node_names_recomputed_copies() {
+    let net = ["models/ch_PP-OCRv4_det_infer.onnx", "--input-shape", "1,3,64,64", "--threads", "1"];
+    // The smallest plan, as the refusal of a budget of one byte names it.
+    let o = frugal_cached(&[&["plan"][..], &net, &["--budget", "1B"]].concat());
+    let err = stderr(&o);
+    let min = err
+        .split(" bytes)")
+        .nth(1)
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no minimum in: {err}"));
+    let budget = format!("{min}B");
+    let o = frugal_cached(
+        &[&["bench"][..], &net, &["--budget", &budget, "--per-node", "--json", "--runs", "1"]]
+            .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = v["per_node"].as_array().expect("per_node rows");
+    assert!(rows.iter().any(|r| r["node"].as_str().unwrap().contains("~r")), "{v}");
+}
+
 #[test]
 fn two_lanes_classify_the_page_alike_and_bad_lane_counts_fail_cleanly() {
     let one = frugal(&["run", "--strategy", "by-parts"]);

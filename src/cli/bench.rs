@@ -63,10 +63,25 @@ struct NodeTime {
     median_ms: f64,
 }
 
+/// A node's name, operator and output shape, as the per-node report prints them.
+type NodeLabel = (String, String, Vec<usize>);
+
+/// The labels of the nodes a plan's steps fire: the graph it runs, which has recomputed
+/// copies of nodes when the plan recomputes values (their steps index past the model's own
+/// nodes).
+fn node_labels(graph: &frugal::Graph, plan: &frugal::Plan) -> anyhow::Result<Vec<NodeLabel>> {
+    let run = frugal::plan::recompute::effective(graph, &plan.options)?;
+    Ok(run
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.op.describe(), run.value(n.output()).shape.clone()))
+        .collect())
+}
+
 /// Times every step of `runs` runs (after one warm-up) and sums them per node; feeds and
 /// drains are reported as the pseudo-nodes `(feed)` and `(drain)`.
 fn per_node(
-    graph: &frugal::Graph,
+    labels: &[NodeLabel],
     session: &mut Session,
     input: &[f32],
     runs: usize,
@@ -77,13 +92,13 @@ fn per_node(
     let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
     let steps = session.steps().to_vec();
     // Row of the report per step: node index, then feed and drain.
-    let (feed, drain) = (graph.nodes.len(), graph.nodes.len() + 1);
+    let (feed, drain) = (labels.len(), labels.len() + 1);
     let slot = |k: StepKind| match k {
         StepKind::Fire(n) => n.0,
         StepKind::Feed(_) => feed,
         StepKind::Drain(_) => drain,
     };
-    let mut firings = vec![0usize; graph.nodes.len() + 2];
+    let mut firings = vec![0usize; labels.len() + 2];
     steps.iter().for_each(|s| firings[slot(s.kind)] += 1);
     let mut seconds = vec![0.0; steps.len()];
     let mut per_run: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); firings.len()];
@@ -100,8 +115,8 @@ fn per_node(
         .filter(|&(i, _)| firings[i] > 0)
         .map(|(i, mut v)| {
             v.sort_by(f64::total_cmp);
-            let (node, op, output_shape) = match graph.nodes.get(i) {
-                Some(n) => (n.name.clone(), n.op.describe(), graph.value(n.output()).shape.clone()),
+            let (node, op, output_shape) = match labels.get(i) {
+                Some(l) => l.clone(),
                 None => {
                     let name = if i == feed { "(feed)" } else { "(drain)" };
                     (name.to_string(), String::new(), Vec::new())
@@ -184,13 +199,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     };
     let strategy = plan.strategy;
     let threads = a.target.backend_options().threads;
+    // Labelled before the session takes the graph's weights.
+    let labels = if a.per_node { Some(node_labels(&graph, &plan)?) } else { None };
     let mut session = a.target.session_on(&mut graph, &plan, backend)?;
     let shape = session.inputs()[0].shape.clone();
     let input: Vec<f32> =
         (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
     let (median, min) = time_runs(&mut session, &input, a.runs)?;
-    let nodes =
-        if a.per_node { Some(per_node(&graph, &mut session, &input, a.runs)?) } else { None };
+    let nodes = match &labels {
+        Some(labels) => Some(per_node(labels, &mut session, &input, a.runs)?),
+        None => None,
+    };
     let report = Report {
         model: a.model.clone(),
         strategy: strategy.name(),
