@@ -170,6 +170,10 @@ fn half_runs(j0: usize, end: usize, r0: usize, wout: usize, runs: &mut [Run; 8])
 #[cfg(target_arch = "x86_64")]
 const MAX_KH: usize = 16;
 
+/// Kernel columns whose unmasked halves [`panels_avx2`] notes (wider kernels mask every load).
+#[cfg(target_arch = "x86_64")]
+const MAX_KW: usize = 16;
+
 /// [`im2col`] for horizontal stride `S` (1 or 2) with AVX2, panel by panel: each 16-column
 /// panel row is built in two registers, one load per output row a half panel spans (stride
 /// 2: sixteen floats, the even ones kept), lanes of padding and of other rows cleared by a
@@ -223,6 +227,21 @@ unsafe fn panels_avx2<const S: usize>(
                 }
             }
         }
+        // Halves that are one run whose lanes all read inside the row for tap column kx:
+        // their loads need no mask (most of a wide map's panels, at every kx).
+        let mut whole = [[false; MAX_KW]; 2];
+        for h in 0..2 {
+            if n[h] == 1 {
+                for (kx, w) in whole[h].iter_mut().enumerate().take(kw) {
+                    let (lo, hi, _) = taps.get(op, g, kx);
+                    let (lo, hi) = (_mm256_set1_epi32(lo as i32 - 1), _mm256_set1_epi32(hi as i32));
+                    let ox = runs[h][0].ox;
+                    let valid =
+                        _mm256_and_si256(_mm256_cmpgt_epi32(ox, lo), _mm256_cmpgt_epi32(hi, ox));
+                    *w = _mm256_movemask_ps(_mm256_castsi256_ps(valid)) == 0xff;
+                }
+            }
+        }
         let panel = &mut part[p * nr * depth..(p + 1) * nr * depth];
         let mut kidx = 0;
         for ci in 0..g.cg {
@@ -235,6 +254,30 @@ unsafe fn panels_avx2<const S: usize>(
                     let (lo, hi) = (_mm256_set1_epi32(lo as i32 - 1), _mm256_set1_epi32(hi as i32));
                     let mut v = [_mm256_setzero_ps(); 2];
                     for h in 0..2 {
+                        if whole[h].get(kx) == Some(&true) {
+                            // Every lane valid (the mask would keep them all): a plain load.
+                            if let Some(at) = at[h][0][ky] {
+                                let i = at + off;
+                                if i >= 0 && i as usize + 8 * S <= planes.len() {
+                                    let p = planes[i as usize..].as_ptr();
+                                    // SAFETY: AVX2 is enabled; 8 S floats from `p` are in
+                                    // `planes`.
+                                    v[h] = unsafe {
+                                        if S == 1 {
+                                            _mm256_loadu_ps(p)
+                                        } else {
+                                            simd::even8(
+                                                _mm256_loadu_ps(p),
+                                                _mm256_loadu_ps(p.add(8)),
+                                            )
+                                        }
+                                    };
+                                    continue;
+                                }
+                            } else {
+                                continue;
+                            }
+                        }
                         for (run, at) in runs[h].iter().zip(&at[h]).take(n[h]) {
                             let Some(at) = at[ky] else { continue };
                             let valid = _mm256_and_si256(
