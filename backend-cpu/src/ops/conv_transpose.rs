@@ -328,6 +328,26 @@ mod tests {
         }
     }
 
+    /// The output of `op` on input `x` (dims `xd`), weights `w` (`wd`) and bias `b`, whole and
+    /// by bands, through `check_bands` (which checks that every split gives the same bits).
+    fn by_bands(
+        op: &'static ConvTranspose,
+        xd: &[usize],
+        x: &[f32],
+        wd: &[usize],
+        w: &[f32],
+        b: &[f32],
+    ) -> Vec<f32> {
+        let yd = op.infer(xd, wd).unwrap();
+        let need = needed(op, xd[2]);
+        check_bands(
+            &[Input { dims: xd, data: x, need: &need }],
+            &[(wd, w), (&[yd[1]], b)],
+            &yd,
+            |xs, ws, y| Kernel::ConvTranspose { op, x: xs[0], w: ws[0], b: Some(ws[1]), y },
+        )
+    }
+
     /// (op, input dims, output channels per group).
     fn cases() -> Vec<(ConvTranspose, [usize; 4], usize)> {
         let relu = |mut c: ConvTranspose| {
@@ -359,13 +379,7 @@ mod tests {
                 rand_vec(s + 1, wd.iter().product()),
                 rand_vec(s + 2, yd[1]),
             );
-            let need = needed(op, xd[2]);
-            let got = check_bands(
-                &[Input { dims: &xd, data: &x, need: &need }],
-                &[(&wd, &w), (&[yd[1]], &b)],
-                &yd,
-                |xs, ws, y| Kernel::ConvTranspose { op, x: xs[0], w: ws[0], b: Some(ws[1]), y },
-            );
+            let got = by_bands(op, &xd, &x, &wd, &w, &b);
             assert_close(
                 &got,
                 &reference(op, &xd, &x, &w, mg, &b, &yd),
@@ -417,13 +431,7 @@ mod tests {
                 acc += b[m];
                 *v = op.act.map_or(acc, |a| a.apply(acc));
             }
-            let need = needed(op, xd[2]);
-            let got = check_bands(
-                &[Input { dims: &xd, data: &x, need: &need }],
-                &[(&wd, &w), (&[yd[1]], &b)],
-                &yd,
-                |xs, ws, y| Kernel::ConvTranspose { op, x: xs[0], w: ws[0], b: Some(ws[1]), y },
-            );
+            let got = by_bands(op, &xd, &x, &wd, &w, &b);
             assert_bits(&got, &want, &format!("case {i}: {op:?}"));
         }
     }
