@@ -11,7 +11,7 @@ use frugal_core::backend::{Dims, RowWindow};
 use frugal_core::ops::ConvTranspose;
 use frugal_core::Result;
 
-use super::{in_row, need_dims, need_rows, rows, split_planes};
+use super::{in_row, need_dims, need_rows, rows, split_plane_tasks};
 use crate::arena::{Io, Src};
 use crate::gemm::Isa;
 use crate::{fail, Ctx};
@@ -94,22 +94,27 @@ pub(crate) fn conv_transpose(
     let work = 2 * g.n * g.m * y.rows * wout * g.cg * taps.max(1);
     let exact = exact_tiles(op);
     let src = io.src;
-    split_planes("conv_transpose", y, io.out, io.out_base, ctx.par, work, |p, ring| {
+    let plane_len = y.capacity * y.row_stride;
+    split_plane_tasks("conv_transpose", y, io.out, io.out_base, ctx.par, work, |first, planes| {
+        // Made once per task: the exact path zeroes what it uses of it.
         let mut buf = [0.0f32; EXACT_BUF];
-        let (b, m) = (p / g.m, p % g.m);
-        let call = Plane { op, x, src, weight, g: &g, b, m };
-        for oy in rows(y) {
-            let at = y.slot(oy) * y.row_stride;
-            let out = &mut ring[at..at + wout];
-            if exact {
-                call.exact_row(out, oy, ctx.isa, &mut buf);
-            } else {
-                call.gather(out, oy);
-            }
-            let bv = bias.map_or(0.0, |bb| bb[m]);
-            out.iter_mut().for_each(|v| *v += bv);
-            if let Some(act) = &op.act {
-                act.apply_slice(out);
+        for (i, ring) in planes.chunks_mut(plane_len).enumerate() {
+            let p = first + i;
+            let (b, m) = (p / g.m, p % g.m);
+            let call = Plane { op, x, src, weight, g: &g, b, m };
+            for oy in rows(y) {
+                let at = y.slot(oy) * y.row_stride;
+                let out = &mut ring[at..at + wout];
+                if exact {
+                    call.exact_row(out, oy, ctx.isa, &mut buf);
+                } else {
+                    call.gather(out, oy);
+                }
+                let bv = bias.map_or(0.0, |bb| bb[m]);
+                out.iter_mut().for_each(|v| *v += bv);
+                if let Some(act) = &op.act {
+                    act.apply_slice(out);
+                }
             }
         }
     })

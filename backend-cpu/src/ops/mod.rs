@@ -172,21 +172,36 @@ pub(crate) fn split_planes(
     work: usize,
     f: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Result<()> {
+    let plane_len = y.capacity * y.row_stride;
+    split_plane_tasks(family, y, out, out_base, par, work, |first, planes| {
+        for (i, ring) in planes.chunks_mut(plane_len).enumerate() {
+            f(first + i, ring);
+        }
+    })
+}
+
+/// [`split_planes`] a task at a time: `f(first, planes)` with the task's consecutive planes
+/// from `first` (for kernels that set up per-task state once, not per plane).
+pub(crate) fn split_plane_tasks(
+    family: &str,
+    y: &RowWindow,
+    out: &mut [f32],
+    out_base: usize,
+    par: crate::par::Par<'_>,
+    work: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Result<()> {
     let (planes, _, _) = y.geometry();
     let plane_len = y.capacity * y.row_stride;
-    // `out[0]` is the window's first plane's first slot.
-    let base = y.row_start(0, y.first_row) - y.slot(y.first_row) * y.row_stride;
-    let out = base
+    let all = crate::arena::extent(y);
+    let out = all
+        .start
         .checked_sub(out_base)
-        .and_then(|at| out.get_mut(at..at + planes * plane_len))
+        .and_then(|at| out.get_mut(at..at + all.len()))
         .ok_or_else(|| fail(family, "output planes outside the output buffer"))?;
     let par = par.for_work(work);
     let tile = par.split(planes, 1);
-    par.chunks(out, tile * plane_len, |t, chunk| {
-        for (i, ring) in chunk.chunks_mut(plane_len).enumerate() {
-            f(t * tile + i, ring);
-        }
-    });
+    par.chunks(out, tile * plane_len, |t, chunk| f(t * tile, chunk));
     Ok(())
 }
 

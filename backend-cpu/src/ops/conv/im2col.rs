@@ -10,6 +10,10 @@ use crate::arena::Src;
 use crate::gemm;
 #[cfg(target_arch = "x86_64")]
 use crate::simd;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m256, __m256i, _mm256_and_si256, _mm256_cmpgt_epi32, _mm256_loadu_ps, _mm256_set1_epi32,
+};
 
 /// im2col of output rows `[r0, r1)` for the channels `c0 .. c0 + cg` of one image/group,
 /// written in packed-panel layout: the band columns `cols` (a whole number of panels from the
@@ -174,6 +178,41 @@ const MAX_KH: usize = 16;
 #[cfg(target_arch = "x86_64")]
 const MAX_KW: usize = 16;
 
+/// The tap column range `(lo, hi, _)` of [`ColumnTaps::get`] as [`inside`] compares it.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bounds((lo, hi, _): (usize, usize, usize)) -> (__m256i, __m256i) {
+    (_mm256_set1_epi32(lo as i32 - 1), _mm256_set1_epi32(hi as i32))
+}
+
+/// All-ones lanes where output column `ox` is in `[lo, hi)`: its tap lands inside the row.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn inside(ox: __m256i, (lo, hi): (__m256i, __m256i)) -> __m256i {
+    _mm256_and_si256(_mm256_cmpgt_epi32(ox, lo), _mm256_cmpgt_epi32(hi, ox))
+}
+
+/// The eight floats `planes[i + S * l]`, or `None` where they are not all inside `planes`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load8<const S: usize>(planes: &[f32], i: isize) -> Option<__m256> {
+    if i < 0 || i as usize + 8 * S > planes.len() {
+        return None;
+    }
+    let p = planes[i as usize..].as_ptr();
+    // SAFETY: 8 S floats from `p` are in `planes` (checked above).
+    Some(unsafe {
+        if S == 1 {
+            _mm256_loadu_ps(p)
+        } else {
+            simd::even8(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+        }
+    })
+}
+
 /// [`im2col`] for horizontal stride `S` (1 or 2) with AVX2, panel by panel: each 16-column
 /// panel row is built in two registers, one load per output row a half panel spans (stride
 /// 2: sixteen floats, the even ones kept), lanes of padding and of other rows cleared by a
@@ -233,11 +272,7 @@ unsafe fn panels_avx2<const S: usize>(
         for h in 0..2 {
             if n[h] == 1 {
                 for (kx, w) in whole[h].iter_mut().enumerate().take(kw) {
-                    let (lo, hi, _) = taps.get(op, g, kx);
-                    let (lo, hi) = (_mm256_set1_epi32(lo as i32 - 1), _mm256_set1_epi32(hi as i32));
-                    let ox = runs[h][0].ox;
-                    let valid =
-                        _mm256_and_si256(_mm256_cmpgt_epi32(ox, lo), _mm256_cmpgt_epi32(hi, ox));
+                    let valid = inside(runs[h][0].ox, bounds(taps.get(op, g, kx)));
                     *w = _mm256_movemask_ps(_mm256_castsi256_ps(valid)) == 0xff;
                 }
             }
@@ -248,57 +283,29 @@ unsafe fn panels_avx2<const S: usize>(
             let pc = (ci * plane) as isize;
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let (lo, hi, _) = taps.get(op, g, kx);
+                    let cols = bounds(taps.get(op, g, kx));
                     // Input column of output column ox: S * ox + off.
                     let off = pc + (kx * dw) as isize - pl as isize;
-                    let (lo, hi) = (_mm256_set1_epi32(lo as i32 - 1), _mm256_set1_epi32(hi as i32));
                     let mut v = [_mm256_setzero_ps(); 2];
                     for h in 0..2 {
                         if whole[h].get(kx) == Some(&true) {
-                            // Every lane valid (the mask would keep them all): a plain load.
-                            if let Some(at) = at[h][0][ky] {
-                                let i = at + off;
-                                if i >= 0 && i as usize + 8 * S <= planes.len() {
-                                    let p = planes[i as usize..].as_ptr();
-                                    // SAFETY: AVX2 is enabled; 8 S floats from `p` are in
-                                    // `planes`.
-                                    v[h] = unsafe {
-                                        if S == 1 {
-                                            _mm256_loadu_ps(p)
-                                        } else {
-                                            simd::even8(
-                                                _mm256_loadu_ps(p),
-                                                _mm256_loadu_ps(p.add(8)),
-                                            )
-                                        }
-                                    };
-                                    continue;
-                                }
-                            } else {
+                            // Every lane valid (the mask would keep them all): a plain load,
+                            // zeros in a padding row.
+                            let Some(at) = at[h][0][ky] else { continue };
+                            if let Some(x) = load8::<S>(planes, at + off) {
+                                v[h] = x;
                                 continue;
                             }
                         }
                         for (run, at) in runs[h].iter().zip(&at[h]).take(n[h]) {
                             let Some(at) = at[ky] else { continue };
-                            let valid = _mm256_and_si256(
-                                _mm256_cmpgt_epi32(run.ox, lo),
-                                _mm256_cmpgt_epi32(hi, run.ox),
-                            );
+                            let valid = inside(run.ox, cols);
                             // Lane l reads planes[at + off + S * l]; where `valid`, lo <= ox
                             // < hi puts the input column inside the row (`ColumnTaps`).
                             // Other lanes are cleared: loaded plainly inside `planes`, one by
                             // one at its ends.
                             let i = at + off;
-                            let x = if i >= 0 && i as usize + 8 * S <= planes.len() {
-                                let p = planes[i as usize..].as_ptr();
-                                // SAFETY: AVX2 is enabled; 8 S floats from `p` are in `planes`.
-                                let x = unsafe {
-                                    if S == 1 {
-                                        _mm256_loadu_ps(p)
-                                    } else {
-                                        simd::even8(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-                                    }
-                                };
+                            let x = if let Some(x) = load8::<S>(planes, i) {
                                 _mm256_and_ps(x, _mm256_castsi256_ps(valid))
                             } else {
                                 let mut lanes = [0i32; 8];
