@@ -6,7 +6,9 @@ use frugal_core::backend::{Dims, RowWindow, MAX_RANK};
 use frugal_core::ops::{Activation, Binary, BinaryKind};
 use frugal_core::Result;
 
-use super::{contiguous_rows, in_row, need_dims, need_rows, rows, split_planes, unravel, Opd};
+use super::{
+    contiguous_rows, in_row, need_dims, need_rows, split_planes, split_space, unravel, Opd,
+};
 use crate::arena::{Io, Src};
 use crate::fail;
 use crate::par::Par;
@@ -21,14 +23,10 @@ pub(crate) fn unary(
 ) -> Result<()> {
     need_dims("unary", "input", &x.dims, y.dims.as_slice())?;
     need_rows("unary", x, y.first_row, y.first_row + y.rows)?;
-    let (_, _, width) = y.geometry();
     let src = io.src;
-    split_planes("unary", y, io.out, io.out_base, par, work(y), |p, ring| {
-        for r in rows(y) {
-            let dst = &mut ring[y.slot(r) * y.row_stride..][..width];
-            dst.copy_from_slice(in_row(src, x, p, r));
-            act.apply_slice(dst);
-        }
+    split_space("unary", y, io.out, io.out_base, par, work(y), |p, r, cols, dst| {
+        dst.copy_from_slice(&in_row(src, x, p, r)[cols]);
+        act.apply_slice(dst);
     })
 }
 
@@ -58,28 +56,25 @@ pub(crate) fn affine(
         ));
     }
     need_rows("affine", x, y.first_row, y.first_row + y.rows)?;
-    let (_, _, width) = y.geometry();
     // Planes per channel for rank >= 4 (rank 2 keeps channels along the row, rank 3 down rows).
     let inner: usize = d.get(2..d.len().saturating_sub(2)).map_or(1, |s| s.iter().product());
     let src = io.src;
-    split_planes("affine", y, io.out, io.out_base, par, work(y), |p, ring| {
-        for r in rows(y) {
-            let xs = in_row(src, x, p, r);
-            let dst = &mut ring[y.slot(r) * y.row_stride..][..width];
-            if d.len() == 2 {
-                for (((o, &v), &s), &t) in dst.iter_mut().zip(xs).zip(scale).zip(shift) {
-                    *o = v * s + t;
-                }
-            } else {
-                let c = if d.len() == 3 { r } else { (p / inner) % d[1] };
-                let (s, t) = (scale[c], shift[c]);
-                for (o, &v) in dst.iter_mut().zip(xs) {
-                    *o = v * s + t;
-                }
+    split_space("affine", y, io.out, io.out_base, par, work(y), |p, r, cols, dst| {
+        let xs = &in_row(src, x, p, r)[cols.clone()];
+        if d.len() == 2 {
+            let (scale, shift) = (&scale[cols.clone()], &shift[cols]);
+            for (((o, &v), &s), &t) in dst.iter_mut().zip(xs).zip(scale).zip(shift) {
+                *o = v * s + t;
             }
-            if let Some(act) = act {
-                act.apply_slice(dst);
+        } else {
+            let c = if d.len() == 3 { r } else { (p / inner) % d[1] };
+            let (s, t) = (scale[c], shift[c]);
+            for (o, &v) in dst.iter_mut().zip(xs) {
+                *o = v * s + t;
             }
+        }
+        if let Some(act) = act {
+            act.apply_slice(dst);
         }
     })
 }
@@ -229,6 +224,20 @@ pub(crate) fn binary(
     }
     let (_, _, width) = y.geometry();
     let end = y.first_row + y.rows;
+    let threads = par.for_work(work(y)).threads();
+    if threads > 1 && y.rows >= 2 * threads {
+        // Split in space (see `split_space`); an operand row of length 1 is broadcast.
+        return split_space("binary", y, io.out, io.out_base, par, work(y), |p, r, cols, dst| {
+            let mut idx = [0; MAX_RANK];
+            unravel(p, lead, &mut idx);
+            let (ar, br) = (sa.rows(src, &idx, r, 1), sb.rows(src, &idx, r, 1));
+            let (ar, br) = (broadcast_cols(ar, &cols), broadcast_cols(br, &cols));
+            apply(op.kind, ar, br, dst);
+            if let Some(act) = &op.act {
+                act.apply_slice(dst);
+            }
+        });
+    }
     split_planes("binary", y, io.out, io.out_base, par, work(y), |p, ring| {
         let mut idx = [0; MAX_RANK];
         unravel(p, lead, &mut idx);
@@ -247,6 +256,15 @@ pub(crate) fn binary(
             r += n;
         }
     })
+}
+
+/// Columns `cols` of an operand row, or the row itself where it is one value broadcast.
+fn broadcast_cols<'s>(row: &'s [f32], cols: &std::ops::Range<usize>) -> &'s [f32] {
+    if row.len() == 1 {
+        row
+    } else {
+        &row[cols.clone()]
+    }
 }
 
 /// One output row of `a op b`; an operand row of length 1 is broadcast along the row.
@@ -317,9 +335,11 @@ mod tests {
 
     #[test]
     fn unary_follows_onnx_by_bands() {
-        let dims = [2, 3, 7, 5];
-        let x: Vec<f32> = rand_vec(1, 210).iter().map(|v| v * 6.0).collect();
-        for act in ACTS {
+        // The second shape is enough work for two threads to split.
+        for (dims, act) in
+            ACTS.map(|a| ([2, 3, 7, 5], a)).into_iter().chain([([1, 6, 20, 48], ACTS[5])])
+        {
+            let x: Vec<f32> = rand_vec(1, dims.iter().product()).iter().map(|v| v * 6.0).collect();
             let input = Input { dims: &dims, data: &x, need: &same_rows };
             let got =
                 check_bands(&[input], &[], &dims, |xs, _, y| Kernel::Unary { act, x: xs[0], y });
@@ -356,9 +376,10 @@ mod tests {
     #[test]
     fn affine_scales_axis_one_at_any_rank() {
         let act = Some(Activation::Clip { min: -0.5, max: 0.5 });
-        for (s, dims) in [vec![4, 6], vec![2, 3, 5], vec![2, 3, 5, 7], vec![1, 3, 2, 4, 5]]
-            .into_iter()
-            .enumerate()
+        for (s, dims) in
+            [vec![4, 6], vec![2, 3, 5], vec![2, 3, 5, 7], vec![1, 3, 2, 4, 5], vec![1, 6, 20, 48]]
+                .into_iter()
+                .enumerate()
         {
             let (c, n) = (dims[1], dims.iter().product());
             let (x, scale, shift) =
@@ -427,7 +448,7 @@ mod tests {
             .collect()
     }
 
-    const SHAPES: [(&[usize], &[usize]); 12] = [
+    const SHAPES: [(&[usize], &[usize]); 15] = [
         (&[2, 3, 5, 7], &[2, 3, 5, 7]),
         (&[2, 3, 5, 7], &[3, 1, 1]),
         (&[2, 3, 5, 7], &[1]),
@@ -440,6 +461,10 @@ mod tests {
         (&[7], &[1]),
         (&[3, 1], &[1, 4]),
         (&[1, 1, 6, 1], &[1, 4, 1, 5]),
+        // Enough work for two threads (they split rows where a window has four or more).
+        (&[1, 6, 20, 48], &[1, 6, 20, 48]),
+        (&[1, 6, 20, 48], &[6, 1, 1]),
+        (&[1, 6, 20, 48], &[20, 1]),
     ];
 
     /// Rows of an operand of shape `d` that output rows `lo..hi` read.

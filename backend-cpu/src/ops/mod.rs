@@ -180,6 +180,62 @@ pub(crate) fn split_planes(
     })
 }
 
+/// Calls `f(plane, row, cols, dst)` for every output row of window `y`, `dst` being columns
+/// `cols` of that row. With `work` flops or more and threads to share them, the window's
+/// positions (its rows x columns, row-major) are split in one contiguous run per thread,
+/// each thread doing its run of every plane, the caller the first (see `par`): a pointwise
+/// kernel after a convolution that split its rows or columns the same way then reads what
+/// the same core wrote. Windows of fewer rows than two per thread split planes: by parts,
+/// where a convolution's recorded split may as well be by channels.
+pub(crate) fn split_space(
+    family: &str,
+    y: &RowWindow,
+    out: &mut [f32],
+    out_base: usize,
+    par: crate::par::Par<'_>,
+    work: usize,
+    f: impl Fn(usize, usize, Range<usize>, &mut [f32]) + Sync,
+) -> Result<()> {
+    let (planes, _, width) = y.geometry();
+    let par = par.for_work(work);
+    let t = par.threads();
+    if t < 2 || y.rows < 2 * t {
+        return split_planes(family, y, out, out_base, par, work, |p, ring| {
+            for r in rows(y) {
+                f(p, r, 0..width, &mut ring[y.slot(r) * y.row_stride..][..width]);
+            }
+        });
+    }
+    let all = crate::arena::extent(y);
+    let out = all
+        .start
+        .checked_sub(out_base)
+        .and_then(|at| out.get_mut(at..at + all.len()))
+        .ok_or_else(|| fail(family, "output planes outside the output buffer"))?;
+    let plane_len = y.capacity * y.row_stride;
+    let out = crate::par::SharedMut::new(out);
+    let cells = y.rows * width;
+    par.each(t, |i| {
+        // Run boundaries on multiples of 16 positions (64-byte lines of unpadded rows).
+        let at = |i: usize| (cells * i / t).next_multiple_of(16).min(cells);
+        let (a, b) = (at(i), at(i + 1));
+        for p in 0..planes {
+            let mut pos = a;
+            while pos < b {
+                let (r, c) = (y.first_row + pos / width, pos % width);
+                let n = (width - c).min(b - pos);
+                let start = p * plane_len + y.slot(r) * y.row_stride + c;
+                // SAFETY: columns c .. c + n of row r of plane p: inside the window's buffer
+                // (`extent`), and this task's positions alone; `out` stays borrowed mutably.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(start), n) };
+                f(p, r, c..c + n, dst);
+                pos += n;
+            }
+        }
+    });
+    Ok(())
+}
+
 /// [`split_planes`] a task at a time: `f(first, planes)` with the task's consecutive planes
 /// from `first` (for kernels that set up per-task state once, not per plane).
 pub(crate) fn split_plane_tasks(

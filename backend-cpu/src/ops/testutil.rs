@@ -191,7 +191,9 @@ fn partitions(h: usize) -> Vec<Vec<(usize, usize)>> {
 
 /// Runs the kernel `make` builds once over whole tensors, then by bands of output rows with
 /// whole inputs, then by bands with every input and the output in rings holding only the rows
-/// of the band; asserts each gives the whole call's bits, and returns the whole output.
+/// of the band; asserts each gives the whole call's bits, and returns the whole output. All
+/// of it on one thread and again on two (threads split rows, columns or planes by the size of
+/// the window), with the same bits.
 /// Weights (shape, data) are uploaded first and handed to `make` in order.
 pub(crate) fn check_bands(
     inputs: &[Input<'_>],
@@ -199,7 +201,19 @@ pub(crate) fn check_bands(
     y_dims: &[usize],
     make: impl for<'w> Fn(&'w [RowWindow], &[WeightRef], RowWindow) -> Kernel<'w>,
 ) -> Vec<f32> {
-    let mut rig = Rig::new();
+    let one = check_bands_on(Rig::new(), inputs, weights, y_dims, &make);
+    let two = Rig::with(CpuBackend::with_threads(2).expect("a second thread"));
+    assert_bits(&check_bands_on(two, inputs, weights, y_dims, &make), &one, "two threads");
+    one
+}
+
+fn check_bands_on(
+    mut rig: Rig,
+    inputs: &[Input<'_>],
+    weights: &[(&[usize], &[f32])],
+    y_dims: &[usize],
+    make: &impl for<'w> Fn(&'w [RowWindow], &[WeightRef], RowWindow) -> Kernel<'w>,
+) -> Vec<f32> {
     let ws: Vec<WeightRef> = weights.iter().map(|(d, v)| rig.weight(d, v)).collect();
     let xs: Vec<RowWindow> = inputs.iter().map(|i| rig.input(i.dims, i.data)).collect();
     let y = rig.whole(y_dims);

@@ -326,6 +326,9 @@ fn product(
         return Ok(());
     }
     let band = band_rows(&g);
+    if let Some(per_thread) = thread_bands(&g, band, y, variant, par, io.scratch.len()) {
+        return by_thread_rows(op, x, weight, bias, residual, y, io, &g, isa, par, per_thread);
+    }
     let (r_end, mut r0) = (y.first_row + y.rows, y.first_row);
     while r0 < r_end {
         // A band never wraps the output ring, so each channel's band is one contiguous run.
@@ -354,6 +357,78 @@ fn product(
         }
         r0 = r1;
     }
+    Ok(())
+}
+
+/// Rows per band when the threads split the window's rows first (each thread then runs its
+/// own bands of its own rows, all channels: columns of the product, in whole bands), or
+/// `None` for the band-by-band split. Where the columns split applies to a window of many
+/// rows: each thread then writes one run of rows of every plane, the top run the caller's
+/// (see `par`), which the depthwise and pointwise kernels split the same way, so a thread
+/// reads what it wrote for the layer before from its own cache. Split band by band, each
+/// thread's columns of every band interleave with the other's.
+fn thread_bands(
+    g: &Geo,
+    band: usize,
+    y: &RowWindow,
+    variant: Option<&str>,
+    par: Par<'_>,
+    scratch: usize,
+) -> Option<usize> {
+    let t = par.threads();
+    let columns = match variant {
+        Some(v) => v == "columns",
+        None => band.min(y.rows) * g.wout >= g.mg,
+    };
+    if t < 2 || y.rows < 2 * t || g.n != 1 || g.mg != g.m || !columns {
+        return None;
+    }
+    // Each thread packs its own band: the scratch of one band of all threads' rows, shared.
+    let mut rows = band.min(y.rows.div_ceil(t));
+    while rows > 1 && t * gemm::packed_len(g.k, rows * g.wout) > scratch {
+        rows -= 1;
+    }
+    (t * gemm::packed_len(g.k, rows * g.wout) <= scratch).then_some(rows)
+}
+
+/// [`product`] with the window's rows split between threads first ([`thread_bands`]): thread
+/// `i` runs bands of `band` rows of its own run of rows, on its own part of the scratch.
+#[allow(clippy::too_many_arguments)]
+fn by_thread_rows(
+    op: &Conv,
+    x: &RowWindow,
+    weight: Weights<'_>,
+    bias: Option<&[f32]>,
+    residual: Option<(&RowWindow, Option<&Activation>)>,
+    y: &RowWindow,
+    io: Io<'_>,
+    g: &Geo,
+    isa: gemm::Isa,
+    par: Par<'_>,
+    band: usize,
+) -> Result<()> {
+    let t = par.threads();
+    let per = gemm::packed_len(g.k, band * g.wout);
+    let plane_len = y.capacity * y.row_stride;
+    let len = g.m * plane_len;
+    let (src, out, scratch) =
+        (io.src, SharedMut::new(&mut io.out[..len]), SharedMut::new(io.scratch));
+    par.each(t, |i| {
+        let (end, mut r0) = (y.first_row + y.rows * (i + 1) / t, y.first_row + y.rows * i / t);
+        // SAFETY: thread i alone uses scratch floats i * per .. (i + 1) * per (`thread_bands`
+        // checked they exist), borrowed mutably for the whole call.
+        let packed = unsafe { std::slice::from_raw_parts_mut(scratch.ptr().add(i * per), per) };
+        while r0 < end {
+            // A band never wraps the output ring (one contiguous run per channel).
+            let r1 = (r0 + band).min(end).min(r0 - r0 % y.capacity + y.capacity);
+            let rows = (r0, r1);
+            let bd = Band { op, x, y, g, weight, bias, residual, isa, rows, b: 0, grp: 0 };
+            let part = &mut packed[..gemm::packed_len(g.k, bd.cols())];
+            // Rows r0 .. r1 of every plane: this thread's alone.
+            bd.columns(&src, part, &out, len, Par::serial());
+            r0 = r1;
+        }
+    });
     Ok(())
 }
 
@@ -508,12 +583,25 @@ impl<'a> Band<'a> {
     /// Threads split the band's columns: each packs its own panels and multiplies every output
     /// channel by them, writing its columns of each channel's plane.
     fn split_columns(&self, src: &Src<'_>, packed: &mut [f32], planes: &mut [f32], par: Par<'_>) {
+        let len = planes.len();
+        self.columns(src, packed, &SharedMut::new(planes), len, par);
+    }
+
+    /// [`Self::split_columns`] into the `len` floats of planes at `out`, whose band rows
+    /// nothing else writes meanwhile.
+    fn columns(
+        &self,
+        src: &Src<'_>,
+        packed: &mut [f32],
+        out: &SharedMut<'_>,
+        len: usize,
+        par: Par<'_>,
+    ) {
         let (k, ncols, plane_len, at, mg) =
             (self.g.k, self.cols(), self.plane_len(), self.at(), self.g.mg);
         let panels = par.split(ncols.div_ceil(gemm::NR), 1);
         let (a, epi) = self.channels(0, mg);
-        assert!(planes.len() >= mg * plane_len && at + ncols <= plane_len);
-        let out = SharedMut::new(planes);
+        assert!(len >= mg * plane_len && at + ncols <= plane_len);
         // B read in place when it can be (no packing), else each task packs its own panels.
         let direct = self.in_place(src);
         par.chunks(packed, panels * gemm::NR * k, |t, part| {
@@ -775,6 +863,10 @@ mod tests {
             (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 6, 7, 9], 6, Some(Activation::Relu)),
             (conv([1, 1], [2, 2], [1, 1], [0; 4], 1), [1, 4, 9, 8], 20, None),
             (conv([3, 3], [1, 1], [1, 1], [1; 4], 5), [1, 5, 6, 11], 5, Some(Activation::Relu)),
+            // Enough work for two threads to split: rows first where a window has four or
+            // more (each thread its own bands), columns of each band otherwise.
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 8, 12, 20], 16, Some(Activation::Relu)),
+            (conv([1, 1], [1, 1], [1, 1], [0; 4], 1), [1, 24, 10, 40], 12, None),
         ];
         for (i, (mut op, xd, m, act)) in cases.into_iter().enumerate() {
             op.residual = true;
@@ -924,6 +1016,10 @@ mod tests {
             (dw(3, 1, 1, 1, 40), [1, 40, 9, 20]),
             (act(dw(3, 2, 1, 1, 35), Activation::Clip { min: 0.0, max: 6.0 }), [1, 35, 10, 101]),
             (act(dw(5, 1, 1, 2, 17), Activation::HardSwish), [1, 17, 6, 60]),
+            // Wide rows and enough work for two threads to split the rows.
+            (dw(3, 1, 1, 1, 16), [1, 16, 12, 40]),
+            (act(dw(3, 2, 1, 1, 16), Activation::Sigmoid), [1, 16, 20, 80]),
+            (dw(3, 1, 1, 1, 8), [1, 8, 8, 140]),
         ];
         let bits = |xs: &[f32]| xs.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for (i, (op, xd)) in cases.into_iter().enumerate() {

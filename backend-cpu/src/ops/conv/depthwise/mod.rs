@@ -216,9 +216,10 @@ pub(super) fn depthwise(
         let per_task = tiled.map_or(0, |c| c.scratch(lanes, y.rows));
         let tasks = (g.n * g.m).div_ceil(tile);
         // Tasks' tiles start on cache lines (their vectors would straddle them).
-        let shared = vector_scratch(g).next_multiple_of(16);
-        assert!(io.scratch.len() >= shared + per_task * tasks, "depthwise scratch too small");
-        let (shared, task_scratch) = io.scratch.split_at_mut(shared);
+        let shared_len = vector_scratch(g).next_multiple_of(16);
+        let io_scratch_len = io.scratch.len();
+        assert!(io_scratch_len >= shared_len, "depthwise scratch too small");
+        let (shared, task_scratch) = io.scratch.split_at_mut(shared_len);
         let (zeros, masks) = shared.split_at_mut(g.w);
         zeros.fill(0.0);
         let masks: &mut [i32] = bytemuck::cast_slice_mut(&mut masks[..g.w + 16]);
@@ -226,36 +227,36 @@ pub(super) fn depthwise(
         let (zeros, masks) = (&*zeros, &*masks);
         let task_scratch = SharedMut::new(task_scratch);
         let post = simd::after_store(&op.act);
-        par.chunks(planes, tile * plane_len, |t, chunk| {
-            let n = chunk.len() / plane_len;
+        // Task `t`: `n` planes from `base` (plane `first` of the call on), rows of `ys`, with
+        // its own `per_task` floats of scratch.
+        let body = |t: usize, base: *mut f32, n: usize, first: usize, ys: &RowWindow| {
             let mut done = 0;
             if let Some(geom) = &tiled {
-                // SAFETY: task t uses its own `per_task` floats (in bounds, asserted above);
-                // the scratch stays mutably borrowed while tasks run.
+                // SAFETY: task t uses its own `per_task` floats (in bounds, asserted by the
+                // callers below); the scratch stays mutably borrowed while tasks run.
                 let scratch = unsafe {
                     std::slice::from_raw_parts_mut(task_scratch.ptr().add(t * per_task), per_task)
                 };
-                let base = chunk.as_mut_ptr();
                 while n - done >= 8 {
                     let l = if n - done >= 16 { lanes } else { 8 };
                     // Channels `done .. done + l` of the task (lanes past `l` repeat the last:
                     // the kernel reads only its first `l`).
                     let at = |i: usize| done + i.min(l - 1);
                     let chans: [Channel<'_>; channels::MAX_LANES] =
-                        std::array::from_fn(|i| channel(t * tile + at(i)));
+                        std::array::from_fn(|i| channel(first + at(i)));
                     let grp = channels::Group {
                         inputs: std::array::from_fn(|i| chans[i].input),
                         weights: std::array::from_fn(|i| chans[i].wk),
                         bias: std::array::from_fn(|i| chans[i].bias),
-                        // Planes `done .. done + l` of this task's chunk.
+                        // Planes `done .. done + l` of this task's.
                         outs: std::array::from_fn(|i| base.wrapping_add(at(i) * plane_len)),
                     };
                     let in_at = |iy| x.slot(iy) * x.row_stride;
-                    let out_at = |oy| y.slot(oy) * y.row_stride;
-                    let rows = y.first_row..y.first_row + y.rows;
+                    let out_at = |oy| ys.slot(oy) * ys.row_stride;
+                    let rows = ys.first_row..ys.first_row + ys.rows;
                     // SAFETY: `vector_kernel` holds only with `Isa::Avx2Fma` (detected), and
-                    // sixteen lanes only where `lanes` found AVX-512; each output row of the
-                    // `l` planes is inside this task's chunk, written by nothing else.
+                    // sixteen lanes only where `lanes` found AVX-512; the rows `ys` of the `l`
+                    // planes are this task's, written by nothing else (the callers').
                     unsafe {
                         if l == 16 {
                             channels::group16(geom, &grp, in_at, out_at, rows, scratch, act)
@@ -264,12 +265,13 @@ pub(super) fn depthwise(
                         }
                     };
                     if let Some(post) = post {
-                        for plane in chunk[done * plane_len..(done + l) * plane_len]
-                            .chunks_exact_mut(plane_len)
-                        {
-                            for oy in y.first_row..y.first_row + y.rows {
-                                let at = y.slot(oy) * y.row_stride;
-                                post.apply_slice(&mut plane[at..at + g.wout]);
+                        for i in done..done + l {
+                            for oy in ys.first_row..ys.first_row + ys.rows {
+                                let at = i * plane_len + ys.slot(oy) * ys.row_stride;
+                                // SAFETY: as above, this task's row of plane i.
+                                let row =
+                                    unsafe { std::slice::from_raw_parts_mut(base.add(at), g.wout) };
+                                post.apply_slice(row);
                             }
                         }
                     }
@@ -277,13 +279,44 @@ pub(super) fn depthwise(
                 }
             }
             if done < n {
-                // SAFETY: as above (`Isa::Avx2Fma`).
+                let shape = Shape { y: ys, ..shape };
+                // SAFETY: as above (`Isa::Avx2Fma`); the task's remaining planes and rows.
                 unsafe {
-                    shape.vector_rows(zeros, masks, &mut chunk[done * plane_len..], |i| {
-                        channel(t * tile + done + i)
-                    })
+                    shape.vector_rows(
+                        zeros,
+                        masks,
+                        base.wrapping_add(done * plane_len),
+                        n - done,
+                        |i| channel(first + done + i),
+                    )
                 };
             }
+        };
+        let t = par.threads();
+        let (rows_min, wide) = if tiled.is_some() { (CHANNELS_MIN_ROWS, 64) } else { (2, 8) };
+        if t > 1 && y.rows >= rows_min * t && g.wout >= wide {
+            // Many wide rows (layer by layer): each thread takes a run of rows of every plane,
+            // the caller the top one, so that it reads the rows it wrote for the layer before
+            // (matrix products split their rows the same way: `conv::thread_bands`). Not for
+            // narrower rows (MobileNetV2, 2 threads, `frugal bench --per-node`): the row
+            // kernel's per-plane set-up outweighs the traffic saved on 7x7 maps (1.4x
+            // slower), and the channel tiles' input rows around the split, transposed by
+            // both threads, on 14x14 and 28x28 (1.2-1.6x; their products split channels, so
+            // planes are what the threads wrote anyway); 56 even, 112 8% faster.
+            assert!(io_scratch_len >= shared_len + per_task * t, "depthwise scratch too small");
+            let all = planes.len() / plane_len;
+            let out = SharedMut::new(planes);
+            par.each(t, |i| {
+                let (r0, r1) = (y.rows * i / t, y.rows * (i + 1) / t);
+                let band = RowWindow { first_row: y.first_row + r0, rows: r1 - r0, ..*y };
+                // Rows r0 .. r1 of every plane: this task's alone.
+                body(i, out.ptr(), all, 0, &band);
+            });
+            return;
+        }
+        assert!(io_scratch_len >= shared_len + per_task * tasks, "depthwise scratch too small");
+        par.chunks(planes, tile * plane_len, |t, chunk| {
+            body(t, chunk.as_mut_ptr(), chunk.len() / plane_len, t * tile, y)
         });
         return;
     }
@@ -355,14 +388,17 @@ impl Shape<'_> {
     /// the kernel's mask table.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available, and [`vector_kernel`] must hold.
+    /// AVX2 and FMA must be available, and [`vector_kernel`] must hold; `base` must address
+    /// `planes` output planes (`y.capacity * y.row_stride` floats each) whose rows of `y`
+    /// nothing else reads or writes meanwhile.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn vector_rows<'c>(
         &self,
         zeros: &[f32],
         masks: &[i32],
-        chunk: &mut [f32],
+        base: *mut f32,
+        planes: usize,
         channel: impl Fn(usize) -> Channel<'c>,
     ) {
         const BATCH: usize = 32;
@@ -402,8 +438,6 @@ impl Shape<'_> {
         };
         let mut units = [blank; BATCH];
         let mut n = 0;
-        let base = chunk.as_mut_ptr();
-        let planes = chunk.len() / plane_len;
         let ring = self.x.capacity * self.x.row_stride;
         // Output rows a few at a time: where each kernel row's input row and the output row
         // sit in a plane is the same for every plane, so it is worked out once per call, not
@@ -442,8 +476,7 @@ impl Shape<'_> {
                     }
                     u.wk = ch.wk.as_ptr();
                     u.bias = ch.bias;
-                    // SAFETY: plane i of `chunk`, row slot inside it; `chunk` is only written
-                    // through these.
+                    // SAFETY: plane i from `base`, row slot inside it (the caller's contract).
                     u.out = unsafe { base.add(i * plane_len + outs[r]) };
                     n += 1;
                     if n == BATCH {
