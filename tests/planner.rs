@@ -306,3 +306,39 @@ fn two_lane_plans_are_priced_exactly_and_give_the_same_bits() {
     let single = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
     assert!(planner::in_two_lanes(&graph, &profile, &*single, &front).unwrap().is_empty());
 }
+
+/// Larger parts on top of recomputation: the front of a model whose smallest plans recompute
+/// (the text detector, whose feature pyramid and excitation blocks would otherwise hold maps
+/// whole) holds plans that do both, priced exactly, and they give layer by layer's bits.
+#[test]
+fn parts_grow_on_top_of_recomputation() {
+    let dir = std::env::temp_dir().join(format!("frugal-planner-test-{}", std::process::id()));
+    std::env::set_var("FRUGAL_CACHE_DIR", &dir);
+    let path = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
+    let graph = frugal::model::load(Some(&path), Some(&[1, 3, 128, 128])).unwrap();
+    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
+    let front =
+        planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
+            .unwrap();
+    let both: Vec<_> = front
+        .iter()
+        .filter(|c| !c.options.recompute.is_empty() && !c.options.parts.is_empty())
+        .collect();
+    let labels: Vec<(&str, usize)> = front.iter().map(|c| (&c.label[..], c.peak_bytes)).collect();
+    assert!(!both.is_empty(), "no plan on the front both recomputes and grows parts: {labels:?}");
+    let run = |plan: &frugal::Plan| {
+        let backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+        let mut s = Session::new(&graph, plan, backend).unwrap();
+        let input = common::seeded_input(&[1, 3, 128, 128], 9);
+        let out = s.run(&[&input]).unwrap()[0].as_f32().unwrap().to_vec();
+        (out, s.arena_bytes())
+    };
+    let lbl = frugal::Plan::build(&graph, &PlanOptions::new(frugal::Strategy::LayerByLayer));
+    let (want, _) = run(&lbl.unwrap());
+    for c in both {
+        let (got, arena) = run(&c.plan(&graph).unwrap());
+        assert_eq!(arena, c.arena_bytes, "the planner's account of the arena is exact");
+        common::check(&got, &want, common::Tolerance::Exact).unwrap();
+    }
+}

@@ -6,7 +6,9 @@
 //! of the node whose larger part saves the most predicted time per byte it costs (moves that
 //! cost nothing first), recording every plan on the way; layer by layer closes the curve.
 //! The published method's space (each layer by parts, one row at a time, or whole) is searched
-//! too, so that both stand in one table.
+//! too, so that both stand in one table. Below the smallest plan without recomputation, the
+//! recomputing plans (see `recompute_path`) are walked the same way, parts growing on the
+//! model rewritten with its recomputed copies.
 
 use serde::Serialize;
 
@@ -139,11 +141,25 @@ pub fn front(
     let mut all = Vec::new();
     for (w, cuts) in walks.into_iter().enumerate() {
         let mut report = |step: usize| progress(w * per_walk + step, total);
-        all.extend(walk(graph, profile, backend, base, cuts, &limits, &mut report)?);
+        all.extend(walk(graph, graph, profile, backend, base, cuts, &limits, None, &mut report)?);
     }
     progress(total, total);
-    for o in recompute_path(graph, base)? {
-        all.push(evaluate(graph, &o, profile, backend, "recompute")?);
+    let path = recompute_path(graph, base)?;
+    for o in &path {
+        all.push(evaluate(graph, o, profile, backend, "recompute")?);
+    }
+    // Larger parts on top of the smallest recomputing plan, up to twice its memory: a budget
+    // a little above it buys larger parts where they save most (the text detector's
+    // full-resolution first layers, three passes of them), which the walks above, without
+    // recomputation, never reach at that memory.
+    if let (Some(o), Some(start)) = (path.last(), all.last().map(|c| c.arena_bytes)) {
+        let effective = crate::plan::recompute::effective(graph, o)?;
+        let limits: Vec<usize> =
+            (0..effective.nodes.len()).map(|i| firing_rows(&effective, NodeId(i))).collect();
+        let cuts = Plan::build(graph, o)?.options.cuts.unwrap_or_default();
+        let cap = Some(2 * start);
+        let (eff, none) = (&effective, &mut |_| {});
+        all.extend(walk(graph, eff, profile, backend, o, &cuts, &limits, cap, none)?);
     }
     // The published method's configurations are candidates too, so the front is never behind
     // it: its one-row-or-whole plans without cuts can land between two of the walks' plans
@@ -209,17 +225,23 @@ pub fn in_two_lanes(
 /// How many of the front's smallest plans are considered in two lanes.
 const LANE_PLANS: usize = 8;
 
-/// The greedy walk from one row per node up, with stage cuts `cuts`: every plan it visits.
+/// The greedy walk from one row per node up, with `base`'s options and stage cuts `cuts`,
+/// while the plan's session is at most `cap` bytes: every plan it visits. Plans are of
+/// `graph`; the parts (and their costs) are of `costs`' nodes, the graph the plans run (the
+/// model's, or its rewrite with recomputed copies).
+#[allow(clippy::too_many_arguments)]
 fn walk(
     graph: &Graph,
+    costs: &Graph,
     profile: &Profile,
     backend: &dyn Backend,
     base: &PlanOptions,
     cuts: &[crate::graph::ValueId],
     limits: &[usize],
+    cap: Option<usize>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Candidate>> {
-    let mut parts = vec![1usize; graph.nodes.len()];
+    let mut parts = vec![1usize; costs.nodes.len()];
     let mut cur = evaluate(graph, &by_parts(base, &parts, cuts), profile, backend, "by-parts")?;
     let mut tried = vec![cur.clone()];
     let mut stuck = vec![false; parts.len()];
@@ -235,7 +257,7 @@ fn walk(
             .filter(|&n| parts[n] < limits[n] && !stuck[n])
             .map(|n| {
                 let next = (parts[n] * 2).min(limits[n]);
-                (node_cost(graph, profile, n, parts[n]) - node_cost(graph, profile, n, next), n)
+                (node_cost(costs, profile, n, parts[n]) - node_cost(costs, profile, n, next), n)
             })
             .filter(|m| m.0 > 0.0)
             .collect();
@@ -282,6 +304,7 @@ fn walk(
             }
         }
         match best {
+            Some((_, _, c)) if cap.is_some_and(|cap| c.arena_bytes > cap) => break,
             Some((_, trial, c)) => {
                 parts = trial;
                 cur = c;
