@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Per-layer times of onnxruntime against frugal's, both timed inside whole runs, one thread.
+"""Per-layer times of onnxruntime against frugal's, both timed inside whole runs, on one thread
+(or THREADS).
 
 Usage: benches/compare/.venv/bin/python benches/compare/layers.py MODEL.onnx [FRUGAL_BINARY]
+[THREADS]
 (the venv run.py makes). onnxruntime runs 30 times with `enable_profiling` (its per-node
 kernel times, the median per node); frugal's come from `frugal bench MODEL --threads 1
 --per-node --json` (every step timed where it runs in the schedule, the median over 200
@@ -18,12 +20,14 @@ import sys
 import tempfile
 
 import numpy as np
+
+THREADS = 1
 import onnxruntime as ort
 
 
 def ort_layers(model):
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = THREADS
     opts.inter_op_num_threads = 1
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
@@ -45,7 +49,7 @@ def ort_layers(model):
 def frugal_layers(model, binary):
     """frugal's in-run node times (us) by (kernel size, groups, output channels), in node
     order, and the total of the other nodes."""
-    out = subprocess.run([binary, "bench", model, "--threads", "1", "--runs", "200",
+    out = subprocess.run([binary, "bench", model, "--threads", str(THREADS), "--runs", "200",
                           "--per-node", "--json"], check=True, capture_output=True, text=True)
     rows = json.loads(out.stdout[out.stdout.index("{"):])["per_node"]
     order = lambda r: int(m[1]) if (m := re.search(r"(\d+)$", r["node"])) else 0
@@ -64,6 +68,8 @@ def main():
         sys.exit(__doc__)
     model = sys.argv[1]
     binary = sys.argv[2] if len(sys.argv) > 2 else "target/release/frugal"
+    global THREADS
+    THREADS = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     theirs, (ours, other) = ort_layers(model), frugal_layers(model, binary)
     kinds = collections.defaultdict(lambda: [0.0, 0.0])
     kinds["other"][1] = other
