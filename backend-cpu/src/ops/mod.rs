@@ -186,9 +186,9 @@ pub(crate) fn split_planes(
 /// each thread doing its run of every plane, the caller the first (see `par`): a pointwise
 /// kernel after a convolution that split its rows or columns the same way then reads what
 /// the same core wrote. Windows of fewer rows than two per thread (one-row firings by parts)
-/// split planes: split in space they ran slower, even with every kernel of the chain
-/// splitting each row the same way (the text detector's 9 MB plan at 1024x1024, 2 threads:
-/// its batch norms 24.5 -> 34.7 ms, the whole run 297 -> 350 ms).
+/// split planes: split in space they ran slower (the text detector's 9 MB plan at 1024x1024,
+/// 2 threads: its batch norms 24.5 -> 34.7 ms), and slower still with the depthwise and
+/// matrix-product kernels splitting each row's columns the same way (the run 297 -> 350 ms).
 pub(crate) fn split_space(
     family: &str,
     y: &RowWindow,
