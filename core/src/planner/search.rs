@@ -137,30 +137,39 @@ pub fn front(
     // that cut is faster at the same memory.
     let walks: Vec<&[crate::graph::ValueId]> =
         if cuts.is_empty() { vec![&cuts] } else { vec![&cuts, &[]] };
-    let total = per_walk * walks.len();
+    // Below the smallest plan without recomputation: the recomputing plans, and larger parts
+    // on top of the smallest of them, up to twice its memory: a budget a little above it buys
+    // larger parts where they save most (the text detector's full-resolution first layers,
+    // three passes of them), which the walks without recomputation never reach at that memory.
+    let path = recompute_path(graph, base)?;
+    let rewritten = match path.last() {
+        Some(o) => {
+            let effective = crate::plan::recompute::effective(graph, o)?.into_owned();
+            let limits: Vec<usize> =
+                (0..effective.nodes.len()).map(|i| firing_rows(&effective, NodeId(i))).collect();
+            Some((o, effective, limits))
+        }
+        None => None,
+    };
+    let total = per_walk * walks.len() + rewritten.as_ref().map_or(0, |r| doublings(&r.2));
     let mut all = Vec::new();
-    for (w, cuts) in walks.into_iter().enumerate() {
+    for (w, cuts) in walks.iter().enumerate() {
         let mut report = |step: usize| progress(w * per_walk + step, total);
         all.extend(walk(graph, graph, profile, backend, base, cuts, &limits, None, &mut report)?);
     }
-    progress(total, total);
-    let path = recompute_path(graph, base)?;
     for o in &path {
         all.push(evaluate(graph, o, profile, backend, "recompute")?);
     }
-    // Larger parts on top of the smallest recomputing plan, up to twice its memory: a budget
-    // a little above it buys larger parts where they save most (the text detector's
-    // full-resolution first layers, three passes of them), which the walks above, without
-    // recomputation, never reach at that memory.
-    if let (Some(o), Some(start)) = (path.last(), all.last().map(|c| c.arena_bytes)) {
-        let effective = crate::plan::recompute::effective(graph, o)?;
-        let limits: Vec<usize> =
-            (0..effective.nodes.len()).map(|i| firing_rows(&effective, NodeId(i))).collect();
+    if let (Some((o, effective, limits)), Some(start)) =
+        (&rewritten, all.last().map(|c| c.arena_bytes))
+    {
         let cuts = Plan::build(graph, o)?.options.cuts.unwrap_or_default();
+        let done = per_walk * walks.len();
+        let mut report = |step: usize| progress(done + step, total);
         let cap = Some(2 * start);
-        let (eff, none) = (&effective, &mut |_| {});
-        all.extend(walk(graph, eff, profile, backend, o, &cuts, &limits, cap, none)?);
+        all.extend(walk(graph, effective, profile, backend, o, &cuts, limits, cap, &mut report)?);
     }
+    progress(total, total);
     // The published method's configurations are candidates too, so the front is never behind
     // it: its one-row-or-whole plans without cuts can land between two of the walks' plans
     // (ResNet-50 at 5 MiB: whole low-resolution stages, no cut).
