@@ -7,10 +7,14 @@ mod common;
 use frugal::planner::{self, Profile};
 use frugal::{backend_with, planning, zoo, BackendOptions, Error, PlanOptions, Session};
 
-fn setup() -> (frugal::Graph, Profile, Vec<planner::Candidate>) {
-    // A private cache, so tests never depend on what an earlier run measured.
+/// A private profile cache, so tests never depend on what an earlier run measured.
+fn private_cache() {
     let dir = std::env::temp_dir().join(format!("frugal-planner-test-{}", std::process::id()));
     std::env::set_var("FRUGAL_CACHE_DIR", &dir);
+}
+
+fn setup() -> (frugal::Graph, Profile, Vec<planner::Candidate>) {
+    private_cache();
     let graph = zoo::mobilenet_v2(64, 10, 0).unwrap();
     let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
     let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
@@ -312,8 +316,7 @@ fn two_lane_plans_are_priced_exactly_and_give_the_same_bits() {
 /// whole) holds plans that do both, priced exactly, and they give layer by layer's bits.
 #[test]
 fn parts_grow_on_top_of_recomputation() {
-    let dir = std::env::temp_dir().join(format!("frugal-planner-test-{}", std::process::id()));
-    std::env::set_var("FRUGAL_CACHE_DIR", &dir);
+    private_cache();
     let path = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
     let graph = frugal::model::load(Some(&path), Some(&[1, 3, 128, 128])).unwrap();
     let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();

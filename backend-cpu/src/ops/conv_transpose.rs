@@ -102,6 +102,7 @@ pub(crate) fn conv_transpose(
             let p = first + i;
             let (b, m) = (p / g.m, p % g.m);
             let call = Plane { op, x, src, weight, g: &g, b, m };
+            let bv = bias.map_or(0.0, |bb| bb[m]);
             for oy in rows(y) {
                 let at = y.slot(oy) * y.row_stride;
                 let out = &mut ring[at..at + wout];
@@ -110,7 +111,6 @@ pub(crate) fn conv_transpose(
                 } else {
                     call.gather(out, oy);
                 }
-                let bv = bias.map_or(0.0, |bb| bb[m]);
                 out.iter_mut().for_each(|v| *v += bv);
                 if let Some(act) = &op.act {
                     act.apply_slice(out);

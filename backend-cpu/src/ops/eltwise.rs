@@ -7,7 +7,8 @@ use frugal_core::ops::{Activation, Binary, BinaryKind};
 use frugal_core::Result;
 
 use super::{
-    contiguous_rows, in_row, need_dims, need_rows, split_planes, split_space, unravel, Opd,
+    contiguous_rows, in_row, need_dims, need_rows, split_planes, split_space, splits_space,
+    unravel, Opd,
 };
 use crate::arena::{Io, Src};
 use crate::fail;
@@ -224,9 +225,9 @@ pub(crate) fn binary(
     }
     let (_, _, width) = y.geometry();
     let end = y.first_row + y.rows;
-    let threads = par.for_work(work(y)).threads();
-    if threads > 1 && y.rows >= 2 * threads {
-        // Split in space (see `split_space`); an operand row of length 1 is broadcast.
+    if splits_space(y, par.for_work(work(y))) {
+        // Split in space; an operand row of length 1 is broadcast. Otherwise (below) planes,
+        // with runs of rows in one call.
         return split_space("binary", y, io.out, io.out_base, par, work(y), |p, r, cols, dst| {
             let mut idx = [0; MAX_RANK];
             unravel(p, lead, &mut idx);

@@ -201,7 +201,7 @@ pub(crate) fn split_space(
     let (planes, _, width) = y.geometry();
     let par = par.for_work(work);
     let t = par.threads();
-    if t < 2 || y.rows < 2 * t {
+    if !splits_space(y, par) {
         return split_planes(family, y, out, out_base, par, work, |p, ring| {
             for r in rows(y) {
                 f(p, r, 0..width, &mut ring[y.slot(r) * y.row_stride..][..width]);
@@ -216,21 +216,29 @@ pub(crate) fn split_space(
         // Run boundaries on multiples of 16 positions (64-byte lines of unpadded rows).
         let at = |i: usize| (cells * i / t).next_multiple_of(16).min(cells);
         let (a, b) = (at(i), at(i + 1));
+        // Where the run starts, the same in every plane.
+        let (r0, c0) = (y.first_row + a / width, a % width);
         for p in 0..planes {
-            let mut pos = a;
-            while pos < b {
-                let (r, c) = (y.first_row + pos / width, pos % width);
-                let n = (width - c).min(b - pos);
+            let (mut r, mut c, mut left) = (r0, c0, b - a);
+            while left > 0 {
+                let n = (width - c).min(left);
                 let start = p * plane_len + y.slot(r) * y.row_stride + c;
                 // SAFETY: columns c .. c + n of row r of plane p: inside the window's buffer
                 // (`extent`), and this task's positions alone; `out` stays borrowed mutably.
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(start), n) };
                 f(p, r, c..c + n, dst);
-                pos += n;
+                (r, c, left) = (r + 1, 0, left - n);
             }
         }
     });
     Ok(())
+}
+
+/// Whether [`split_space`] splits window `y` in space on `par` (already reduced to the
+/// call's work): two threads or more, and at least two rows per thread.
+pub(crate) fn splits_space(y: &RowWindow, par: crate::par::Par<'_>) -> bool {
+    let t = par.threads();
+    t >= 2 && y.rows >= 2 * t
 }
 
 /// [`split_planes`] a task at a time: `f(first, planes)` with the task's consecutive planes

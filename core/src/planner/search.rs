@@ -160,13 +160,12 @@ pub fn front(
     for o in &path {
         all.push(evaluate(graph, o, profile, backend, "recompute")?);
     }
-    if let (Some((o, effective, limits)), Some(start)) =
-        (&rewritten, all.last().map(|c| c.arena_bytes))
-    {
-        let cuts = Plan::build(graph, o)?.options.cuts.unwrap_or_default();
+    // The smallest recomputing plan is the last evaluated: its stage cuts and session.
+    if let (Some((o, effective, limits)), Some(start)) = (&rewritten, all.last().cloned()) {
+        let cuts = start.options.cuts.unwrap_or_default();
         let done = per_walk * walks.len();
         let mut report = |step: usize| progress(done + step, total);
-        let cap = Some(2 * start);
+        let cap = Some(2 * start.arena_bytes);
         all.extend(walk(graph, effective, profile, backend, o, &cuts, limits, cap, &mut report)?);
     }
     progress(total, total);
@@ -235,7 +234,8 @@ pub fn in_two_lanes(
 const LANE_PLANS: usize = 8;
 
 /// The greedy walk from one row per node up, with `base`'s options and stage cuts `cuts`,
-/// while the plan's session is at most `cap` bytes: every plan it visits. Plans are of
+/// stopping before a move that would take the plan's session past `cap` bytes: every plan it
+/// visits (those priced on the way included). Plans are of
 /// `graph`; the parts (and their costs) are of `costs`' nodes, the graph the plans run (the
 /// model's, or its rewrite with recomputed copies).
 #[allow(clippy::too_many_arguments)]
