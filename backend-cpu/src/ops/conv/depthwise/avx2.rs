@@ -7,7 +7,7 @@
 //! Taps that fall outside the input row are masked loads (zeros); with stride 2 each tap
 //! loads 16 columns and keeps the even ones.
 //!
-//! Every lane computes `acc = acc + w * x` (separate multiply and add) over (ky, kx) from zero,
+//! Every lane computes `acc = fma(w, x, acc)` (one rounding) over (ky, kx) from zero,
 //! then `+ bias` and the activation: the portable kernel's order. A padding row adds `w * 0`
 //! where the portable kernel skips the row, which gives the same bits: the sum starts at +0
 //! and a round-to-nearest sum is -0 only when both terms are, so adding a zero never changes
@@ -299,7 +299,7 @@ unsafe fn block<
                         } else {
                             taps::<S2>(rows[u], s)
                         };
-                        acc[u][v] = _mm256_add_ps(acc[u][v], _mm256_mul_ps(wv, xv));
+                        acc[u][v] = _mm256_fmadd_ps(wv, xv, acc[u][v]);
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! so every tap of every output column is one aligned load, the weights of a tap are one
 //! vector for the channels, and nothing is masked; the output rows are transposed back (8 x 8
 //! blocks, two per column block with sixteen channels). Each lane computes the row kernel's
-//! sum: `acc = acc + w * x` over (ky, kx) from zero (padding rows and columns add `w * 0`: see
+//! sum: `acc = fma(w, x, acc)` over (ky, kx) from zero (padding rows and columns add `w * 0`: see
 //! [`super::avx2`] for why that keeps the bits), then `+ bias` and the activation: the same
 //! operations on eight lanes or sixteen, so the same bits.
 
@@ -79,7 +79,7 @@ trait Lanes {
     unsafe fn zero() -> Self::V;
     unsafe fn load(p: *const f32) -> Self::V;
     unsafe fn store(p: *mut f32, v: Self::V);
-    /// `acc + w * x`, rounded twice (never fused).
+    /// `acc + w * x`, rounded once (fused).
     unsafe fn mul_add(acc: Self::V, w: Self::V, x: Self::V) -> Self::V;
     /// `act(acc + bias)`.
     unsafe fn finish(acc: Self::V, bias: Self::V, act: Option<Activation>) -> Self::V;
@@ -104,7 +104,7 @@ impl Lanes for Avx2 {
     }
     #[inline(always)]
     unsafe fn mul_add(acc: __m256, w: __m256, x: __m256) -> __m256 {
-        unsafe { _mm256_add_ps(acc, _mm256_mul_ps(w, x)) }
+        unsafe { _mm256_fmadd_ps(w, x, acc) }
     }
     #[inline(always)]
     unsafe fn finish(acc: __m256, bias: __m256, act: Option<Activation>) -> __m256 {
@@ -135,7 +135,7 @@ impl Lanes for Avx512 {
     }
     #[inline(always)]
     unsafe fn mul_add(acc: __m512, w: __m512, x: __m512) -> __m512 {
-        unsafe { _mm512_add_ps(acc, _mm512_mul_ps(w, x)) }
+        unsafe { _mm512_fmadd_ps(w, x, acc) }
     }
     #[inline(always)]
     unsafe fn finish(acc: __m512, bias: __m512, act: Option<Activation>) -> __m512 {
