@@ -121,6 +121,33 @@ fn the_input_streams_when_the_first_layer_can_take_it() {
     assert!(plan.peak_bytes_with_io < plan.peak_bytes + 3 * 224 * 224 * 4 / 8);
 }
 
+/// A feature pyramid's lateral branch: a 1x1 convolution narrowing the trunk's map (16 -> 4
+/// channels) whose reader waits for the deeper, downsampled levels. The wait sits in the
+/// narrow output (the lateral fires as the trunk's rows arrive), not in the wide map.
+#[test]
+fn a_lateral_branch_waits_in_its_narrow_output() {
+    let mut b = GraphBuilder::new("lateral", 4);
+    let x = b.input("x", &[1, 3, 64, 32]);
+    let trunk = b.conv(x, 16, 3, 1, 1, 1, Some(Activation::Relu)).unwrap();
+    let mut deep = b.conv(trunk, 16, 3, 2, 1, 1, Some(Activation::Relu)).unwrap();
+    for _ in 0..3 {
+        deep = b.conv(deep, 16, 3, 1, 1, 1, Some(Activation::Relu)).unwrap();
+    }
+    let up = b.upsample(deep, 2, ResizeMode::Nearest).unwrap();
+    let lateral = b.conv(trunk, 4, 1, 1, 0, 1, None).unwrap();
+    let widened = b.conv(lateral, 16, 1, 1, 0, 1, None).unwrap();
+    let sum = b.add(up, widened).unwrap();
+    b.output(sum);
+    let graph = b.finish().unwrap();
+    let plan = Plan::build(&graph, &by_parts(1, vec![])).unwrap();
+    let (wide, narrow) = (plan.buffer(trunk).unwrap(), plan.buffer(lateral).unwrap());
+    // The stride-2 convolution's window is 3 rows; the lag is in `narrow` (demand alone left it
+    // in `wide`: 8 rows).
+    assert!(wide.capacity <= 4, "the 16-channel map holds {} rows", wide.capacity);
+    assert!(narrow.capacity >= 5, "the 4-channel map holds {} rows", narrow.capacity);
+    same_bytes(&graph, 5);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property test: random small CNNs.
 
