@@ -148,8 +148,8 @@ impl<'g> Sim<'g> {
             .map(|(i, n)| {
                 let mut streamed = n.inputs.iter().filter(|&&v| !g.value(v).is_constant());
                 let (Some(&x), None) = (streamed.next(), streamed.next()) else { return None };
-                let bytes = |v: ValueId| g.value(v).shape.iter().product::<usize>();
-                let shrinks = bytes(n.output()) < bytes(x);
+                let elements = |v: ValueId| g.value(v).shape.iter().product::<usize>();
+                let shrinks = elements(n.output()) < elements(x);
                 // Row for row: a strided node (a backbone's downsampling) also shrinks, but
                 // firing it ahead ran the detector's trunk ahead of its lateral branches and
                 // held a 48-channel map whole (its smallest plan: 19.9 MB against 13.2).

@@ -72,13 +72,7 @@ pub(super) unsafe fn rows(units: &[Unit], c: &Cols, act: Option<Activation>) {
     let hi = (lo..nb).rev().find(|&b| inside(c, b)).map_or(lo, |b| b + 1);
     debug_assert!((lo..hi).all(|b| inside(c, b)));
     let edges = Edges { nb, lo, hi };
-    // Units per step so that units x blocks fill about eight accumulators.
-    let most = match nb {
-        1 => 8,
-        2 => 4,
-        3 | 4 => 2,
-        _ => 1,
-    };
+    let most = units_per_step(nb);
     let mut rest = units;
     // SAFETY (all four): the caller's.
     unsafe {
@@ -92,6 +86,17 @@ pub(super) unsafe fn rows(units: &[Unit], c: &Cols, act: Option<Activation>) {
             rest = steps::<2>(rest, c, act, edges);
         }
         steps::<1>(rest, c, act, edges);
+    }
+}
+
+/// Units per step for rows of `nb` blocks, so that units x blocks fill about eight
+/// accumulators (the AVX-512 kernel's blocks too).
+pub(super) fn units_per_step(nb: usize) -> usize {
+    match nb {
+        1 => 8,
+        2 => 4,
+        3 | 4 => 2,
+        _ => 1,
     }
 }
 

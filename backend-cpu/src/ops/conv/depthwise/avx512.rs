@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 
 use frugal_core::ops::Activation;
 
-use super::avx2::{Cols, Unit};
+use super::avx2::{units_per_step, Cols, Unit};
 use super::MAX_K;
 use crate::gemm::finish16;
 
@@ -44,13 +44,7 @@ pub(super) unsafe fn rows(units: &[Unit], c: &Cols, act: Option<Activation>) {
         }
     }
     let table = &table[..nb];
-    // Units per step so that units x blocks fill about eight accumulators.
-    let most = match nb {
-        1 => 8,
-        2 => 4,
-        3 | 4 => 2,
-        _ => 1,
-    };
+    let most = units_per_step(nb);
     let mut rest = units;
     // SAFETY (all four): the caller's.
     unsafe {
