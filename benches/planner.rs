@@ -160,25 +160,18 @@ fn detector(dir: &str) -> frugal::Result<()> {
     let profile = planning::profile_for(&ocr, &mut *backend, &mut |_, _| {})?;
     let front = planner::front(&ocr, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})?;
     let target = lbl.peak_bytes / 20;
-    // The fastest plans within the target, in one lane and in any (a two-lane candidate's
+    // The fastest plans within the target in one lane and in two (a two-lane candidate's
     // peak is both lanes' buffers and the channels between them).
-    let fastest = |lanes: bool| {
+    let fastest = |two: bool| {
         front
             .iter()
-            .filter(|c| c.peak_bytes <= target && (lanes || c.options.lanes.is_empty()))
+            .filter(|c| c.peak_bytes <= target && c.options.lanes.is_empty() != two)
             .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
     };
-    let (one, any) = (fastest(false), fastest(true));
+    let rows: Vec<&Candidate> = [fastest(false), fastest(true)].into_iter().flatten().collect();
     let mut plans = vec![lbl.clone(), smallest.clone()];
-    let mut rows = Vec::new();
-    for c in [one, any].into_iter().flatten() {
-        if rows.iter().any(|r: &&Candidate| {
-            r.options.lanes == c.options.lanes && r.peak_bytes == c.peak_bytes
-        }) {
-            continue;
-        }
+    for c in &rows {
         plans.push(c.plan(&ocr)?);
-        rows.push(c);
     }
     let r = interleaved(&ocr, &plans.iter().collect::<Vec<_>>(), 5, 1)?;
     let (t_lbl, t_small) = (r[0].median(), r[1].median());

@@ -152,7 +152,8 @@ impl<'g> Sim<'g> {
                 let shrinks = elements(n.output()) < elements(x);
                 // Row for row: a strided node (a backbone's downsampling) also shrinks, but
                 // firing it ahead ran the detector's trunk ahead of its lateral branches and
-                // held a 48-channel map whole (its smallest plan: 19.9 MB against 13.2).
+                // held a 48-channel map whole (its smallest plan at 2048x2048: 19.9 MB against
+                // 13.2, measured with strided nodes included, not kept).
                 let same_rows = rows[n.output().0] == rows[x.0];
                 (shrinks && same_rows && folds[i].is_none() && rows[x.0] > 1)
                     .then(|| n.inputs.iter().position(|&v| v == x).unwrap_or(0))

@@ -3,8 +3,9 @@
 //! one instead of two. It serves one-row firings (by parts) and rows wider than the channel
 //! tiles take ([`super::channels`]); layer by layer on narrower maps runs the tiles.
 //!
-//! Every load is masked with the lanes inside the input row (AVX-512 masks cost no more than
-//! plain loads and suppress faults outside the row), so edge blocks need no special cases.
+//! A load that reaches past either end of the input row is masked with the lanes inside it
+//! (AVX-512 masks suppress faults outside the row; the masks come from a table worked out once
+//! per call), so edge blocks need no code of their own; loads inside the row are plain.
 //! Each lane computes the AVX2 kernel's chain, `acc = fma(w, x, acc)` over (ky, kx) from zero,
 //! then `+ bias` and the activation through the same 8-lane code on each half: the same bits.
 

@@ -425,8 +425,8 @@ impl Shape<'_> {
         let post = simd::after_store(&op.act);
         // Sixteen columns per vector where AVX-512 is available: the same bits (see `avx512`).
         // Rows of at most eight columns fill an AVX2 vector already (`kernel_min dw`, by
-        // parts: a 7-column map 11% slower with sixteen lanes, 14 to 112 columns 11-20%
-        // faster).
+        // parts: 14 to 112 columns 11-20% faster with sixteen lanes; a 7-column map was 11%
+        // slower with them, measured with this bound at 1, not kept).
         let wide = lanes() == 16 && (9..=16 * avx512::MAX_BLOCKS).contains(&g.wout);
         let run = |units: &[avx2::Unit]| {
             // SAFETY: every unit's rows hold `w` floats (input rows or `zeros`), its weights
