@@ -131,6 +131,21 @@ fn is_depthwise(op: &Conv, g: &Geo) -> bool {
     op.groups == g.cin && g.cg == 1 && g.m.is_multiple_of(g.cin)
 }
 
+/// Whether every band of a call producing rows `y.first_row ..` reads its B in place
+/// ([`Band::in_place`]): a pointwise convolution whose input rows for the call are one run of
+/// the ring in every plane. Such a call packs nothing and needs no scratch: one-row firings
+/// by parts always, where the largest packing (a 16-column panel of a 960-deep product on a
+/// 7-column map, 60 KiB) had been most of a small plan's scratch.
+fn reads_in_place(op: &Conv, x: &RowWindow, g: &Geo, y: &RowWindow) -> bool {
+    op.kernel == [1, 1]
+        && op.strides == [1, 1]
+        && op.pads == [0; 4]
+        && x.row_stride == g.w
+        && g.w == g.wout
+        && x.capacity > 0
+        && y.first_row % x.capacity + y.rows <= x.capacity
+}
+
 /// Output rows per band for the im2col path.
 fn band_rows(g: &Geo) -> usize {
     (BAND_FLOATS / (g.k.max(1) * g.wout.max(1))).max(1)
@@ -187,6 +202,9 @@ pub(crate) fn workspace(
     let g = geo(op, x, &w.dims, y);
     if is_depthwise(op, &g) {
         return depthwise::workspace(op, &g, isa, y.rows, threads);
+    }
+    if reads_in_place(op, x, &g, y) {
+        return 0;
     }
     let rows = band_rows(&g).min(y.rows.max(1));
     gemm::packed_len(g.k, rows * g.wout)
@@ -326,7 +344,8 @@ fn product(
         return Ok(());
     }
     let band = band_rows(&g);
-    if let Some(per_thread) = thread_bands(&g, band, y, variant, par, io.scratch.len()) {
+    let direct = reads_in_place(op, x, &g, y);
+    if let Some(per_thread) = thread_bands(&g, band, y, variant, par, io.scratch.len(), direct) {
         return by_thread_rows(op, x, weight, bias, residual, y, io, &g, isa, par, per_thread);
     }
     let (r_end, mut r0) = (y.first_row + y.rows, y.first_row);
@@ -337,7 +356,7 @@ fn product(
             for grp in 0..op.groups {
                 let rows = (r0, r1);
                 let bd = Band { op, x, y, g: &g, weight, bias, residual, isa, rows, b, grp };
-                let packed = &mut io.scratch[..gemm::packed_len(g.k, bd.cols())];
+                let packed = &mut io.scratch[..if direct { 0 } else { packed_len(&bd) }];
                 let p0 = b * g.m + grp * g.mg;
                 let planes = &mut io.out[p0 * bd.plane_len()..(p0 + g.mg) * bd.plane_len()];
                 // Threads take columns when the band has at least as many as there are output
@@ -374,6 +393,7 @@ fn thread_bands(
     variant: Option<&str>,
     par: Par<'_>,
     scratch: usize,
+    direct: bool,
 ) -> Option<usize> {
     let t = par.threads();
     let columns = match variant {
@@ -382,6 +402,10 @@ fn thread_bands(
     };
     if t < 2 || y.rows < 2 * t || g.n != 1 || g.mg != g.m || !columns {
         return None;
+    }
+    if direct {
+        // Nothing to pack.
+        return Some(band.min(y.rows.div_ceil(t)));
     }
     // Each thread packs its own band: the scratch of one band of all threads' rows, shared.
     let mut rows = band.min(y.rows.div_ceil(t));
@@ -408,7 +432,7 @@ fn by_thread_rows(
     band: usize,
 ) -> Result<()> {
     let t = par.threads();
-    let per = gemm::packed_len(g.k, band * g.wout);
+    let per = if reads_in_place(op, x, g, y) { 0 } else { gemm::packed_len(g.k, band * g.wout) };
     let plane_len = y.capacity * y.row_stride;
     let len = g.m * plane_len;
     let (src, out, scratch) =
@@ -423,7 +447,7 @@ fn by_thread_rows(
             let r1 = (r0 + band).min(end).min(r0 - r0 % y.capacity + y.capacity);
             let rows = (r0, r1);
             let bd = Band { op, x, y, g, weight, bias, residual, isa, rows, b: 0, grp: 0 };
-            let part = &mut packed[..gemm::packed_len(g.k, bd.cols())];
+            let part = &mut packed[..if per == 0 { 0 } else { packed_len(&bd) }];
             // Rows r0 .. r1 of every plane: this thread's alone.
             bd.columns(&src, part, &out, len, Par::serial());
             r0 = r1;
@@ -535,7 +559,7 @@ impl<'a> Band<'a> {
     fn split_channels(&self, src: &Src<'_>, packed: &mut [f32], planes: &mut [f32], par: Par<'_>) {
         let (k, ncols, plane_len, at) = (self.g.k, self.cols(), self.plane_len(), self.at());
         let direct = self.in_place(src);
-        let packed = &mut packed[..gemm::packed_len(k, ncols)];
+        let packed = &mut packed[..if direct.is_some() { 0 } else { gemm::packed_len(k, ncols) }];
         if direct.is_none() {
             let panels = par.split(ncols.div_ceil(gemm::NR), 1);
             par.chunks(packed, panels * gemm::NR * k, |t, part| {
@@ -604,7 +628,7 @@ impl<'a> Band<'a> {
         assert!(len >= mg * plane_len && at + ncols <= plane_len);
         // B read in place when it can be (no packing), else each task packs its own panels.
         let direct = self.in_place(src);
-        par.chunks(packed, panels * gemm::NR * k, |t, part| {
+        let task = |t: usize, part: &mut [f32]| {
             let j0 = t * panels * gemm::NR;
             let j1 = (j0 + panels * gemm::NR).min(ncols);
             let c = out.ptr().wrapping_add(at + j0);
@@ -643,8 +667,19 @@ impl<'a> Band<'a> {
                     act.apply_slice(run);
                 }
             }
-        });
+        };
+        if direct.is_some() {
+            // No packing: the same tasks, without scratch.
+            par.each(ncols.div_ceil(panels * gemm::NR), |t| task(t, &mut []));
+        } else {
+            par.chunks(&mut packed[..gemm::packed_len(k, ncols)], panels * gemm::NR * k, task);
+        }
     }
+}
+
+/// Floats of the packed B of a band.
+fn packed_len(bd: &Band<'_>) -> usize {
+    gemm::packed_len(bd.g.k, bd.cols())
 }
 
 /// Checks that the input window holds every row the requested output rows read.
@@ -824,7 +859,32 @@ mod tests {
             (conv([5, 5], [2, 2], [1, 1], [3; 4], 4), [1, 4, 11, 13], 4),
             (conv([3, 3], [3, 3], [1, 1], [0, 2, 1, 0], 3), [1, 3, 10, 11], 3),
             (conv([3, 3], [2, 2], [1, 1], [0; 4], 2), [1, 2, 9, 4], 2),
+            // Pointwise, read in place where the rows are one run of the ring (no scratch),
+            // packed where a band wraps it; grouped and batched too.
+            (act(conv([1, 1], [1, 1], [1, 1], [0; 4], 1), Activation::Relu), [1, 20, 5, 23], 17),
+            (conv([1, 1], [1, 1], [1, 1], [0; 4], 2), [2, 8, 6, 9], 6),
         ]
+    }
+
+    /// A pointwise call whose input rows are one run of the ring packs nothing, so asks for
+    /// no scratch (the rigs run every call on exactly what it asks for); one that wraps does.
+    #[test]
+    fn pointwise_calls_read_in_place_need_no_scratch() {
+        let op = conv([1, 1], [1, 1], [1, 1], [0; 4], 1);
+        let (xd, wd, yd) = ([1, 64, 7, 7], [96, 64, 1, 1], [1, 96, 7, 7]);
+        let dims = |d: [usize; 4]| frugal_core::backend::Dims::new(&d).unwrap();
+        let x = RowWindow::whole(0, frugal_core::DType::F32, dims(xd));
+        let y = RowWindow::whole(1 << 20, frugal_core::DType::F32, dims(yd));
+        let w = frugal_core::WeightRef { id: frugal_core::backend::WeightId(0), dims: dims(wd) };
+        let ring = |first_row, rows, capacity| {
+            let x = RowWindow { first_row, rows, capacity, ..x };
+            let y = RowWindow { first_row, rows, capacity, ..y };
+            super::workspace(&op, &x, &w, &y, Isa::detect(), 2)
+        };
+        assert_eq!(ring(0, 7, 7), 0, "whole");
+        assert_eq!(ring(5, 1, 2), 0, "one row");
+        assert_eq!(ring(2, 2, 4), 0, "two rows inside the ring");
+        assert!(ring(3, 2, 4) > 0, "two rows across the ring's end");
     }
 
     #[test]
@@ -862,6 +922,7 @@ mod tests {
         let cases = [
             (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 6, 7, 9], 6, Some(Activation::Relu)),
             (conv([1, 1], [2, 2], [1, 1], [0; 4], 1), [1, 4, 9, 8], 20, None),
+            (conv([1, 1], [1, 1], [1, 1], [0; 4], 1), [1, 24, 6, 10], 24, Some(Activation::Relu)),
             (conv([3, 3], [1, 1], [1, 1], [1; 4], 5), [1, 5, 6, 11], 5, Some(Activation::Relu)),
             // Enough work for two threads to split: rows first where a window has four or
             // more (each thread its own bands), columns of each band otherwise.
