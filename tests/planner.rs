@@ -345,3 +345,37 @@ fn parts_grow_on_top_of_recomputation() {
         common::check(&got, &want, common::Tolerance::Exact).unwrap();
     }
 }
+
+/// The walk moves a whole resolution stage to whole maps at once: a whole map can be a stage
+/// cut, so the lowest-resolution layers run whole at no more memory than one row at a time
+/// (fewer, larger firings), which doubling their rows step by step never reaches: rings of
+/// two rows cost memory where whole maps do not.
+#[test]
+fn low_resolution_layers_run_whole_at_the_smallest_memory() {
+    private_cache();
+    // 7x7 maps at the end, as on ImageNet.
+    let graph = zoo::mobilenet_v2(224, 10, 0).unwrap();
+    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
+    let front =
+        planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
+            .unwrap();
+    let one_row = frugal::Plan::build(
+        &graph,
+        &PlanOptions { strategy: frugal::Strategy::ByParts, ..PlanOptions::default() },
+    )
+    .unwrap();
+    let backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    let one_row_bytes = Session::new(&graph, &one_row, backend).unwrap().arena_bytes();
+    let smallest = &front[0];
+    assert!(smallest.arena_bytes <= one_row_bytes, "{smallest:?} vs {one_row_bytes}");
+    // The nodes whose outputs have the fewest rows (more than one) fire whole.
+    let height = |i: usize| graph.value(graph.nodes[i].output()).shape.get(2).copied();
+    let low = (0..graph.nodes.len()).filter_map(height).filter(|&h| h > 1).min().unwrap();
+    let lows: Vec<usize> = (0..graph.nodes.len()).filter(|&i| height(i) == Some(low)).collect();
+    assert!(lows.len() > 3);
+    let plan = smallest.plan(&graph).unwrap();
+    for &i in &lows {
+        assert_eq!(plan.options.part_of(frugal::NodeId(i)), low, "node {i}: {:?}", plan.options);
+    }
+}
