@@ -14,14 +14,19 @@ fn private_cache() {
 }
 
 fn setup() -> (frugal::Graph, Profile, Vec<planner::Candidate>) {
-    private_cache();
     let graph = zoo::mobilenet_v2(64, 10, 0).unwrap();
-    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
-    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
-    let front =
-        planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
-            .unwrap();
+    let (profile, front) = profiled_front(&graph);
     (graph, profile, front)
+}
+
+/// `graph`'s profile on one thread (in a private cache) and its front.
+fn profiled_front(graph: &frugal::Graph) -> (Profile, Vec<planner::Candidate>) {
+    private_cache();
+    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    let profile = planning::profile_for(graph, &mut *backend, &mut |_, _| {}).unwrap();
+    let front = planner::front(graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
+        .unwrap();
+    (profile, front)
 }
 
 #[test]
@@ -316,14 +321,9 @@ fn two_lane_plans_are_priced_exactly_and_give_the_same_bits() {
 /// whole) holds plans that do both, priced exactly, and they give layer by layer's bits.
 #[test]
 fn parts_grow_on_top_of_recomputation() {
-    private_cache();
     let path = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
     let graph = frugal::model::load(Some(&path), Some(&[1, 3, 128, 128])).unwrap();
-    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
-    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
-    let front =
-        planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
-            .unwrap();
+    let (_, front) = profiled_front(&graph);
     let both: Vec<_> = front
         .iter()
         .filter(|c| !c.options.recompute.is_empty() && !c.options.parts.is_empty())
@@ -352,14 +352,9 @@ fn parts_grow_on_top_of_recomputation() {
 /// two rows cost memory where whole maps do not.
 #[test]
 fn low_resolution_layers_run_whole_at_the_smallest_memory() {
-    private_cache();
     // 7x7 maps at the end, as on ImageNet.
     let graph = zoo::mobilenet_v2(224, 10, 0).unwrap();
-    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
-    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
-    let front =
-        planner::front(&graph, &profile, &*backend, &PlanOptions::default(), &mut |_, _| {})
-            .unwrap();
+    let (_, front) = profiled_front(&graph);
     let one_row = frugal::Plan::build(
         &graph,
         &PlanOptions { strategy: frugal::Strategy::ByParts, ..PlanOptions::default() },
