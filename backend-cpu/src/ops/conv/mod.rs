@@ -131,19 +131,24 @@ fn is_depthwise(op: &Conv, g: &Geo) -> bool {
     op.groups == g.cin && g.cg == 1 && g.m.is_multiple_of(g.cin)
 }
 
-/// Whether every band of a call producing rows `y.first_row ..` reads its B in place
-/// ([`Band::in_place`]): a pointwise convolution whose input rows for the call are one run of
-/// the ring in every plane. Such a call packs nothing and needs no scratch: one-row firings
-/// by parts always, where the largest packing (a 16-column panel of a 960-deep product on a
-/// 7-column map, 60 KiB) had been most of a small plan's scratch.
-fn reads_in_place(op: &Conv, x: &RowWindow, g: &Geo, y: &RowWindow) -> bool {
+/// Whether output rows `r0 .. r1` read their B in place ([`Band::in_place`]): a pointwise
+/// convolution (1x1, stride 1, no padding, so input row = output row) whose input rows are one
+/// run of the ring in every plane. A call whose rows all do packs nothing and needs no
+/// scratch: one-row firings by parts always, where the largest packing (a 16-column panel of a
+/// 960-deep product on a 7-column map, 60 KiB) had been most of a small plan's scratch.
+fn reads_in_place(op: &Conv, x: &RowWindow, g: &Geo, (r0, r1): (usize, usize)) -> bool {
     op.kernel == [1, 1]
         && op.strides == [1, 1]
         && op.pads == [0; 4]
         && x.row_stride == g.w
         && g.w == g.wout
         && x.capacity > 0
-        && y.first_row % x.capacity + y.rows <= x.capacity
+        && r0 % x.capacity + r1 - r0 <= x.capacity
+}
+
+/// A call's output rows.
+fn call_rows(y: &RowWindow) -> (usize, usize) {
+    (y.first_row, y.first_row + y.rows)
 }
 
 /// Output rows per band for the im2col path.
@@ -203,7 +208,7 @@ pub(crate) fn workspace(
     if is_depthwise(op, &g) {
         return depthwise::workspace(op, &g, isa, y.rows, threads);
     }
-    if reads_in_place(op, x, &g, y) {
+    if reads_in_place(op, x, &g, call_rows(y)) {
         return 0;
     }
     let rows = band_rows(&g).min(y.rows.max(1));
@@ -344,7 +349,7 @@ fn product(
         return Ok(());
     }
     let band = band_rows(&g);
-    let direct = reads_in_place(op, x, &g, y);
+    let direct = reads_in_place(op, x, &g, call_rows(y));
     if let Some(per_thread) = thread_bands(&g, band, y, variant, par, io.scratch.len(), direct) {
         return by_thread_rows(op, x, weight, bias, residual, y, io, &g, isa, par, per_thread);
     }
@@ -432,7 +437,11 @@ fn by_thread_rows(
     band: usize,
 ) -> Result<()> {
     let t = par.threads();
-    let per = if reads_in_place(op, x, g, y) { 0 } else { gemm::packed_len(g.k, band * g.wout) };
+    let per = if reads_in_place(op, x, g, call_rows(y)) {
+        0
+    } else {
+        gemm::packed_len(g.k, band * g.wout)
+    };
     let plane_len = y.capacity * y.row_stride;
     let len = g.m * plane_len;
     let (src, out, scratch) =
@@ -533,19 +542,13 @@ impl<'a> Band<'a> {
     /// `B[ci][j] = b[ci * ld + j]` for the band's columns `j`. No im2col then (a last partial
     /// panel is loaded masked); the microkernels are the same, so are the bits.
     fn in_place<'s>(&self, src: &Src<'s>) -> Option<(&'s [f32], usize)> {
-        let (op, x, g) = (self.op, self.x, self.g);
-        let pointwise = op.kernel == [1, 1] && op.strides == [1, 1] && op.pads == [0; 4];
-        let (r0, r1) = self.rows;
-        if !pointwise
-            || x.row_stride != g.w
-            || g.w != g.wout
-            || r0 % x.capacity + r1 - r0 > x.capacity
-        {
+        let x = self.x;
+        if !reads_in_place(self.op, x, self.g, self.rows) {
             return None;
         }
         let ld = x.capacity * x.row_stride;
-        let start = x.row_start(self.c0(), r0);
-        let len = (g.cg - 1) * ld + self.cols();
+        let start = x.row_start(self.c0(), self.rows.0);
+        let len = (self.g.cg - 1) * ld + self.cols();
         src.contains(&(start..start + len)).then(|| (src.slice(start, len), ld))
     }
 
