@@ -182,7 +182,7 @@ impl<'a> MatA<'a> {
     /// Row `i` on: `(a, rs, cs, end)`, element `(i + r, kk)` at `a[r * rs + kk * cs]` for
     /// rows `i + r < end` (the end of `i`'s panel; unbounded when strided).
     #[inline]
-    fn at(&self, i: usize) -> (&'a [f32], usize, usize, usize) {
+    pub(crate) fn at(&self, i: usize) -> (&'a [f32], usize, usize, usize) {
         match self.layout {
             ALayout::Strided { rs, cs } => (&self.data[i * rs..], rs, cs, usize::MAX),
             ALayout::Panels { m, k, row0 } => {
@@ -218,7 +218,7 @@ impl<'a> MatA<'a> {
         }
     }
 
-    fn is_packed(&self) -> bool {
+    pub(crate) fn is_packed(&self) -> bool {
         matches!(self.layout, ALayout::Panels { .. })
     }
 }

@@ -1,8 +1,12 @@
-//! Convolution over row windows: depthwise convolutions run directly; everything else is a
-//! matrix product of the weights with an im2col of a band of output rows, packed straight into
-//! the gemm panel layout in scratch. Bias and activation are applied as the tile is stored.
+//! Convolution over row windows: depthwise convolutions run directly; so do dense stride-1
+//! ones on AVX-512 (`direct`, the matrix product's microkernel reading the input rows in
+//! place); everything else is a matrix product of the weights with an im2col of a band of
+//! output rows, packed straight into the gemm panel layout in scratch. Bias and activation
+//! are applied as the tile is stored.
 
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod direct;
 mod im2col;
 
 use frugal_core::backend::{Dims, RowWindow};
@@ -131,6 +135,19 @@ fn is_depthwise(op: &Conv, g: &Geo) -> bool {
     op.groups == g.cin && g.cg == 1 && g.m.is_multiple_of(g.cin)
 }
 
+/// Whether a dense convolution runs without im2col ([`direct`]: AVX-512, stride 1).
+fn is_direct(op: &Conv, g: &Geo, isa: gemm::Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !is_depthwise(op, g) && direct::applies(op, g, isa)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (op, g, isa);
+        false
+    }
+}
+
 /// Whether output rows `r0 .. r1` read their B in place ([`Band::in_place`]): a pointwise
 /// convolution (1x1, stride 1, no padding, so input row = output row) whose input rows are one
 /// run of the ring in every plane. A call whose rows all do packs nothing and needs no
@@ -208,7 +225,7 @@ pub(crate) fn workspace(
     if is_depthwise(op, &g) {
         return depthwise::workspace(op, &g, isa, y.rows, threads);
     }
-    if reads_in_place(op, x, &g, call_rows(y)) {
+    if is_direct(op, &g, isa) || reads_in_place(op, x, &g, call_rows(y)) {
         return 0;
     }
     let rows = band_rows(&g).min(y.rows.max(1));
@@ -260,7 +277,9 @@ pub(crate) fn conv(
     // while the tile is in L1 where the rows are one run in each of r's planes; otherwise a
     // pass over the output after the product.
     let bare = Conv { act: None, ..op.clone() };
-    let fused = !is_depthwise(op, &geo(op, x, wd, y))
+    let g = geo(op, x, wd, y);
+    let fused = !is_depthwise(op, &g)
+        && !is_direct(op, &g, ctx.isa)
         && r.row_stride == y.row_stride
         && y.first_row % r.capacity + y.rows <= r.capacity;
     if fused {
@@ -346,6 +365,13 @@ fn product(
             return Err(fail("conv", "depthwise weights are never repacked"));
         }
         depthwise::depthwise(op, x, weight.data, bias, y, io, &g, isa, par, direct);
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_direct(op, &g, isa) {
+        // (`conv` never fuses a residual into these: the add runs after the product.)
+        assert!(residual.is_none(), "conv: a direct convolution with a fused residual");
+        direct::conv(op, x, weight, bias, y, io, &g, par, variant);
         return Ok(());
     }
     let band = band_rows(&g);
@@ -866,7 +892,105 @@ mod tests {
             // packed where a band wraps it; grouped and batched too.
             (act(conv([1, 1], [1, 1], [1, 1], [0; 4], 1), Activation::Relu), [1, 20, 5, 23], 17),
             (conv([1, 1], [1, 1], [1, 1], [0; 4], 2), [2, 8, 6, 9], 6),
+            // Dense, stride 1, rows of 12+ columns: read in place with AVX-512 (`direct`).
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 16, 5, 28], 20),
+            (act(conv([3, 3], [1, 1], [1, 1], [1; 4], 1), Activation::HardSwish), [1, 5, 4, 14], 7),
         ]
+    }
+
+    /// The convolution as the matrix product computes it: `acc = fma(w, x, acc)` over
+    /// `(ci, ky, kx)` in order from +0.0 (padding reads +0.0), then `+ bias`, then the
+    /// activation (`apply_slice`, as the kernels apply it).
+    fn fma_chain(
+        op: &Conv,
+        xd: &[usize],
+        x: &[f32],
+        wd: &[usize],
+        w: &[f32],
+        b: &[f32],
+    ) -> Vec<f32> {
+        let yd = op.infer(xd, wd).unwrap();
+        let mut y = Vec::with_capacity(yd.iter().product());
+        for n in 0..yd[0] {
+            for m in 0..yd[1] {
+                for oy in 0..yd[2] {
+                    for ox in 0..yd[3] {
+                        let mut acc = 0.0f32;
+                        for ci in 0..wd[1] {
+                            for ky in 0..wd[2] {
+                                for kx in 0..wd[3] {
+                                    let iy = (oy * op.strides[0] + ky * op.dilations[0]) as isize
+                                        - op.pads[0] as isize;
+                                    let ix = (ox * op.strides[1] + kx * op.dilations[1]) as isize
+                                        - op.pads[1] as isize;
+                                    let inside = (0..xd[2] as isize).contains(&iy)
+                                        && (0..xd[3] as isize).contains(&ix);
+                                    let v = if inside {
+                                        x[((n * xd[1] + ci) * xd[2] + iy as usize) * xd[3]
+                                            + ix as usize]
+                                    } else {
+                                        0.0
+                                    };
+                                    let wv = w[((m * wd[1] + ci) * wd[2] + ky) * wd[3] + kx];
+                                    acc = wv.mul_add(v, acc);
+                                }
+                            }
+                        }
+                        y.push(acc + b[m]);
+                    }
+                }
+            }
+        }
+        if let Some(act) = op.act {
+            act.apply_slice(&mut y);
+        }
+        y
+    }
+
+    /// Dense convolutions give the fma chain's bits on every path this machine has: read in
+    /// place where AVX-512 and stride 1 with rows of 12+ columns allow (`direct`: strips of
+    /// 16 columns, pairs of them across rows, padding rows and columns masked, tiles of 1 to
+    /// 12 channels), im2col and the matrix product otherwise; whole, by bands, through rings,
+    /// on one and two threads (`check_bands`).
+    #[test]
+    fn dense_products_are_the_fma_chain() {
+        let act = |mut c: Conv, a: Activation| {
+            c.act = Some(a);
+            c
+        };
+        let s1 = |k: [usize; 2], pads: [usize; 4]| conv(k, [1, 1], [1, 1], pads, 1);
+        let cases = [
+            (act(s1([3, 3], [1; 4]), Activation::Relu), [1, 8, 5, 56], 16),
+            (s1([3, 3], [1; 4]), [1, 5, 6, 28], 13),
+            (act(s1([3, 3], [1; 4]), Activation::Clip { min: 0.0, max: 6.0 }), [1, 3, 4, 14], 12),
+            (s1([3, 3], [1; 4]), [1, 40, 4, 16], 25),
+            (s1([5, 5], [2; 4]), [1, 4, 7, 24], 30),
+            (s1([3, 5], [0, 2, 1, 1]), [1, 2, 6, 13], 3),
+            (s1([2, 2], [0; 4]), [1, 2, 3, 17], 1),
+            (act(s1([3, 3], [1; 4]), Activation::HardSwish), [2, 3, 4, 15], 9),
+            // Rows too narrow for the vectors, stride 2: im2col.
+            (s1([3, 3], [1; 4]), [1, 3, 6, 7], 5),
+            (conv([3, 3], [2, 2], [1, 1], [1; 4], 1), [1, 3, 9, 16], 6),
+        ];
+        for (i, (op, xd, m)) in cases.into_iter().enumerate() {
+            let op = leak(op);
+            let wd = [m, xd[1], op.kernel[0], op.kernel[1]];
+            let yd = op.infer(&xd, &wd).unwrap();
+            let s = 700 + 10 * i as u64;
+            let (x, w, b) = (
+                rand_vec(s, xd.iter().product()),
+                rand_vec(s + 1, wd.iter().product()),
+                rand_vec(s + 2, m),
+            );
+            let need = needed(op, xd[2]);
+            let got = check_bands(
+                &[Input { dims: &xd, data: &x, need: &need }],
+                &[(&wd, &w), (&[m], &b)],
+                &yd,
+                |xs, ws, y| Kernel::Conv { op, x: xs[0], w: ws[0], b: Some(ws[1]), r: None, y },
+            );
+            assert_bits(&got, &fma_chain(op, &xd, &x, &wd, &w, &b), &format!("case {i}: {op:?}"));
+        }
     }
 
     /// A pointwise call whose input rows are one run of the ring packs nothing, so asks for
@@ -927,6 +1051,8 @@ mod tests {
             (conv([1, 1], [2, 2], [1, 1], [0; 4], 1), [1, 4, 9, 8], 20, None),
             (conv([1, 1], [1, 1], [1, 1], [0; 4], 1), [1, 24, 6, 10], 24, Some(Activation::Relu)),
             (conv([3, 3], [1, 1], [1, 1], [1; 4], 5), [1, 5, 6, 11], 5, Some(Activation::Relu)),
+            // Read in place (`direct`): the add after the product.
+            (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 6, 5, 14], 6, Some(Activation::Relu)),
             // Enough work for two threads to split: rows first where a window has four or
             // more (each thread its own bands), columns of each band otherwise.
             (conv([3, 3], [1, 1], [1, 1], [1; 4], 1), [1, 8, 12, 20], 16, Some(Activation::Relu)),
