@@ -19,11 +19,17 @@ fn main() {
         std::process::exit(2);
     };
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    // B 64-byte aligned, as a session's arena holds a layer's input (from malloc it may start
+    // mid-line, and every row read in place would straddle two cache lines).
+    let mut b_mem = vec![0.0f32; k * n + 16];
+    let skip = b_mem.as_ptr().align_offset(64);
+    let b = &mut b_mem[skip..skip + k * n];
+    b.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 5) as f32 * 0.1);
+    let b: &[f32] = b;
     let mut panels = vec![0.0; m * k];
     gemm::pack_a(&a, m, k, &mut panels);
     let mut packed = vec![0.0; gemm::packed_len(k, n)];
-    gemm::pack_b(&b, n, 1, k, n, &mut packed);
+    gemm::pack_b(b, n, 1, k, n, &mut packed);
     let mut c = vec![0.0; m * n];
     let isa = Isa::detect();
     let flops = 2.0 * (m * n * k) as f64;
@@ -42,7 +48,7 @@ fn main() {
                         n,
                         k,
                         a,
-                        &b,
+                        b,
                         n,
                         Epilogue::default(),
                         c.as_mut_ptr(),

@@ -170,7 +170,9 @@ pub(crate) fn finish_v(mut acc: __m512, bias: Option<__m512>, act: Option<Activa
 
 /// Computes a `rows x 2 NR` tile (rows <= [`MR`]) of `A * [panel | panel2]` into `out`:
 /// `panel` whole, the first `cols2` columns of `panel2` (the others as zero, never loaded).
-/// Each element's chain is [`tile`]'s, so are the bits.
+/// Each element's chain is [`tile`]'s, so are the bits. Unless `next` is null, each step also
+/// asks for the two lines at `next + kk * bs` (and 16 floats on) in L2: the next pair's B
+/// where it is read in place (see `panels`); a prefetch never faults.
 ///
 /// # Safety
 /// As [`tile`], with `out` holding `rows` rows of `2 NR` floats.
@@ -185,6 +187,7 @@ pub(super) unsafe fn tile2(
     panel2: &[f32],
     bs: usize,
     cols2: usize,
+    next: *const f32,
     epi: TileEpilogue<'_>,
     out: TileOut,
 ) {
@@ -193,7 +196,7 @@ pub(super) unsafe fn tile2(
     let g = Geometry::checked(rows, k, a, rs, cs, panel, bs, NR);
     let g2 = Geometry::checked(rows, k, a, rs, cs, panel2, bs, cols2);
     // SAFETY: the caller's contract and the checks above.
-    unsafe { by_rows!(rows, kernel2(g, g2, epi, out)) }
+    unsafe { by_rows!(rows, kernel2(g, g2, next, epi, out)) }
 }
 
 /// An `R x 32` tile: `2 R` accumulators (`g` the first 16 columns, `g2` the next), then bias,
@@ -202,12 +205,18 @@ pub(super) unsafe fn tile2(
 /// # Safety
 /// `g` and `g2` must hold what [`tile2`] checks, and `out` `R` rows of 32 floats.
 #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-unsafe fn kernel2<const R: usize>(g: Geometry, g2: Geometry, epi: TileEpilogue<'_>, out: TileOut) {
+unsafe fn kernel2<const R: usize>(
+    g: Geometry,
+    g2: Geometry,
+    next: *const f32,
+    epi: TileEpilogue<'_>,
+    out: TileOut,
+) {
     let mask2: __mmask16 = if g2.cols >= NR { u16::MAX } else { (1u16 << g2.cols) - 1 };
     let mut lo = [_mm512_setzero_ps(); R];
     let mut hi = [_mm512_setzero_ps(); R];
     // SAFETY: the function's contract.
-    unsafe { steps2(&mut lo, &mut hi, &g, g2.b, mask2) };
+    unsafe { steps2(&mut lo, &mut hi, &g, g2.b, mask2, next) };
     for r in 0..R {
         let bias = epi.bias.map(|b| b[r]);
         // SAFETY: each output row holds 32 floats (the contract).
@@ -233,9 +242,32 @@ unsafe fn steps2<const R: usize>(
     g: &Geometry,
     b2: *const f32,
     mask2: __mmask16,
+    next: *const f32,
 ) {
     let (mut l, mut h) = (*lo, *hi);
-    if g.rs == 1 {
+    if g.rs == 1 && !next.is_null() {
+        // As below, with the next pair's B asked for in L2 at each step.
+        let (mut a, mut b, mut b2, mut n) = (g.a, g.b, b2, next);
+        for _ in 0..g.k {
+            // SAFETY: see the function's contract; a prefetch never faults.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(PREFETCH_STEPS * g.cs).cast());
+                _mm_prefetch::<_MM_HINT_T1>(n.cast());
+                _mm_prefetch::<_MM_HINT_T1>(n.wrapping_add(NR).cast());
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_maskz_loadu_ps(mask2, b2);
+                for r in 0..R {
+                    let av = _mm512_set1_ps(*a.add(r));
+                    l[r] = _mm512_fmadd_ps(av, b0, l[r]);
+                    h[r] = _mm512_fmadd_ps(av, b1, h[r]);
+                }
+                a = a.wrapping_add(g.cs);
+                b = b.wrapping_add(g.bs);
+                b2 = b2.wrapping_add(g.bs);
+                n = n.wrapping_add(g.bs);
+            }
+        }
+    } else if g.rs == 1 {
         // A packed: the tile's rows at constant offsets from one pointer per step.
         let (mut a, mut b, mut b2) = (g.a, g.b, b2);
         for _ in 0..g.k {
