@@ -1,9 +1,9 @@
 //! The fastest of N runs of single-node convolution models, layer by layer and by parts (one
-//! thread): on a shared machine whose slow spells move means and medians, the minimum is what
+//! thread unless `FRUGAL_THREADS` says): on a shared machine whose slow spells move means and medians, the minimum is what
 //! an A/B of two kernel versions can compare. Stride-1 cases that keep the channel count chain
 //! six layers so that feeding and reading the model is a small share of the time.
 //!
-//! cargo run --release --example kernel_min [-- FILTER]
+//! cargo run --release --example kernel_min [-- FILTER]     (FRUGAL_THREADS=N: N threads)
 use frugal::ops::Activation;
 use frugal::{CpuBackend, GraphBuilder, Plan, PlanOptions, Result, Session, Strategy};
 use std::time::Instant;
@@ -53,6 +53,7 @@ const CASES: &[Case] = &[
 
 fn main() -> Result<()> {
     let filter = std::env::args().nth(1).unwrap_or_default();
+    let threads = std::env::var("FRUGAL_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
     for c in CASES.iter().filter(|c| c.name.contains(&filter)) {
         let mut b = GraphBuilder::new(c.name, 1);
         let mut y = b.input("x", &c.input);
@@ -67,7 +68,7 @@ fn main() -> Result<()> {
         let mut line = format!("{:18}", c.name);
         for strategy in [Strategy::LayerByLayer, Strategy::ByParts] {
             let plan = Plan::build(&graph, &PlanOptions::new(strategy))?;
-            let mut s = Session::new(&graph, &plan, Box::new(CpuBackend::with_threads(1)?))?;
+            let mut s = Session::new(&graph, &plan, Box::new(CpuBackend::with_threads(threads)?))?;
             let mut out = vec![0.0f32; s.outputs()[0].shape.iter().product()];
             let mut best = f64::MAX;
             for _ in 0..300 {
