@@ -974,21 +974,7 @@ mod tests {
         ];
         for (i, (op, xd, m)) in cases.into_iter().enumerate() {
             let op = leak(op);
-            let wd = [m, xd[1], op.kernel[0], op.kernel[1]];
-            let yd = op.infer(&xd, &wd).unwrap();
-            let s = 700 + 10 * i as u64;
-            let (x, w, b) = (
-                rand_vec(s, xd.iter().product()),
-                rand_vec(s + 1, wd.iter().product()),
-                rand_vec(s + 2, m),
-            );
-            let need = needed(op, xd[2]);
-            let got = check_bands(
-                &[Input { dims: &xd, data: &x, need: &need }],
-                &[(&wd, &w), (&[m], &b)],
-                &yd,
-                |xs, ws, y| Kernel::Conv { op, x: xs[0], w: ws[0], b: Some(ws[1]), r: None, y },
-            );
+            let (got, x, w, wd, b) = banded(op, xd, m, 700 + 10 * i as u64);
             assert_bits(&got, &fma_chain(op, &xd, &x, &wd, &w, &b), &format!("case {i}: {op:?}"));
         }
     }
@@ -1014,25 +1000,38 @@ mod tests {
         assert!(ring(3, 2, 4) > 0, "two rows across the ring's end");
     }
 
+    /// A convolution with seeded input (`seed`), weights and bias (`m` output channels) run by
+    /// `check_bands`: `(output, input, weights, weight dims, bias)`.
+    #[allow(clippy::type_complexity)]
+    fn banded(
+        op: &'static Conv,
+        xd: [usize; 4],
+        m: usize,
+        seed: u64,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, [usize; 4], Vec<f32>) {
+        let wd = [m, xd[1] / op.groups, op.kernel[0], op.kernel[1]];
+        let yd = op.infer(&xd, &wd).unwrap();
+        let (x, w, b) = (
+            rand_vec(seed, xd.iter().product()),
+            rand_vec(seed + 1, wd.iter().product()),
+            rand_vec(seed + 2, m),
+        );
+        let need = needed(op, xd[2]);
+        let got = check_bands(
+            &[Input { dims: &xd, data: &x, need: &need }],
+            &[(&wd, &w), (&[m], &b)],
+            &yd,
+            |xs, ws, y| Kernel::Conv { op, x: xs[0], w: ws[0], b: Some(ws[1]), r: None, y },
+        );
+        (got, x, w, wd, b)
+    }
+
     #[test]
     fn matches_the_naive_definition_by_bands_and_rings() {
         for (i, (op, xd, m)) in cases().into_iter().enumerate() {
             let op = leak(op);
-            let wd = [m, xd[1] / op.groups, op.kernel[0], op.kernel[1]];
+            let (got, x, w, wd, b) = banded(op, xd, m, 20 * i as u64);
             let yd = op.infer(&xd, &wd).unwrap();
-            let s = 20 * i as u64;
-            let (x, w, b) = (
-                rand_vec(s, xd.iter().product()),
-                rand_vec(s + 1, wd.iter().product()),
-                rand_vec(s + 2, m),
-            );
-            let need = needed(op, xd[2]);
-            let got = check_bands(
-                &[Input { dims: &xd, data: &x, need: &need }],
-                &[(&wd, &w), (&[m], &b)],
-                &yd,
-                |xs, ws, y| Kernel::Conv { op, x: xs[0], w: ws[0], b: Some(ws[1]), r: None, y },
-            );
             assert_close(
                 &got,
                 &reference(op, &xd, &x, &wd, &w, &b, &yd),
