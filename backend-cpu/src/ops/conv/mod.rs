@@ -790,6 +790,50 @@ mod tests {
         Conv { kernel: k, strides: s, dilations: d, pads, groups, act: None, residual: false }
     }
 
+    /// Every output element of the convolution in order, as `out(m, taps)`: output channel `m`
+    /// and its `(weight, input)` pairs over `(ci, ky, kx)` in that order, +0.0 for padding.
+    fn per_output(
+        op: &Conv,
+        xd: &[usize],
+        x: &[f32],
+        wd: &[usize],
+        w: &[f32],
+        mut out: impl FnMut(usize, &mut dyn Iterator<Item = (f32, f32)>) -> f32,
+    ) -> Vec<f32> {
+        let yd = op.infer(xd, wd).unwrap();
+        let (cg, mg) = (wd[1], yd[1] / op.groups);
+        let mut y = Vec::with_capacity(yd.iter().product());
+        for n in 0..yd[0] {
+            for m in 0..yd[1] {
+                let g = m / mg;
+                for oy in 0..yd[2] {
+                    for ox in 0..yd[3] {
+                        let taps = (0..cg).flat_map(|ci| {
+                            (0..wd[2]).flat_map(move |ky| (0..wd[3]).map(move |kx| (ci, ky, kx)))
+                        });
+                        let mut taps = taps.map(|(ci, ky, kx)| {
+                            let iy = (oy * op.strides[0] + ky * op.dilations[0]) as isize
+                                - op.pads[0] as isize;
+                            let ix = (ox * op.strides[1] + kx * op.dilations[1]) as isize
+                                - op.pads[1] as isize;
+                            let inside = (0..xd[2] as isize).contains(&iy)
+                                && (0..xd[3] as isize).contains(&ix);
+                            let c = g * cg + ci;
+                            let v = if inside {
+                                x[((n * xd[1] + c) * xd[2] + iy as usize) * xd[3] + ix as usize]
+                            } else {
+                                0.0
+                            };
+                            (w[((m * cg + ci) * wd[2] + ky) * wd[3] + kx], v)
+                        });
+                        y.push(out(m, &mut taps));
+                    }
+                }
+            }
+        }
+        y
+    }
+
     /// Naive ONNX convolution in f64.
     fn reference(
         op: &Conv,
@@ -798,42 +842,11 @@ mod tests {
         wd: &[usize],
         w: &[f32],
         b: &[f32],
-        yd: &[usize],
     ) -> Vec<f32> {
-        let (cg, mg) = (wd[1], yd[1] / op.groups);
-        let mut y = Vec::with_capacity(yd.iter().product());
-        for n in 0..yd[0] {
-            for m in 0..yd[1] {
-                let g = m / mg;
-                for oy in 0..yd[2] {
-                    for ox in 0..yd[3] {
-                        let mut acc = b[m] as f64;
-                        for ci in 0..cg {
-                            for ky in 0..wd[2] {
-                                for kx in 0..wd[3] {
-                                    let iy = (oy * op.strides[0] + ky * op.dilations[0]) as isize
-                                        - op.pads[0] as isize;
-                                    let ix = (ox * op.strides[1] + kx * op.dilations[1]) as isize
-                                        - op.pads[1] as isize;
-                                    if (0..xd[2] as isize).contains(&iy)
-                                        && (0..xd[3] as isize).contains(&ix)
-                                    {
-                                        let c = g * cg + ci;
-                                        acc += x[((n * xd[1] + c) * xd[2] + iy as usize) * xd[3]
-                                            + ix as usize]
-                                            as f64
-                                            * w[((m * cg + ci) * wd[2] + ky) * wd[3] + kx] as f64;
-                                    }
-                                }
-                            }
-                        }
-                        let v = acc as f32;
-                        y.push(op.act.map_or(v, |a| a.apply(v)));
-                    }
-                }
-            }
-        }
-        y
+        per_output(op, xd, x, wd, w, |m, taps| {
+            let v = taps.fold(b[m] as f64, |acc, (w, v)| acc + w as f64 * v as f64) as f32;
+            op.act.map_or(v, |a| a.apply(v))
+        })
     }
 
     /// Input rows output rows `lo..hi` read.
@@ -909,38 +922,9 @@ mod tests {
         w: &[f32],
         b: &[f32],
     ) -> Vec<f32> {
-        let yd = op.infer(xd, wd).unwrap();
-        let mut y = Vec::with_capacity(yd.iter().product());
-        for n in 0..yd[0] {
-            for m in 0..yd[1] {
-                for oy in 0..yd[2] {
-                    for ox in 0..yd[3] {
-                        let mut acc = 0.0f32;
-                        for ci in 0..wd[1] {
-                            for ky in 0..wd[2] {
-                                for kx in 0..wd[3] {
-                                    let iy = (oy * op.strides[0] + ky * op.dilations[0]) as isize
-                                        - op.pads[0] as isize;
-                                    let ix = (ox * op.strides[1] + kx * op.dilations[1]) as isize
-                                        - op.pads[1] as isize;
-                                    let inside = (0..xd[2] as isize).contains(&iy)
-                                        && (0..xd[3] as isize).contains(&ix);
-                                    let v = if inside {
-                                        x[((n * xd[1] + ci) * xd[2] + iy as usize) * xd[3]
-                                            + ix as usize]
-                                    } else {
-                                        0.0
-                                    };
-                                    let wv = w[((m * wd[1] + ci) * wd[2] + ky) * wd[3] + kx];
-                                    acc = wv.mul_add(v, acc);
-                                }
-                            }
-                        }
-                        y.push(acc + b[m]);
-                    }
-                }
-            }
-        }
+        let mut y = per_output(op, xd, x, wd, w, |m, taps| {
+            taps.fold(0.0f32, |acc, (w, v)| w.mul_add(v, acc)) + b[m]
+        });
         if let Some(act) = op.act {
             act.apply_slice(&mut y);
         }
@@ -1031,10 +1015,9 @@ mod tests {
         for (i, (op, xd, m)) in cases().into_iter().enumerate() {
             let op = leak(op);
             let (got, x, w, wd, b) = banded(op, xd, m, 20 * i as u64);
-            let yd = op.infer(&xd, &wd).unwrap();
             assert_close(
                 &got,
-                &reference(op, &xd, &x, &wd, &w, &b, &yd),
+                &reference(op, &xd, &x, &wd, &w, &b),
                 1e-5,
                 &format!("case {i}: {op:?}"),
             );
@@ -1089,7 +1072,7 @@ mod tests {
                 },
             );
             let plain = Conv { act: None, residual: false, ..*op };
-            let want: Vec<f32> = reference(&plain, &xd, &x, &wd, &w, &b, &yd)
+            let want: Vec<f32> = reference(&plain, &xd, &x, &wd, &w, &b)
                 .iter()
                 .zip(&r)
                 .map(|(c, r)| act.map_or(c + r, |a| a.apply(c + r)))
@@ -1114,7 +1097,7 @@ mod tests {
             rig.run(&Kernel::Conv { op: &op, x: xw, w: ww, b: Some(bw), r: None, y }).unwrap();
             assert_close(
                 &rig.read(&y),
-                &reference(&op, &xd, &x, &wd, &w, &b, &yd),
+                &reference(&op, &xd, &x, &wd, &w, &b),
                 1e-5,
                 &format!("generic case {i}"),
             );
