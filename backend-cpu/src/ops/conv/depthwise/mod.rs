@@ -200,13 +200,17 @@ pub(super) fn depthwise(
     // Every output plane (image, channel) on its own; planes split across threads.
     let planes = &mut io.out[..g.n * g.m * plane_len];
     let tile = par.split(g.n * g.m, ALIGN);
+    // Every input plane's ring, found once: per plane, `row_start` and `Src::slice` (a
+    // division and a search) cost a one-row firing as much as its arithmetic on narrow maps.
+    let in_plane = x.capacity * x.row_stride;
+    let inputs = src.slice(x.row_start(0, 0), g.n * g.cin * in_plane);
     let channel = |p: usize| {
         // Divisions only where needed: per plane they cost as much as a 7x7 map's arithmetic.
         let (b, m) = if g.n == 1 { (0, p) } else { (p / g.m, p % g.m) };
         let ci = b * g.cin + if mult == 1 { m } else { m / mult };
         Channel {
             // The input plane's whole ring: rows are found by slot.
-            input: src.slice(x.row_start(ci, 0), x.capacity * x.row_stride),
+            input: &inputs[ci * in_plane..(ci + 1) * in_plane],
             wk: &weight[m * kh * kw..(m + 1) * kh * kw],
             bias: bias.map_or(0.0, |bb| bb[m]),
         }
