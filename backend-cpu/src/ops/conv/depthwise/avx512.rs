@@ -24,27 +24,49 @@ pub(super) const MAX_BLOCKS: usize = 32;
 /// Per block, per tap column: the masks of its loads (stride 2: two).
 type Masks = [[__mmask16; 2]; MAX_K];
 
-/// Computes every unit's output row, as [`super::avx2::rows`] does.
+/// The masks of every block's loads for one column geometry: they depend on the block and
+/// the tap column only, so they are worked out once per call of the caller (a one-row firing
+/// over 576 planes makes 18 calls of [`rows`]; zeroing and filling the table in each cost
+/// 3-4% of a 14-column firing, `kernel_min "dw3 576@14"` by parts).
+pub(super) struct MaskTable {
+    table: [Masks; MAX_BLOCKS],
+    nb: usize,
+    /// The geometry it was made for (checked by [`rows`]).
+    key: (usize, usize, usize, usize, usize, usize),
+}
+
+impl MaskTable {
+    /// The table for rows of geometry `c`: `sw` 1 or 2, `kw` at most [`MAX_K`], `wout` at most
+    /// `16 * MAX_BLOCKS`.
+    pub(super) fn new(c: &Cols) -> MaskTable {
+        assert!((1..=2).contains(&c.sw) && c.kw <= MAX_K);
+        let nb = c.wout.div_ceil(16);
+        assert!(nb <= MAX_BLOCKS);
+        let mut table = [[[0 as __mmask16; 2]; MAX_K]; MAX_BLOCKS];
+        for (b, masks) in table.iter_mut().enumerate().take(nb) {
+            let start = (col(c, 16 * b, 0) * c.sw) as isize - c.pl as isize;
+            for (kx, m) in masks.iter_mut().enumerate().take(c.kw) {
+                let s = start + (kx * c.dw) as isize;
+                *m = [inside(s, c.w), inside(s + 16, c.w)];
+            }
+        }
+        MaskTable { table, nb, key: (c.kw, c.sw, c.dw, c.pl, c.w, c.wout) }
+    }
+}
+
+/// Computes every unit's output row, as [`super::avx2::rows`] does, with the loads' masks of
+/// `table` (made for `c`).
 ///
 /// # Safety
 /// AVX-512 (F, DQ, VL), AVX2 and FMA must be available; each unit's pointers must hold what
 /// [`Unit`] says; `sw` must be 1 or 2, `kh` and `kw` at most [`MAX_K`], `w >= 1`, and `wout`
 /// at most `16 * MAX_BLOCKS`.
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-pub(super) unsafe fn rows(units: &[Unit], c: &Cols, act: Option<Activation>) {
+pub(super) unsafe fn rows(units: &[Unit], c: &Cols, act: Option<Activation>, table: &MaskTable) {
     assert!((1..=2).contains(&c.sw) && c.kh <= MAX_K && c.kw <= MAX_K && c.w >= 1);
-    let nb = c.wout.div_ceil(16);
-    assert!(nb <= MAX_BLOCKS);
-    // The masks depend on the block and the tap column only: once here, not per unit.
-    let mut table = [[[0 as __mmask16; 2]; MAX_K]; MAX_BLOCKS];
-    for (b, masks) in table.iter_mut().enumerate().take(nb) {
-        let start = (col(c, 16 * b, 0) * c.sw) as isize - c.pl as isize;
-        for (kx, m) in masks.iter_mut().enumerate().take(c.kw) {
-            let s = start + (kx * c.dw) as isize;
-            *m = [inside(s, c.w), inside(s + 16, c.w)];
-        }
-    }
-    let table = &table[..nb];
+    assert!(table.key == (c.kw, c.sw, c.dw, c.pl, c.w, c.wout), "masks of another geometry");
+    let nb = table.nb;
+    let table = &table.table[..nb];
     let most = units_per_step(nb);
     let mut rest = units;
     // SAFETY (all four): the caller's.

@@ -432,13 +432,14 @@ impl Shape<'_> {
         // parts: 14 to 112 columns 11-20% faster with sixteen lanes; a 7-column map was 11%
         // slower with them, measured with this bound at 1, not kept).
         let wide = lanes() == 16 && (9..=16 * avx512::MAX_BLOCKS).contains(&g.wout);
+        let masks16 = wide.then(|| avx512::MaskTable::new(&cols));
         let run = |units: &[avx2::Unit]| {
             // SAFETY: every unit's rows hold `w` floats (input rows or `zeros`), its weights
             // `kh * kw`, its output row `wout` floats of this task's chunk; the caller's
-            // AVX2 and `vector_kernel`.
+            // AVX2 and `vector_kernel`, and AVX-512 where `lanes` found it (`wide`).
             unsafe {
-                if wide {
-                    avx512::rows(units, &cols, self.act)
+                if let Some(table) = &masks16 {
+                    avx512::rows(units, &cols, self.act, table)
                 } else {
                     avx2::rows(units, &cols, self.act)
                 }
