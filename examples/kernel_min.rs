@@ -1,7 +1,8 @@
 //! The fastest of N runs of single-node convolution models, layer by layer and by parts (one
 //! thread unless `FRUGAL_THREADS` says): on a shared machine whose slow spells move means and
-//! medians, the minimum is what an A/B of two kernel versions can compare. Stride-1 cases that keep the channel count chain
-//! six layers so that feeding and reading the model is a small share of the time.
+//! medians, the minimum is what an A/B of two kernel versions can compare. Stride-1 cases that
+//! keep the channel count chain six layers so that feeding and reading the model is a small
+//! share of the time.
 //!
 //! cargo run --release --example kernel_min [-- FILTER]     (FRUGAL_THREADS=N: N threads)
 use frugal::ops::Activation;

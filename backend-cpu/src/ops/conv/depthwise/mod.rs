@@ -303,7 +303,6 @@ pub(super) fn depthwise(
                             let p = first + done;
                             Uniform {
                                 input: &inputs[p * in_plane..],
-                                in_plane,
                                 wk: &weight[p * kh * kw..],
                                 bias: bias.map(|b| &b[p..]),
                             }
@@ -384,14 +383,13 @@ struct Shape<'a> {
 }
 
 /// The planes of a [`Shape::vector_rows`] call when their data lie one stride apart: plane
-/// `i` reads its input ring at `input[i * in_plane..]`, its weights at `wk[i * taps..]`
-/// and its bias at `bias[i]`. Found by pointer arithmetic after one bounds check per call
+/// `i` reads its input ring (`ring` floats, the input window's plane) at `input[i * ring..]`,
+/// its weights at `wk[i * kh * kw..]` and its bias at `bias[i]`. Found by pointer arithmetic after one bounds check per call
 /// instead of a [`Channel`] per plane, whose slicing and checks cost a one-row firing over
 /// 576 planes of 14 columns 16% of its time (`kernel_min "dw3 576@14"`, by parts).
 #[derive(Clone, Copy)]
 struct Uniform<'c> {
     input: &'c [f32],
-    in_plane: usize,
     wk: &'c [f32],
     bias: Option<&'c [f32]>,
 }
@@ -489,7 +487,7 @@ impl Shape<'_> {
             // Every plane's ring, weights and bias: the loop below reads them unchecked.
             assert!(
                 planes == 0
-                    || (uni.input.len() >= (planes - 1) * uni.in_plane + ring
+                    || (uni.input.len() >= planes * ring
                         && uni.wk.len() >= planes * kh * kw
                         && uni.bias.is_none_or(|b| b.len() >= planes)),
                 "depthwise planes outside their slices"
@@ -519,7 +517,7 @@ impl Shape<'_> {
                     // before the loop).
                     Some(uni) => unsafe {
                         (
-                            uni.input.as_ptr().add(i * uni.in_plane),
+                            uni.input.as_ptr().add(i * ring),
                             uni.wk.as_ptr().add(i * kh * kw),
                             uni.bias.map_or(0.0, |b| *b.get_unchecked(i)),
                         )
