@@ -346,6 +346,56 @@ fn parts_grow_on_top_of_recomputation() {
     }
 }
 
+/// Recomputation cut short: on top of the text detector's smallest plan (three passes over
+/// its backbone), the keep walk holds narrow backbone maps whole for the later passes. Each
+/// plan it takes is predicted faster than the one before, stays within the cap, holds a map
+/// the smallest plan recomputes, and gives layer by layer's bits with the arena the planner
+/// accounted.
+#[test]
+fn narrow_maps_held_for_recomputation_save_passes() {
+    let path = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
+    let graph = frugal::model::load(Some(&path), Some(&[1, 3, 128, 128])).unwrap();
+    private_cache();
+    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    let profile = planning::profile_for(&graph, &mut *backend, &mut |_, _| {}).unwrap();
+    let path = planner::search::recompute_path(&graph, &PlanOptions::default()).unwrap();
+    let start = planner::search::evaluate(
+        &graph,
+        path.last().expect("the detector's smallest plan recomputes"),
+        &profile,
+        &*backend,
+        "recompute",
+    )
+    .unwrap();
+    let cap = 2 * start.arena_bytes;
+    let (taken, tried) =
+        planner::search::keep_walk(&graph, &profile, &*backend, &start, cap).unwrap();
+    assert!(!taken.is_empty(), "nothing held for the copies: {} plans priced", tried.len());
+    let copied = |o: &PlanOptions| frugal::plan::recompute::copied(&graph, &o.recompute).unwrap();
+    let before = copied(&start.options);
+    let lbl = frugal::Plan::build(&graph, &PlanOptions::new(frugal::Strategy::LayerByLayer));
+    let input = common::seeded_input(&[1, 3, 128, 128], 4);
+    let run = |plan: &frugal::Plan| {
+        let backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+        let mut s = Session::new(&graph, plan, backend).unwrap();
+        let out = s.run(&[&input]).unwrap()[0].as_f32().unwrap().to_vec();
+        (out, s.arena_bytes())
+    };
+    let (want, _) = run(&lbl.unwrap());
+    let mut prev = &start;
+    for c in &taken {
+        assert!(c.seconds < prev.seconds && c.arena_bytes <= cap);
+        let held: Vec<_> = c.options.recompute[0].keep.clone();
+        let newly: Vec<_> = held.iter().filter(|v| before.contains(v)).collect();
+        assert!(!newly.is_empty(), "holds no map the smallest plan computes again: {held:?}");
+        assert!(copied(&c.options).len() < before.len(), "the copies are not shorter");
+        let (got, arena) = run(&c.plan(&graph).unwrap());
+        assert_eq!(arena, c.arena_bytes, "the planner's account of the arena is exact");
+        common::check(&got, &want, common::Tolerance::Exact).unwrap();
+        prev = c;
+    }
+}
+
 /// The walk moves a whole resolution stage to whole maps at once: a whole map can be a stage
 /// cut, so the lowest-resolution layers run whole at no more memory than one row at a time
 /// (fewer, larger firings), which doubling their rows step by step never reaches: rings of

@@ -128,17 +128,35 @@ pub struct Recompute {
     pub shared: bool,
     /// Values the copy reads as they are instead of computing them again: small maps the plan
     /// holds whole anyway (the coarsest level of a feature pyramid), so that the second pass
-    /// need not run the deep path again, nor wait for it.
+    /// need not run the deep path again, nor wait for it; or narrow maps the plan then holds
+    /// whole for the copy (a backbone output after the projection that narrows it), which
+    /// buys the computation before them with their memory (see the planner's keep walk).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep: Vec<ValueId>,
 }
 
 /// `graph` with each recomputation applied in order.
 pub fn rewrite(graph: &Graph, list: &[Recompute]) -> Result<Graph> {
+    Ok(rewrite_copying(graph, list)?.0)
+}
+
+/// The values of `graph` that `list` computes again (model inputs fed again included), in
+/// order of their ids: where a plan could hold one whole instead ([`Recompute::keep`]).
+pub fn copied(graph: &Graph, list: &[Recompute]) -> Result<Vec<ValueId>> {
+    let mut out = rewrite_copying(graph, list)?.1;
+    out.sort_unstable_by_key(|v| v.0);
+    out.dedup();
+    Ok(out)
+}
+
+/// [`rewrite`], and the values of `graph` it copied.
+fn rewrite_copying(graph: &Graph, list: &[Recompute]) -> Result<(Graph, Vec<ValueId>)> {
     let mut g = graph.clone();
     let mut map = HashMap::new();
+    let mut copied = Vec::new();
     for (round, rc) in list.iter().enumerate() {
         if !rc.shared {
+            copied.extend(map.keys().copied());
             map = HashMap::new();
         }
         let v = rc.value;
@@ -177,10 +195,13 @@ pub fn rewrite(graph: &Graph, list: &[Recompute]) -> Result<Graph> {
         }
         g.nodes.splice(first..first, nodes);
     }
+    copied.extend(map.keys().copied());
     // Shared copies may sit after readers spliced in by a later recomputation.
     g.sort_nodes();
     g.validate()?;
-    Ok(g)
+    // Values of `graph` only: a later round may copy an earlier round's copies.
+    copied.retain(|v: &ValueId| v.0 < graph.values.len());
+    Ok((g, copied))
 }
 
 /// Clones the computation of values, sharing constants and one-row values and feeding model
