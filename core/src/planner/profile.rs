@@ -98,6 +98,21 @@ pub fn kernel_key(graph: &Graph, node: NodeId) -> String {
     format!("{:?} {:?} -> {:?}", n.op, shapes, graph.value(n.output()).shape)
 }
 
+/// Every node's [`kernel_key`], worked out once for the many lookups of a prediction or a
+/// search: formatting the keys anew for each lookup was a tenth of the planner's time.
+#[derive(Debug)]
+pub struct Keys(Vec<String>);
+
+impl Keys {
+    pub fn of(graph: &Graph) -> Keys {
+        Keys((0..graph.nodes.len()).map(|i| kernel_key(graph, NodeId(i))).collect())
+    }
+
+    fn get(&self, node: NodeId) -> &str {
+        &self.0[node.0]
+    }
+}
+
 /// Rows a node's firings count: output rows, or input rows for ops that fold.
 pub fn firing_rows(graph: &Graph, node: NodeId) -> usize {
     let n = graph.node(node);
@@ -286,11 +301,24 @@ impl Profile {
         variant: Option<&str>,
         rows: usize,
     ) -> f64 {
-        let key = kernel_key(graph, node);
+        self.in_run_at(&kernel_key(graph, node), variant, rows, firing_rows(graph, node))
+    }
+
+    /// [`Profile::variant_in_run_cost`] of the kernel with signature `key`, on a node of
+    /// `limit` rows.
+    fn in_run_at(&self, key: &str, variant: Option<&str>, rows: usize, limit: usize) -> f64 {
         variant
-            .and_then(|v| self.cold.get(&variant_key(&key, Some(v))))
-            .or_else(|| self.cold.get(&key))
-            .map_or(0.0, |c| c.at(rows, firing_rows(graph, node)))
+            .and_then(|v| self.cold.get(&variant_key(key, Some(v))))
+            .or_else(|| self.cold.get(key))
+            .map_or(0.0, |c| c.at(rows, limit))
+    }
+
+    /// Seconds of one firing of the node `keys` names on `rows` of its `limit` rows, in-run
+    /// cost included: [`Profile::node_time`] plus [`Profile::in_run_cost`] (0 if unmeasured),
+    /// without formatting the node's key again.
+    pub fn firing_seconds(&self, keys: &Keys, node: NodeId, rows: usize, limit: usize) -> f64 {
+        let key = keys.get(node);
+        self.time_at(key, None, rows).unwrap_or(0.0) + self.in_run_at(key, None, rows, limit)
     }
 
     /// Whether some node of `graph` has no measured in-run cost ([`Profile::cold`]).
@@ -338,13 +366,26 @@ impl Profile {
         variant: Option<&str>,
         rows: usize,
     ) -> Option<f64> {
-        let pts = self.kernels.get(&variant_key(&kernel_key(graph, node), variant))?;
+        self.time_at(&kernel_key(graph, node), variant, rows)
+    }
+
+    /// [`Profile::variant_time`] of the kernel with signature `key`.
+    fn time_at(&self, key: &str, variant: Option<&str>, rows: usize) -> Option<f64> {
+        let pts = match variant {
+            None => self.kernels.get(key),
+            Some(_) => self.kernels.get(&variant_key(key, variant)),
+        }?;
         interpolate(pts, rows)
     }
 
     /// The measured variants of `node` (names), if the backend had any.
     pub fn variants_of(&self, graph: &Graph, node: NodeId) -> Vec<String> {
-        let prefix = format!("{}#", kernel_key(graph, node));
+        self.variants_at(&kernel_key(graph, node))
+    }
+
+    /// [`Profile::variants_of`] the kernel with signature `key`.
+    fn variants_at(&self, key: &str) -> Vec<String> {
+        let prefix = format!("{key}#");
         self.kernels
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
@@ -352,11 +393,12 @@ impl Profile {
             .collect()
     }
 
-    /// Whether `node` run as `variant` leaves its output on the calling thread as far as its
-    /// readers' in-run costs go: the [`SERIAL`] variant, or any run of a node that has none
-    /// (the serial profile run, whose costs its readers' `serial` costs are, ran it so too).
-    fn serialish(&self, graph: &Graph, node: NodeId, variant: Option<&str>) -> bool {
-        variant == Some(SERIAL) || !self.variants_of(graph, node).iter().any(|v| v == SERIAL)
+    /// Whether a node (signature `key`) run as `variant` leaves its output on the calling
+    /// thread as far as its readers' in-run costs go: the [`SERIAL`] variant, or any run of a
+    /// node that has none (the serial profile run, whose costs its readers' `serial` costs
+    /// are, ran it so too).
+    fn serialish(&self, key: &str, variant: Option<&str>) -> bool {
+        variant == Some(SERIAL) || !self.variants_at(key).iter().any(|v| v == SERIAL)
     }
 
     /// [`Profile::variant_in_run_cost`] given where the node's main input came from: a
@@ -365,14 +407,14 @@ impl Profile {
     /// firing of the split run did, and pays the split run's cost.
     fn coupled_in_run_cost(
         &self,
-        graph: &Graph,
-        node: NodeId,
+        key: &str,
+        limit: usize,
         variant: Option<&str>,
         rows: usize,
         producer_serial: bool,
     ) -> f64 {
         let v = if variant == Some(SERIAL) && !producer_serial { None } else { variant };
-        self.variant_in_run_cost(graph, node, v, rows)
+        self.in_run_at(key, v, rows, limit)
     }
 
     /// The fastest measured kernel for each node at the part sizes `plan` fires it on (`None`
@@ -397,6 +439,7 @@ impl Profile {
             }
         }
         let n = graph.nodes.len();
+        let keys = Keys::of(graph);
         let parent = main_producers(graph);
         let mut children = vec![Vec::new(); n];
         for (i, p) in parent.iter().enumerate() {
@@ -413,20 +456,19 @@ impl Profile {
         }
         let mut options: Vec<Vec<Choice>> = Vec::with_capacity(n);
         for i in 0..n {
-            let node = NodeId(i);
+            let (key, limit) = (keys.get(NodeId(i)), firing_rows(graph, NodeId(i)));
             let cost = |variant: Option<&str>, producer_serial: bool| -> Option<f64> {
                 fired
                     .range((i, 0)..(i + 1, 0))
                     .map(|(&(_, rows), &count)| {
                         let cold =
-                            self.coupled_in_run_cost(graph, node, variant, rows, producer_serial);
-                        let t = self.variant_time(graph, node, variant, rows)?;
+                            self.coupled_in_run_cost(key, limit, variant, rows, producer_serial);
+                        let t = self.time_at(key, variant, rows)?;
                         Some((t + cold).max(0.0) * count as f64)
                     })
                     .sum()
             };
-            let names =
-                std::iter::once(None).chain(self.variants_of(graph, node).into_iter().map(Some));
+            let names = std::iter::once(None).chain(self.variants_at(key).into_iter().map(Some));
             let mut opts = Vec::new();
             for name in names {
                 let (Some(split), Some(serial)) =
@@ -434,7 +476,7 @@ impl Profile {
                 else {
                     continue;
                 };
-                let serialish = self.serialish(graph, node, name.as_deref());
+                let serialish = self.serialish(key, name.as_deref());
                 opts.push(Choice { name, serialish, cost: [serial, split] });
             }
             options.push(opts);
@@ -456,7 +498,7 @@ impl Profile {
                 }
                 if b.1 == usize::MAX {
                     // Nothing measured: the default.
-                    let below = usize::from(!self.serialish(graph, NodeId(i), None));
+                    let below = usize::from(!self.serialish(keys.get(NodeId(i)), None));
                     b = (children[i].iter().map(|&c| best[c][below].0).sum(), usize::MAX);
                 }
                 best[i][s] = b;
@@ -467,7 +509,7 @@ impl Profile {
         for i in 0..n {
             let s = parent[i].map_or(0, |p| usize::from(!serialish[p]));
             match best[i][s].1 {
-                usize::MAX => serialish[i] = self.serialish(graph, NodeId(i), None),
+                usize::MAX => serialish[i] = self.serialish(keys.get(NodeId(i)), None),
                 k => {
                     out[i] = options[i][k].name.clone();
                     serialish[i] = options[i][k].serialish;
@@ -490,25 +532,21 @@ impl Profile {
             }
         }
         let parent = main_producers(graph);
+        let keys = Keys::of(graph);
         let variant_of = |n: usize| plan.kernels.get(n).cloned().flatten();
         for ((n, rows), count) in counts {
-            let variant = variant_of(n);
+            let (key, variant) = (keys.get(NodeId(n)), variant_of(n));
             let producer_serial = parent[n]
-                .is_none_or(|p| self.serialish(graph, NodeId(p), variant_of(p).as_deref()));
-            let cold = self.coupled_in_run_cost(
-                graph,
-                NodeId(n),
-                variant.as_deref(),
-                rows,
-                producer_serial,
-            );
-            let t =
-                self.variant_time(graph, NodeId(n), variant.as_deref(), rows).ok_or_else(|| {
-                    Error::Plan(format!(
-                        "the profile has no timing for node '{}'; run `frugal profile` first",
-                        graph.nodes[n].name
-                    ))
-                })?;
+                .is_none_or(|p| self.serialish(keys.get(NodeId(p)), variant_of(p).as_deref()));
+            let limit = firing_rows(graph, NodeId(n));
+            let cold =
+                self.coupled_in_run_cost(key, limit, variant.as_deref(), rows, producer_serial);
+            let t = self.time_at(key, variant.as_deref(), rows).ok_or_else(|| {
+                Error::Plan(format!(
+                    "the profile has no timing for node '{}'; run `frugal profile` first",
+                    graph.nodes[n].name
+                ))
+            })?;
             // A negative in-run cost (a queueing backend's) never makes a firing free.
             total += (t + cold).max(0.0) * count as f64;
         }
@@ -522,23 +560,25 @@ impl Profile {
     /// its own in-run cost), the plan's choice otherwise, and the per-step overhead.
     pub fn lane_step_seconds(&self, graph: &Graph, plan: &Plan) -> Result<Vec<f64>> {
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
+        let keys = Keys::of(graph);
         plan.steps
             .iter()
             .map(|s| {
                 let StepKind::Fire(n) = s.kind else { return Ok(self.step_overhead) };
                 let rows = s.rows[1] - s.rows[0];
+                let key = keys.get(n);
                 let chosen = plan.kernels.get(n.0).cloned().flatten();
-                let variant = match self.variant_time(graph, n, Some(SERIAL), rows) {
+                let variant = match self.time_at(key, Some(SERIAL), rows) {
                     Some(_) => Some(SERIAL.to_string()),
                     None => chosen,
                 };
-                let t = self.variant_time(graph, n, variant.as_deref(), rows).ok_or_else(|| {
+                let t = self.time_at(key, variant.as_deref(), rows).ok_or_else(|| {
                     Error::Plan(format!(
                         "the profile has no timing for node '{}'; run `frugal profile` first",
                         graph.nodes[n.0].name
                     ))
                 })?;
-                let cold = self.variant_in_run_cost(graph, n, variant.as_deref(), rows);
+                let cold = self.in_run_at(key, variant.as_deref(), rows, firing_rows(graph, n));
                 Ok(self.step_overhead + (t + cold).max(0.0))
             })
             .collect()

@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use super::profile::{firing_rows, Profile};
+use super::profile::{firing_rows, Keys, Profile};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::exec::session_bytes;
@@ -100,12 +100,11 @@ fn by_parts(base: &PlanOptions, parts: &[usize], cuts: &[crate::graph::ValueId])
 
 /// Predicted seconds of all of a node's firings at part `p` (overheads and in-run costs
 /// included, as [`Profile::predict`] counts them).
-fn node_cost(graph: &Graph, profile: &Profile, n: usize, p: usize) -> f64 {
-    let limit = firing_rows(graph, NodeId(n));
+fn node_cost(keys: &Keys, profile: &Profile, limits: &[usize], n: usize, p: usize) -> f64 {
+    let limit = limits[n];
     let fires = limit.div_ceil(p.max(1));
-    let t = profile.node_time(graph, NodeId(n), p.min(limit)).unwrap_or(0.0);
-    let cold = profile.in_run_cost(graph, NodeId(n), p.min(limit));
-    fires as f64 * (t + profile.step_overhead + cold)
+    let t = profile.firing_seconds(keys, NodeId(n), p.min(limit), limit);
+    fires as f64 * (t + profile.step_overhead)
 }
 
 /// The measured trade-off: every plan the search visits, filtered to the Pareto front, with
@@ -259,6 +258,7 @@ fn walk(
     cap: Option<usize>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<Candidate>> {
+    let keys = Keys::of(costs);
     let mut parts = vec![1usize; costs.nodes.len()];
     let mut cur = evaluate(graph, &by_parts(base, &parts, cuts), profile, backend, "by-parts")?;
     let mut tried = vec![cur.clone()];
@@ -275,7 +275,8 @@ fn walk(
             .filter(|&n| parts[n] < limits[n] && !stuck[n])
             .map(|n| {
                 let next = (parts[n] * 2).min(limits[n]);
-                (node_cost(costs, profile, n, parts[n]) - node_cost(costs, profile, n, next), n)
+                let cost = |p: usize| node_cost(&keys, profile, limits, n, p);
+                (cost(parts[n]) - cost(next), n)
             })
             .filter(|m| m.0 > 0.0)
             .collect();
