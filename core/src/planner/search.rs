@@ -384,8 +384,13 @@ pub fn keep_walk(
     let narrow = |v: crate::graph::ValueId| {
         let Some(p) = producers[v.0] else { return false };
         let bytes = graph.value(v).nbytes();
-        let mut inputs = graph.node(p).inputs.iter().map(|&x| graph.value(x));
-        let inputs: Vec<_> = inputs.by_ref().filter(|x| !x.is_constant()).collect();
+        let inputs: Vec<_> = graph
+            .node(p)
+            .inputs
+            .iter()
+            .map(|&x| graph.value(x))
+            .filter(|x| !x.is_constant())
+            .collect();
         !inputs.is_empty() && inputs.iter().all(|x| bytes < x.nbytes())
     };
     let mut pool: Vec<_> = crate::plan::recompute::copied(graph, list)?
@@ -402,7 +407,7 @@ pub fn keep_walk(
         for (i, &v) in pool.iter().enumerate() {
             // Stage cuts are searched again: the held map is a new one.
             let mut o = PlanOptions { cuts: None, ..cur.options.clone() };
-            for r in &mut o.recompute {
+            for r in o.recompute.iter_mut().filter(|r| !r.keep.contains(&v)) {
                 r.keep.push(v);
             }
             let c = evaluate(graph, &o, profile, backend, "recompute")?;
