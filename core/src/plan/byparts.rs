@@ -45,7 +45,9 @@ struct Sim<'g> {
     cut: Vec<bool>,
     /// Per node: its input slots, the one behind the most whole-map folds first (see
     /// [`super::fold_depth`]): a scale computed from a whole map is the long wait, and rows
-    /// fetched before it would sit in their rings through all of it.
+    /// fetched before it would sit in their rings through all of it. Of equally deep ones,
+    /// the first, or with [`PlanOptions::larger_pools_first`] the one behind the largest fold
+    /// ([`super::fold_rows`]).
     demand_order: Vec<Vec<usize>>,
     /// Per node: it only gathers statistics (everything it feeds ends in a global pool) or it
     /// is a one-row node feeding a many-row one (a pool and scale of squeeze-and-excitation),
@@ -159,13 +161,17 @@ impl<'g> Sim<'g> {
                     .then(|| n.inputs.iter().position(|&v| v == x).unwrap_or(0))
             })
             .collect();
-        let depth = super::fold_depth(g);
+        let (depth, folded) = (super::fold_depth(g), super::fold_rows(g));
         let demand_order = g
             .nodes
             .iter()
             .map(|n| {
                 let mut slots: Vec<usize> = (0..n.inputs.len()).collect();
-                slots.sort_by_key(|&s| std::cmp::Reverse(depth[n.inputs[s].0]));
+                slots.sort_by_key(|&s| {
+                    let v = n.inputs[s].0;
+                    let larger = if options.larger_pools_first { folded[v] } else { 0 };
+                    std::cmp::Reverse((depth[v], larger))
+                });
                 slots
             })
             .collect();

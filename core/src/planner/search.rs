@@ -404,9 +404,12 @@ pub fn keep_walk(
     let (mut cur, mut taken, mut tried) = (start.clone(), Vec::new(), Vec::new());
     while !pool.is_empty() {
         let mut best: Option<(f64, usize, Candidate)> = None;
-        for (i, &v) in pool.iter().enumerate() {
-            // Stage cuts are searched again: the held map is a new one.
-            let mut o = PlanOptions { cuts: None, ..cur.options.clone() };
+        let each = pool.iter().enumerate().flat_map(|(i, &v)| [(i, v, false), (i, v, true)]);
+        for (i, v, larger_pools_first) in each {
+            // Stage cuts are searched again: the held map is a new one. Both demand orders:
+            // a held map can let a pyramid level run ahead of the stem (see
+            // `PlanOptions::larger_pools_first`).
+            let mut o = PlanOptions { cuts: None, larger_pools_first, ..cur.options.clone() };
             for r in o.recompute.iter_mut().filter(|r| !r.keep.contains(&v)) {
                 r.keep.push(v);
             }
