@@ -393,8 +393,9 @@ fn recomputing_instead_of_holding_gives_the_same_bytes_in_less_memory() {
 }
 
 /// With `larger_pools_first`, of a node's inputs behind equally many global pools, the one
-/// behind the larger pool is demanded first. The text detector's recomputing plan, holding its 1/16 and 1/8 backbone
-/// outputs whole for the later passes (what the planner's keep walk does): the pass that
+/// behind the larger pool is demanded first. The text detector's recomputing plan, holding
+/// its 1/16 and 1/8 backbone outputs whole for the later passes (what the planner's keep
+/// walk does; `cargo run --release --example held_maps` prints the peaks): the pass that
 /// gathers the pyramid's second excitation statistics used to demand the 1/8 level's before
 /// the 1/4 level's, computed the 1/8 level's top-down sum ahead of the full-resolution stem
 /// (it no longer waits for it) and held it whole for the 1/4 level (25 MB at 2048x2048: a

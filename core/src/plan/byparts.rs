@@ -161,7 +161,8 @@ impl<'g> Sim<'g> {
                     .then(|| n.inputs.iter().position(|&v| v == x).unwrap_or(0))
             })
             .collect();
-        let (depth, folded) = (super::fold_depth(g), super::fold_rows(g));
+        let depth = super::fold_depth(g);
+        let folded = options.larger_pools_first.then(|| super::fold_rows(g, &depth));
         let demand_order = g
             .nodes
             .iter()
@@ -169,7 +170,7 @@ impl<'g> Sim<'g> {
                 let mut slots: Vec<usize> = (0..n.inputs.len()).collect();
                 slots.sort_by_key(|&s| {
                     let v = n.inputs[s].0;
-                    let larger = if options.larger_pools_first { folded[v] } else { 0 };
+                    let larger = folded.as_ref().map_or(0, |f| f[v]);
                     std::cmp::Reverse((depth[v], larger))
                 });
                 slots

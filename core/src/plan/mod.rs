@@ -99,7 +99,7 @@ pub struct PlanOptions {
     /// planner's keep walk sets it where it pays: once a pyramid level no longer waits for
     /// the full-resolution stem, demanding it first computes it ahead and holds it whole;
     /// without held maps the input order gives the smaller peak (the detector at 1024x768:
-    /// 4.6 MB against 6.2).
+    /// 4.6 MB against 6.2, `examples/held_maps.rs`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub larger_pools_first: bool,
 }
@@ -243,15 +243,14 @@ pub fn fold_depth(g: &Graph) -> Vec<usize> {
     depth
 }
 
-/// Per value: the most rows that one of the whole-map folds at its [`fold_depth`] behind it
-/// folds (0 where none is behind it). Of two inputs equally deep, the one behind the larger
+/// Per value: the most rows that one of the whole-map folds at its [`fold_depth`] (`depth`)
+/// behind it folds (0 where none is behind it). Of two inputs equally deep, the one behind the larger
 /// fold is the longer stream: demanded first, it drives the others' statistics along with it
 /// (their eager branches fire as its rows pass), where demanding the smaller one first can
 /// compute its whole input ahead and hold it for the larger one's stream (the text
 /// detector's pyramid with its 1/8 backbone output held: the 1/8 level's top-down sum, 25 MB
 /// at 2048x2048). See [`PlanOptions::larger_pools_first`].
-pub fn fold_rows(g: &Graph) -> Vec<usize> {
-    let depth = fold_depth(g);
+pub fn fold_rows(g: &Graph, depth: &[usize]) -> Vec<usize> {
     let mut rows = vec![0usize; g.values.len()];
     for n in &g.nodes {
         let out = n.output();

@@ -384,9 +384,10 @@ struct Shape<'a> {
 
 /// The planes of a [`Shape::vector_rows`] call when their data lie one stride apart: plane
 /// `i` reads its input ring (`ring` floats, the input window's plane) at `input[i * ring..]`,
-/// its weights at `wk[i * kh * kw..]` and its bias at `bias[i]`. Found by pointer arithmetic after one bounds check per call
-/// instead of a [`Channel`] per plane, whose slicing and checks cost a one-row firing over
-/// 576 planes of 14 columns 16% of its time (`kernel_min "dw3 576@14"`, by parts).
+/// its weights at `wk[i * kh * kw..]` and its bias at `bias[i]`. Found by pointer arithmetic
+/// after one bounds check per call instead of a [`Channel`] per plane, whose slicing and
+/// checks cost a one-row firing over 576 planes of 14 columns 16% of its time
+/// (`kernel_min "dw3 576@14"`, by parts).
 #[derive(Clone, Copy)]
 struct Uniform<'c> {
     input: &'c [f32],
