@@ -4,7 +4,9 @@
 //! keep the channel count chain six layers so that feeding and reading the model is a small
 //! share of the time.
 //!
-//! cargo run --release --example kernel_min [-- FILTER]     (FRUGAL_THREADS=N: N threads)
+//! cargo run --release --example kernel_min [-- FILTER]     (FRUGAL_THREADS=N: N threads;
+//!     PART_ROWS=N: by parts N rows per firing, default 1; REPS=N runs, default 300;
+//!     ONLY_PARTS=1: by parts alone, for `perf record`)
 use frugal::ops::Activation;
 use frugal::{CpuBackend, GraphBuilder, Plan, PlanOptions, Result, Session, Strategy};
 use std::time::Instant;
@@ -57,7 +59,12 @@ const CASES: &[Case] = &[
 
 fn main() -> Result<()> {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    let threads = std::env::var("FRUGAL_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+    let env = |name: &str, default: usize| {
+        std::env::var(name).ok().and_then(|t| t.parse().ok()).unwrap_or(default)
+    };
+    let (threads, part_rows, reps) =
+        (env("FRUGAL_THREADS", 1), env("PART_ROWS", 1), env("REPS", 300));
+    let only_parts = std::env::var_os("ONLY_PARTS").is_some();
     for c in CASES.iter().filter(|c| c.name.contains(&filter)) {
         let mut b = GraphBuilder::new(c.name, 1);
         let mut y = b.input("x", &c.input);
@@ -71,11 +78,15 @@ fn main() -> Result<()> {
         let x: Vec<f32> = (0..n).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
         let mut line = format!("{:18}", c.name);
         for strategy in [Strategy::LayerByLayer, Strategy::ByParts] {
-            let plan = Plan::build(&graph, &PlanOptions::new(strategy))?;
+            if only_parts && strategy == Strategy::LayerByLayer {
+                continue;
+            }
+            let plan =
+                Plan::build(&graph, &PlanOptions { part_rows, ..PlanOptions::new(strategy) })?;
             let mut s = Session::new(&graph, &plan, Box::new(CpuBackend::with_threads(threads)?))?;
             let mut out = vec![0.0f32; s.outputs()[0].shape.iter().product()];
             let mut best = f64::MAX;
-            for _ in 0..300 {
+            for _ in 0..reps {
                 let t = Instant::now();
                 s.run_into(&[&x], &mut [&mut out])?;
                 best = best.min(t.elapsed().as_secs_f64());

@@ -79,7 +79,8 @@ fn node_labels(graph: &frugal::Graph, plan: &frugal::Plan) -> anyhow::Result<Vec
 }
 
 /// Times every step of `runs` runs (after one warm-up) and sums them per node; feeds and
-/// drains are reported as the pseudo-nodes `(feed)` and `(drain)`.
+/// drains are reported as the pseudo-nodes `(feed)` and `(drain)`, and the run's time outside
+/// every step (the executor's own bookkeeping between firings) as `(between steps)`.
 fn per_node(
     labels: &[NodeLabel],
     session: &mut Session,
@@ -92,21 +93,25 @@ fn per_node(
     let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
     let steps = session.steps().to_vec();
     // Row of the report per step: node index, then feed and drain.
-    let (feed, drain) = (labels.len(), labels.len() + 1);
+    let (feed, drain, between) = (labels.len(), labels.len() + 1, labels.len() + 2);
     let slot = |k: StepKind| match k {
         StepKind::Fire(n) => n.0,
         StepKind::Feed(_) => feed,
         StepKind::Drain(_) => drain,
     };
-    let mut firings = vec![0usize; labels.len() + 2];
+    let mut firings = vec![0usize; labels.len() + 3];
     steps.iter().for_each(|s| firings[slot(s.kind)] += 1);
+    firings[between] = 1;
     let mut seconds = vec![0.0; steps.len()];
     let mut per_run: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); firings.len()];
     session.run_timed_into(&[input], &mut views, &mut seconds)?;
     for _ in 0..runs.max(1) {
+        let t = Instant::now();
         session.run_timed_into(&[input], &mut views, &mut seconds)?;
+        let wall = t.elapsed().as_secs_f64();
         let mut sum = vec![0.0; firings.len()];
         steps.iter().zip(&seconds).for_each(|(s, t)| sum[slot(s.kind)] += t);
+        sum[between] = (wall - seconds.iter().sum::<f64>()).max(0.0);
         per_run.iter_mut().zip(sum).for_each(|(v, t)| v.push(t));
     }
     let mut rows: Vec<NodeTime> = per_run
@@ -118,7 +123,11 @@ fn per_node(
             let (node, op, output_shape) = match labels.get(i) {
                 Some(l) => l.clone(),
                 None => {
-                    let name = if i == feed { "(feed)" } else { "(drain)" };
+                    let name = match i {
+                        _ if i == feed => "(feed)",
+                        _ if i == drain => "(drain)",
+                        _ => "(between steps)",
+                    };
                     (name.to_string(), String::new(), Vec::new())
                 }
             };
@@ -166,7 +175,7 @@ fn print_per_node(rows: &[NodeTime], median_ms: f64) {
     kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!("per operator:");
     for (op, ms, n) in kinds {
-        let op = if op.is_empty() { "(feed/drain)" } else { op.as_str() };
+        let op = if op.is_empty() { "(feed, drain, between steps)" } else { op.as_str() };
         println!("{ms:>9.3} {:>5.1}% {n:>8}  {op}", 100.0 * ms / total);
     }
 }
