@@ -18,9 +18,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A task function with its lifetime erased; valid only while `Pool::run` waits for it.
+/// A task function, called with the task's index and the running thread's slot (see
+/// [`Pool::run_slotted`]), with its lifetime erased; valid only while `Pool::run_slotted`
+/// waits for it.
 #[derive(Clone, Copy)]
-struct Job(*const (dyn Fn(usize) + Sync));
+struct Job(*const (dyn Fn(usize, usize) + Sync));
 
 // SAFETY: the pointee is `Sync`, and `Pool::run` keeps it alive until every task is done.
 unsafe impl Send for Job {}
@@ -110,8 +112,8 @@ impl Shared {
     }
 
     /// Takes tasks of the current job until none are left: from the front (`back` false, the
-    /// caller) or from the back (workers).
-    fn work(&self, back: bool) {
+    /// caller) or from the back (workers), running them as thread `slot`.
+    fn work(&self, back: bool, slot: usize) {
         let mut w = self.claim.load(Ordering::Acquire);
         loop {
             let (lo, hi) = unword(w);
@@ -131,7 +133,7 @@ impl Shared {
                     if let Some(job) = unsafe { *self.job.get() } {
                         // SAFETY: as above, the job outlives its unfinished tasks.
                         let f = unsafe { &*job.0 };
-                        if catch_unwind(AssertUnwindSafe(|| f(next))).is_err() {
+                        if catch_unwind(AssertUnwindSafe(|| f(next, slot))).is_err() {
                             self.panicked.store(true, Ordering::Relaxed);
                         }
                     }
@@ -192,7 +194,7 @@ impl Pool {
                     let (count, cv) = &*st;
                     *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
                     cv.notify_all();
-                    worker(&s)
+                    worker(&s, i)
                 },
             )?);
         }
@@ -215,8 +217,17 @@ impl Pool {
 
     /// Runs `f(0) .. f(tasks - 1)` across the threads and returns when all are done.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        self.run_slotted(tasks, &|i, _| f(i));
+    }
+
+    /// Runs `f(i, slot)` for `i < tasks` across the threads, `slot` being the running
+    /// thread's: 0 for the caller, `1 .. threads()` for the workers. A thread runs one task at
+    /// a time, so per-thread scratch indexed by slot is never shared: a kernel that splits
+    /// its work into more tasks than threads (for balance) needs scratch for `threads()`
+    /// tasks, not for every task.
+    pub fn run_slotted(&self, tasks: usize, f: &(dyn Fn(usize, usize) + Sync)) {
         if self.workers.is_empty() || tasks <= 1 {
-            (0..tasks).for_each(f);
+            (0..tasks).for_each(|i| f(i, 0));
             return;
         }
         assert!(tasks < 1 << 32, "too many tasks in one job");
@@ -224,7 +235,10 @@ impl Pool {
         // SAFETY: only the lifetime is erased; this function waits below until every task
         // has finished, and no thread reads the job without an unfinished task of it.
         let job = Job(unsafe {
-            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
+            std::mem::transmute::<
+                &(dyn Fn(usize, usize) + Sync),
+                &'static (dyn Fn(usize, usize) + Sync),
+            >(f)
         });
         // SAFETY: the previous job's tasks are all finished and its claim word exhausted, so
         // no thread reads `job` now.
@@ -238,7 +252,7 @@ impl Pool {
             drop(s.lock());
             s.wake.notify_all();
         }
-        s.work(false);
+        s.work(false, 0);
         let all_done = || s.finished.load(Ordering::Acquire) == tasks;
         if !spin_until(all_done) {
             let mut g = s.lock();
@@ -256,7 +270,7 @@ impl Pool {
     }
 }
 
-fn worker(s: &Shared) {
+fn worker(s: &Shared, slot: usize) {
     loop {
         let ready = || s.claimable(Ordering::Acquire) || s.shutdown.load(Ordering::Relaxed);
         if !spin_until(ready) {
@@ -270,7 +284,7 @@ fn worker(s: &Shared) {
         if s.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        s.work(true);
+        s.work(true, slot);
     }
 }
 
@@ -365,6 +379,15 @@ impl<'a> Par<'a> {
         }
     }
 
+    /// Calls `f(i, slot)` for each `i < tasks`, `slot < self.threads()` being the running
+    /// thread's ([`Pool::run_slotted`]): scratch per slot is never used by two tasks at once.
+    pub fn each_slotted(&self, tasks: usize, f: impl Fn(usize, usize) + Sync) {
+        match self.pool {
+            Some(pool) if tasks > 1 => pool.run_slotted(tasks, &f),
+            _ => (0..tasks).for_each(|i| f(i, 0)),
+        }
+    }
+
     /// Threads available.
     pub fn threads(&self) -> usize {
         self.pool.map_or(1, Pool::threads)
@@ -389,12 +412,23 @@ impl<'a> Par<'a> {
         chunk_len: usize,
         f: impl Fn(usize, &mut [T]) + Sync,
     ) {
+        self.chunks_slotted(data, chunk_len, |i, _, c| f(i, c));
+    }
+
+    /// [`Self::chunks`] with the running thread's slot: `f(index, slot, chunk)` (see
+    /// [`Self::each_slotted`]).
+    pub fn chunks_slotted<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk_len: usize,
+        f: impl Fn(usize, usize, &mut [T]) + Sync,
+    ) {
         let chunk_len = chunk_len.max(1);
         let n = data.len().div_ceil(chunk_len);
         match self.pool {
             Some(pool) if n > 1 => {
                 let (base, len) = (SendPtr(data.as_mut_ptr()), data.len());
-                pool.run(n, &|i| {
+                pool.run_slotted(n, &|i, slot| {
                     let start = i * chunk_len;
                     let end = (start + chunk_len).min(len);
                     // SAFETY: chunk i covers elements start..end of `data`, disjoint from every
@@ -402,10 +436,10 @@ impl<'a> Par<'a> {
                     let chunk = unsafe {
                         std::slice::from_raw_parts_mut(base.get().add(start), end - start)
                     };
-                    f(i, chunk);
+                    f(i, slot, chunk);
                 });
             }
-            _ => data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, c)),
+            _ => data.chunks_mut(chunk_len).enumerate().for_each(|(i, c)| f(i, 0, c)),
         }
     }
 
@@ -483,6 +517,28 @@ mod tests {
                 assert_eq!(c.swap(0, Ordering::Relaxed), u32::from(i < tasks), "job {job}");
             }
         }
+    }
+
+    /// Slots name the running thread: below the thread count, never two tasks at once in
+    /// one slot (what per-slot scratch relies on), the caller's 0.
+    #[test]
+    fn a_slot_runs_one_task_at_a_time() {
+        use std::sync::atomic::AtomicBool;
+        let pool = Pool::new(3).unwrap();
+        let busy: Vec<AtomicBool> = (0..3).map(|_| AtomicBool::new(false)).collect();
+        let caller = std::thread::current().id();
+        let ran = AtomicUsize::new(0);
+        for job in 0..2_000usize {
+            pool.run_slotted(1 + job % 16, &|_, slot| {
+                assert!(slot < 3, "slot {slot} of 3 threads");
+                assert_eq!(slot == 0, std::thread::current().id() == caller);
+                assert!(!busy[slot].swap(true, Ordering::AcqRel), "slot {slot} shared");
+                std::hint::black_box((0..200).sum::<usize>());
+                busy[slot].store(false, Ordering::Release);
+                ran.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(ran.load(Ordering::Relaxed), (0..2_000).map(|j| 1 + j % 16).sum::<usize>());
     }
 
     #[test]

@@ -80,11 +80,15 @@ fn vector_kernel(op: &Conv, isa: Isa) -> bool {
         && op.kernel[1] <= MAX_K
 }
 
-/// Scratch floats for one call of `rows` output rows on `threads` threads: a ring per task for
-/// the portable kernels, or for the AVX2 kernel a row of zeros (its padding rows), its mask
-/// table and, where [`channels`] takes the call, a tile per task.
+/// Scratch floats for one call of `rows` output rows on `threads` threads: a ring per thread
+/// for the portable kernels, or for the AVX2 kernel a row of zeros (its padding rows), its
+/// mask table and, where [`channels`] takes the call, a tile per thread. Per thread, not per
+/// task: calls split into twice as many tasks as threads for balance, and a task takes the
+/// scratch of the thread running it ([`crate::par::Par::chunks_slotted`]), which halved the tiles' share
+/// of a session (the orientation model's 4-row firings of its 32-channel 112x112 depthwise
+/// layer: 274 KB of tiles for four tasks).
 pub(super) fn workspace(op: &Conv, g: &Geo, isa: Isa, rows: usize, threads: usize) -> usize {
-    let tasks = if threads > 1 { 2 * threads } else { 1 };
+    let tasks = threads.max(1);
     let rings = Ring::new(op, g).map_or(0, |r| r.floats() * tasks);
     #[cfg(target_arch = "x86_64")]
     let tiled = channels_geom(op, g, isa, rows).map_or(0, |c| c.scratch(lanes(), rows) * tasks);
@@ -225,7 +229,7 @@ pub(super) fn depthwise(
         let lanes = lanes();
         let tile = if tiled.is_some() { par.split(g.n * g.m, lanes) } else { tile };
         let per_task = tiled.map_or(0, |c| c.scratch(lanes, y.rows));
-        let tasks = (g.n * g.m).div_ceil(tile);
+        let slots = par.threads();
         // Tasks' tiles start on cache lines (their vectors would straddle them).
         let shared_len = vector_scratch(g).next_multiple_of(16);
         let io_scratch_len = io.scratch.len();
@@ -238,15 +242,19 @@ pub(super) fn depthwise(
         let (zeros, masks) = (&*zeros, &*masks);
         let task_scratch = SharedMut::new(task_scratch);
         let post = simd::after_store(&op.act);
-        // Task `t`: `n` planes from `base` (plane `first` of the call on), rows of `ys`, with
-        // its own `per_task` floats of scratch.
-        let body = |t: usize, base: *mut f32, n: usize, first: usize, ys: &RowWindow| {
+        // A task on thread `slot`: `n` planes from `base` (plane `first` of the call on), rows
+        // of `ys`, with that thread's `per_task` floats of scratch.
+        let body = |slot: usize, base: *mut f32, n: usize, first: usize, ys: &RowWindow| {
             let mut done = 0;
             if let Some(geom) = &tiled {
-                // SAFETY: task t uses its own `per_task` floats (in bounds, asserted by the
-                // callers below); the scratch stays mutably borrowed while tasks run.
+                // SAFETY: a thread runs one task at a time, so the task uses its thread's
+                // `per_task` floats alone (in bounds, asserted by the callers below); the
+                // scratch stays mutably borrowed while tasks run.
                 let scratch = unsafe {
-                    std::slice::from_raw_parts_mut(task_scratch.ptr().add(t * per_task), per_task)
+                    std::slice::from_raw_parts_mut(
+                        task_scratch.ptr().add(slot * per_task),
+                        per_task,
+                    )
                 };
                 while n - done >= 8 {
                     let l = if n - done >= 16 { lanes } else { 8 };
@@ -325,31 +333,31 @@ pub(super) fn depthwise(
             assert!(io_scratch_len >= shared_len + per_task * t, "depthwise scratch too small");
             let all = planes.len() / plane_len;
             let out = SharedMut::new(planes);
-            par.each(t, |i| {
+            par.each_slotted(t, |i, slot| {
                 let (r0, r1) = (y.rows * i / t, y.rows * (i + 1) / t);
                 let band = RowWindow { first_row: y.first_row + r0, rows: r1 - r0, ..*y };
                 // Rows r0 .. r1 of every plane: this task's alone.
-                body(i, out.ptr(), all, 0, &band);
+                body(slot, out.ptr(), all, 0, &band);
             });
             return;
         }
-        assert!(io_scratch_len >= shared_len + per_task * tasks, "depthwise scratch too small");
-        par.chunks(planes, tile * plane_len, |t, chunk| {
-            body(t, chunk.as_mut_ptr(), chunk.len() / plane_len, t * tile, y)
+        assert!(io_scratch_len >= shared_len + per_task * slots, "depthwise scratch too small");
+        par.chunks_slotted(planes, tile * plane_len, |t, slot, chunk| {
+            body(slot, chunk.as_mut_ptr(), chunk.len() / plane_len, t * tile, y)
         });
         return;
     }
     // The portable kernels: each task with its own ring in scratch.
     let ring_floats = ring.map_or(0, |r| r.floats());
     let one_direct = direct && can_direct(op, g, isa);
-    let tasks = (g.n * g.m).div_ceil(tile);
-    assert!(io.scratch.len() >= ring_floats * tasks, "depthwise scratch too small");
+    assert!(io.scratch.len() >= ring_floats * par.threads(), "depthwise scratch too small");
     let scratch = SharedMut::new(io.scratch);
-    par.chunks(planes, tile * plane_len, |t, chunk| {
-        // SAFETY: task t uses scratch floats t * ring_floats .. (t + 1) * ring_floats only (in
-        // bounds, asserted above), and the scratch stays mutably borrowed while tasks run.
+    par.chunks_slotted(planes, tile * plane_len, |t, slot, chunk| {
+        // SAFETY: a thread runs one task at a time, so this task alone uses its thread's
+        // scratch floats slot * ring_floats .. (slot + 1) * ring_floats (in bounds, asserted
+        // above), and the scratch stays mutably borrowed while tasks run.
         let rbuf = unsafe {
-            std::slice::from_raw_parts_mut(scratch.ptr().add(t * ring_floats), ring_floats)
+            std::slice::from_raw_parts_mut(scratch.ptr().add(slot * ring_floats), ring_floats)
         };
         for (i, plane) in chunk.chunks_mut(plane_len).enumerate() {
             let ch = channel(t * tile + i);
