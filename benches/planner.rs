@@ -3,7 +3,8 @@
 //! of the cost model on the Pareto front; the text detector at 2048x2048.
 //!
 //! cargo bench --bench planner            (FRUGAL_THREADS sets the threads, default 2;
-//!                                         FRUGAL_PLANNER_DETECTOR_ONLY=1: the detector alone)
+//!                                         FRUGAL_PLANNER_DETECTOR_ONLY=1: the detector alone;
+//!                                         FRUGAL_PLANNER_SKIP_DETECTOR=1: all but the detector)
 
 use std::time::Instant;
 
@@ -141,6 +142,9 @@ fn main() -> frugal::Result<()> {
             front.len(),
             front.iter().filter(|c| !c.options.lanes.is_empty()).count()
         );
+    }
+    if std::env::var_os("FRUGAL_PLANNER_SKIP_DETECTOR").is_some() {
+        return Ok(());
     }
     detector(dir)
 }
