@@ -447,7 +447,15 @@ pub fn keep_walk(
             for r in o.recompute.iter_mut().filter(|r| !r.keep.contains(&v)) {
                 r.keep.push(v);
             }
-            let c = evaluate(graph, &o, profile, backend, "recompute")?;
+            // Keeping a map can leave a later recomputation of the list nothing to copy for
+            // (its readers read the kept map now, so the copy it names is never made): not a
+            // plan, skipped (a random CNN with a concatenation under squeeze-and-excitation,
+            // `tests/byparts.proptest-regressions`).
+            let c = match evaluate(graph, &o, profile, backend, "recompute") {
+                Ok(c) => c,
+                Err(Error::Plan(_)) => continue,
+                Err(e) => return Err(e),
+            };
             tried.push(c.clone());
             let saved = cur.seconds - c.seconds;
             if saved <= 0.0 || c.arena_bytes > cap {
