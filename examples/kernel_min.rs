@@ -6,7 +6,8 @@
 //!
 //! cargo run --release --example kernel_min [-- FILTER]     (FRUGAL_THREADS=N: N threads;
 //!     PART_ROWS=N: by parts N rows per firing, default 1; REPS=N runs, default 300;
-//!     ONLY_PARTS=1: by parts alone, for `perf record`)
+//!     ONLY_PARTS=1: by parts alone, for `perf record`; LAYERS=N: chains of N layers, default 6;
+//!     VARIANT=NAME: every node's kernel variant, e.g. columns or channels)
 use frugal::ops::Activation;
 use frugal::{CpuBackend, GraphBuilder, Plan, PlanOptions, Result, Session, Strategy};
 use std::time::Instant;
@@ -65,10 +66,11 @@ fn main() -> Result<()> {
     let (threads, part_rows, reps) =
         (env("FRUGAL_THREADS", 1), env("PART_ROWS", 1), env("REPS", 300));
     let only_parts = std::env::var_os("ONLY_PARTS").is_some();
+    let chain = env("LAYERS", 6);
     for c in CASES.iter().filter(|c| c.name.contains(&filter)) {
         let mut b = GraphBuilder::new(c.name, 1);
         let mut y = b.input("x", &c.input);
-        for _ in 0..if c.stride == 1 && c.out == c.input[1] { 6 } else { 1 } {
+        for _ in 0..if c.stride == 1 && c.out == c.input[1] { chain } else { 1 } {
             let act = Some(Activation::Clip { min: 0.0, max: 6.0 });
             y = b.conv(y, c.out, c.kernel, c.stride, c.pad, c.groups, act)?;
         }
@@ -81,8 +83,11 @@ fn main() -> Result<()> {
             if only_parts && strategy == Strategy::LayerByLayer {
                 continue;
             }
-            let plan =
+            let mut plan =
                 Plan::build(&graph, &PlanOptions { part_rows, ..PlanOptions::new(strategy) })?;
+            if let Ok(v) = std::env::var("VARIANT") {
+                plan.kernels = vec![Some(v); graph.nodes.len()];
+            }
             let mut s = Session::new(&graph, &plan, Box::new(CpuBackend::with_threads(threads)?))?;
             let mut out = vec![0.0f32; s.outputs()[0].shape.iter().product()];
             let mut best = f64::MAX;
