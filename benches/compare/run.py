@@ -147,19 +147,25 @@ def bench_model(label, path, threads, runs):
             note = f"activations {mb(r['peak_bytes_with_io'])} MB, arena {mb(r['arena_bytes'])} MB"
         rows.append(row(label, engine, rc, out, err, rss, note))
 
-    # Budget of 1/8 of the layer-by-layer peak. The first invocation profiles the kernels
-    # (cached in FRUGAL_CACHE_DIR), so the measured one neither times nor holds the profiler.
+    # Budget of 1/8 of the layer-by-layer peak (f32), in f32 storage (the same bits as layer by
+    # layer) and in f16 storage (activations rounded to half when stored: half the bytes, not
+    # the same bits; README, "f16 storage"). The first invocation profiles the kernels (cached
+    # in FRUGAL_CACHE_DIR), so the measured one neither times nor holds the profiler.
     budget = frugal_plan_peak_with_io(path, threads) // 8
     env = {"FRUGAL_CACHE_DIR": os.path.join(OUT, "cache")}
-    engine = f"frugal budget 1/8 of layer by layer ({mb(budget)} MB)"
-    warm = subprocess.run(fbench[:-3] + ["--runs", "1", "--budget", str(budget)],
-                          capture_output=True, text=True, env={**os.environ, **env})
-    refused = re.search(r"below the smallest achievable peak of (.*?) \((\d+) bytes\)", warm.stderr)
-    if refused:
-        rows.append((label, engine, None, 0,
-                     f"budget refused: the smallest achievable is {mb(int(refused[2]))} MB"))
-    else:
-        rc, out, err, rss = measure(fbench + ["--budget", str(budget)], env)
+    for engine, flags in [(f"frugal budget 1/8 of layer by layer ({mb(budget)} MB)", []),
+                          (f"frugal f16 storage, budget 1/8 ({mb(budget)} MB)",
+                           ["--storage", "f16"])]:
+        flags = flags + ["--budget", str(budget)]
+        warm = subprocess.run(fbench[:-3] + ["--runs", "1"] + flags,
+                              capture_output=True, text=True, env={**os.environ, **env})
+        refused = re.search(r"below the smallest achievable peak of (.*?) \((\d+) bytes\)",
+                            warm.stderr)
+        if refused:
+            rows.append((label, engine, None, 0,
+                         f"budget refused: the smallest achievable is {mb(int(refused[2]))} MB"))
+            continue
+        rc, out, err, rss = measure(fbench + flags, env)
         note = ""
         if rc == 0:
             r = last_json(out)
@@ -173,9 +179,9 @@ def ratios(model_rounds):
     """Throughput ratios the speed issue names, per model: in every round, the other engine's
     time over frugal's (engines of a round run seconds apart, so a slow spell of the machine
     mostly hits both sides of a ratio); the median of the rounds' ratios and their range."""
-    out = ["| model | layer by layer vs tract | vs onnxruntime | 1/8 budget vs tract | by parts vs tract "
-           "| by parts in two lanes vs tract |",
-           "|---|---|---|---|---|---|"]
+    out = ["| model | layer by layer vs tract | vs onnxruntime | 1/8 budget vs tract "
+           "| 1/8 budget, f16 storage, vs tract | by parts vs tract | by parts in two lanes vs tract |",
+           "|---|---|---|---|---|---|---|"]
     for rounds in model_rounds:
         label = rounds[0][0][0]
 
@@ -193,6 +199,7 @@ def ratios(model_rounds):
         out.append(f"| {label} | {ratio('frugal layer by layer', 'tract')} | "
                    f"{ratio('frugal layer by layer', 'onnxruntime')} | "
                    f"{ratio('frugal budget 1/8 of layer by layer', 'tract')} | "
+                   f"{ratio('frugal f16 storage, budget 1/8', 'tract')} | "
                    f"{ratio('frugal by parts', 'tract')} | "
                    f"{ratio('frugal by parts, two lanes', 'tract')} |")
     return "\n".join(out)
