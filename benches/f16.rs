@@ -1,6 +1,7 @@
 //! How far f16 storage of activations moves the bundled models' outputs from f32 (computation
-//! stays f32). The inputs are the golden inputs of tests/goldens (the detector's is a crop of
-//! the bundled page).
+//! stays f32), and what it costs in time: the one-row by-parts plan in f32 and in f16, on 1
+//! and 2 threads, timed in alternating rounds (fastest of each). The inputs are the golden
+//! inputs of tests/goldens (the detector's is a crop of the bundled page).
 //!
 //! cargo bench --bench f16
 
@@ -10,6 +11,30 @@ fn run(graph: &frugal::Graph, storage: DType, input: &[f32]) -> frugal::Result<V
     let plan = Plan::build(graph, &PlanOptions { storage, ..PlanOptions::new(Strategy::ByParts) })?;
     let mut s = Session::new(graph, &plan, backend_by_name("cpu")?)?;
     Ok(s.run(&[input])?.remove(0).as_f32()?.to_vec())
+}
+
+/// The fastest run of `graph`'s one-row plan in each storage, on `threads` threads, over five
+/// alternating rounds of 20 runs.
+fn times(graph: &frugal::Graph, input: &[f32], threads: usize) -> frugal::Result<[f64; 2]> {
+    let mut sessions = Vec::new();
+    for storage in [DType::F32, DType::F16] {
+        let plan =
+            Plan::build(graph, &PlanOptions { storage, ..PlanOptions::new(Strategy::ByParts) })?;
+        let backend = Box::new(frugal::CpuBackend::with_threads(threads)?);
+        sessions.push(Session::new(graph, &plan, backend)?);
+    }
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..5 {
+        for (s, b) in sessions.iter_mut().zip(&mut best) {
+            s.run(&[input])?;
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                s.run(&[input])?;
+                *b = b.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(best)
 }
 
 fn main() -> frugal::Result<()> {
@@ -51,6 +76,17 @@ fn main() -> frugal::Result<()> {
             peak(DType::F16)? as f64 / 1e6,
             max / scale
         );
+    }
+    println!();
+    println!("| model | threads | by parts, f32 | f16 | f16 / f32 |");
+    println!("|---|---|---|---|---|");
+    for (name, file, input) in &cases[..2] {
+        let x = npy::read(std::path::Path::new(&format!("{dir}{input}")))?;
+        let graph = model::load(Some(&format!("{dir}{file}")), Some(x.shape()))?;
+        for threads in [1, 2] {
+            let [a, b] = times(&graph, x.as_f32()?, threads)?;
+            println!("| {name} | {threads} | {a:.2} ms | {b:.2} ms | {:.2}x |", b / a);
+        }
     }
     Ok(())
 }

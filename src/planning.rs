@@ -62,6 +62,7 @@ pub fn profile_for(
     let (path, mut profile) = cached(backend);
     if !profile.missing(graph).is_empty()
         || profile.step_overhead == 0.0
+        || profile.f16_staging.is_none()
         || profile.lacks_cold(graph)
     {
         profile.measure(graph, backend, progress)?;
@@ -82,6 +83,7 @@ pub fn profile_again(
     let (path, mut profile) = cached(backend);
     profile.forget(graph);
     profile.step_overhead = 0.0;
+    profile.f16_staging = None;
     profile.measure(graph, backend, progress)?;
     profile.save(&path)?;
     Ok(profile)

@@ -486,6 +486,17 @@ fn f16_storage_is_the_same_bytes_by_parts_and_close_to_f32() {
             graph.name
         );
         let (a, b) = (run_plan(&graph, &lbl16, &input), run_plan(&graph, &parts16, &input));
+        // The f16 copies are converted on several threads, planes split unevenly with three:
+        // the same bytes as on one.
+        for threads in [1, 3] {
+            let backend = Box::new(frugal::CpuBackend::with_threads(threads).unwrap());
+            let mut s = Session::new(&graph, &lbl16, backend).unwrap();
+            let out = s.run(&[&input]).unwrap();
+            for (x, y) in a.iter().zip(&out) {
+                check(y.as_f32().unwrap(), x, Tolerance::Exact)
+                    .unwrap_or_else(|e| panic!("{} f16 on {threads} threads: {e}", graph.name));
+            }
+        }
         for ((x, y), z) in a.iter().zip(&b).zip(&f32_out) {
             check(y, x, Tolerance::Exact)
                 .unwrap_or_else(|e| panic!("{} f16 by parts: {e}", graph.name));

@@ -250,7 +250,12 @@ impl Backend for CpuBackend {
         let mut run =
             |arena: &mut Arena, k: &Kernel<'_>, s: Scratch| execute_f32(arena, k, s, weights, ctx);
         if staging::needed(kernel) {
-            staging::execute(&mut self.arena, &mut self.staged_xs, kernel, scratch, &mut run)
+            // A kernel variant that runs on the calling thread alone stages there too.
+            let serial = variant.is_some_and(|v| {
+                ops::variants(kernel, self.isa, self.threads()).get(v) == Some(&"serial")
+            });
+            let par = if serial { Par::serial() } else { ctx.par };
+            staging::execute(&mut self.arena, &mut self.staged_xs, kernel, scratch, par, &mut run)
         } else {
             run(&mut self.arena, kernel, scratch)
         }
@@ -259,7 +264,8 @@ impl Backend for CpuBackend {
     fn write(&mut self, dst: &RowWindow, src: &[f32], src_rows: Range<usize>) -> Result<()> {
         let (planes, width) = host_layout("write", dst, src.len(), &src_rows)?;
         if dst.dtype == DType::F16 {
-            let halves: &mut [half::f16] = bytemuck::cast_slice_mut(self.arena.f32_mut());
+            let halves: &mut [u16] = bytemuck::cast_slice_mut(self.arena.f32_mut());
+            let narrow = staging::Convert::new();
             for p in 0..planes {
                 for r in dst.first_row..dst.first_row + dst.rows {
                     let (s, d) =
@@ -267,7 +273,7 @@ impl Backend for CpuBackend {
                     let row = halves
                         .get_mut(d..d + width)
                         .ok_or_else(|| fail("write", "window outside the arena"))?;
-                    half::slice::HalfFloatSliceExt::convert_from_f32_slice(row, &src[s..s + width]);
+                    narrow.to_f16(&src[s..s + width], row);
                 }
             }
             return Ok(());
@@ -285,7 +291,8 @@ impl Backend for CpuBackend {
     fn read(&mut self, src: &RowWindow, dst: &mut [f32], dst_rows: Range<usize>) -> Result<()> {
         let (planes, width) = host_layout("read", src, dst.len(), &dst_rows)?;
         if src.dtype == DType::F16 {
-            let halves: &[half::f16] = bytemuck::cast_slice(self.arena.f32());
+            let halves: &[u16] = bytemuck::cast_slice(self.arena.f32());
+            let widen = staging::Convert::new();
             for p in 0..planes {
                 for r in src.first_row..src.first_row + src.rows {
                     let (s, d) =
@@ -293,10 +300,7 @@ impl Backend for CpuBackend {
                     let row = halves
                         .get(s..s + width)
                         .ok_or_else(|| fail("read", "window outside the arena"))?;
-                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(
-                        row,
-                        &mut dst[d..d + width],
-                    );
+                    widen.to_f32(row, &mut dst[d..d + width]);
                 }
             }
             return Ok(());

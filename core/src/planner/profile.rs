@@ -25,6 +25,7 @@ use crate::exec::{dims_of, kernel_for, Buffers, Layout, NodeExec, Uploads};
 use crate::graph::{Graph, GraphBuilder, NodeId, ValueId};
 use crate::ops::Activation;
 use crate::plan::{arena::align_up, row_geometry, Plan, PlanOptions, StepKind, Strategy};
+use crate::tensor::DType;
 
 /// Bumped whenever the executor or the profile format changes; the backend's
 /// `Capabilities::kernels` covers kernel changes.
@@ -60,6 +61,20 @@ pub struct Profile {
     /// their data on one core.
     #[serde(default)]
     pub cold: BTreeMap<String, InRun>,
+    /// What f16 storage adds to a firing on this backend (converting the windows a call reads
+    /// and writes), where the backend stores f16; `None` until measured.
+    #[serde(default)]
+    pub f16_staging: Option<Staging>,
+}
+
+/// The cost of f16 storage per firing: `per_element` seconds for each element of the f16
+/// windows a call reads or writes, plus `per_run` for each run of consecutive rows (a plane's
+/// rows where its ring does not wrap). Measured as the difference between an elementwise
+/// kernel on f16 and on f32 windows, on wide planes (few runs) and narrow ones (many).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Staging {
+    pub per_element: f64,
+    pub per_run: f64,
 }
 
 /// The kernel variant a backend may offer that runs the kernel on the calling thread alone.
@@ -198,6 +213,10 @@ impl Profile {
         if self.step_overhead == 0.0 {
             self.step_overhead = measure_step_overhead(backend)?;
         }
+        if self.f16_staging.is_none() {
+            // Zero where the backend has no f16 storage: measured, nothing to add.
+            self.f16_staging = Some(measure_staging(backend)?.unwrap_or_default());
+        }
         let todo = self.missing(graph);
         let mut uploads = Uploads::new(graph);
         // Two passes over every kernel, the faster of each kept: one kernel's batches take a
@@ -224,7 +243,7 @@ impl Profile {
         let mut best: Vec<Vec<(Option<&'static str>, f64)>> = Vec::with_capacity(todo.len());
         for pass in 0..PASSES {
             for (k, &(node, rows)) in todo.iter().enumerate() {
-                let times = time_kernel(graph, node, rows, backend, &mut uploads)?;
+                let times = time_kernel(graph, node, rows, backend, &mut uploads, DType::F32)?;
                 match best.get_mut(k) {
                     None => best.push(times),
                     Some(b) => {
@@ -549,8 +568,54 @@ impl Profile {
             })?;
             // A negative in-run cost (a queueing backend's) never makes a firing free.
             total += (t + cold).max(0.0) * count as f64;
+            total += self.staging_seconds(graph, plan, NodeId(n), rows) * count as f64;
         }
         Ok(total)
+    }
+
+    /// What f16 storage adds to one firing of `node` on `rows` rows in `plan` ([`Staging`]):
+    /// each f16 window the call reads (the rows its input maps need, at a middle firing as the
+    /// kernels are timed) and writes, by elements and by runs of rows (one per plane where the
+    /// buffer holds the whole tensor, one per row in a ring). Zero for f32 plans.
+    fn staging_seconds(&self, graph: &Graph, plan: &Plan, node: NodeId, rows: usize) -> f64 {
+        let Some(cost) = self.f16_staging.filter(|_| plan.storage == DType::F16) else {
+            return 0.0;
+        };
+        let n = graph.node(node);
+        let f16 = |v: ValueId| {
+            let b = plan.value_buffer.get(v.0).copied().flatten();
+            b.and_then(|b| plan.buffers.get(b)).filter(|b| b.dtype == DType::F16)
+        };
+        let shapes: Vec<&[usize]> =
+            n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
+        let out = &graph.value(n.output()).shape;
+        let limit = firing_rows(graph, node);
+        let a = (limit - rows.min(limit)) / 2;
+        let b = (a + rows).min(limit);
+        let (mut elements, mut runs) = (0usize, 0usize);
+        let mut window = |v: ValueId, lo: usize, hi: usize| {
+            if let Some(buffer) = f16(v) {
+                let (planes, _, w) = row_geometry(&graph.value(v).shape);
+                elements += planes * (hi - lo) * w;
+                runs += planes * if buffer.is_whole() { 1 } else { hi - lo };
+            }
+        };
+        let mut seen: Vec<ValueId> = Vec::new();
+        for (i, &v) in n.inputs.iter().enumerate() {
+            if graph.value(v).is_constant() || seen.contains(&v) {
+                continue;
+            }
+            seen.push(v);
+            let (lo, hi) =
+                n.op.row_map(i, &shapes, out).need(a, b, row_geometry(&graph.value(v).shape).1);
+            window(v, lo, hi);
+        }
+        let (olo, ohi) = match n.op.fold(shapes[0]) {
+            Some(f) => f.touched(a, b, row_geometry(out).1),
+            None => (a, b),
+        };
+        window(n.output(), olo, ohi);
+        cost.per_element * elements as f64 + cost.per_run * runs as f64
     }
 }
 
@@ -579,7 +644,8 @@ impl Profile {
                     ))
                 })?;
                 let cold = self.in_run_at(key, variant.as_deref(), rows, firing_rows(graph, n));
-                Ok(self.step_overhead + (t + cold).max(0.0))
+                let staging = self.staging_seconds(graph, plan, n, rows);
+                Ok(self.step_overhead + (t + cold).max(0.0) + staging)
             })
             .collect()
     }
@@ -695,6 +761,7 @@ fn time_kernel(
     rows: usize,
     backend: &mut dyn Backend,
     uploads: &mut Uploads,
+    dtype: DType,
 ) -> Result<Vec<(Option<&'static str>, f64)>> {
     let n = graph.node(node);
     let limit = firing_rows(graph, node);
@@ -712,8 +779,8 @@ fn time_kernel(
             let d = dims_of(&graph.value(v).shape, n.op.name(), graph.opset)?;
             let (planes, _, w) = d.rows();
             let capacity = (hi - lo).max(1);
-            layouts.push(Layout { offset, capacity, dims: d, dtype: crate::tensor::DType::F32 });
-            offset = align_up(offset + planes * capacity * w * 4, 64);
+            layouts.push(Layout { offset, capacity, dims: d, dtype });
+            offset = align_up(offset + planes * capacity * w * dtype.size(), 64);
             Ok(layouts.len() - 1)
         };
     for (s, &v) in n.inputs.iter().enumerate() {
@@ -796,6 +863,40 @@ fn time_calls(
         best = best.min(batch(reps, backend)? / reps as f64);
     }
     Ok(best)
+}
+
+/// [`Staging`] on `backend`: a ReLU over 8192 elements timed on f32 windows and on f16 ones,
+/// once over 8 planes of 8 rows of 128 columns (8 runs each way) and once over 256 planes of
+/// one row of 32 columns (256 runs each way); the difference is the conversions, solved for a
+/// cost per element and per run. 8192 elements is a one-row firing's size on the models'
+/// middle stages. `None` where the backend does not store f16.
+pub fn measure_staging(backend: &mut dyn Backend) -> Result<Option<Staging>> {
+    if !backend.capabilities().storage.contains(&DType::F16) {
+        return Ok(None);
+    }
+    let mut cost = |shape: &[usize]| -> Result<f64> {
+        let mut b = GraphBuilder::new("staging", 0);
+        let x = b.input("x", shape);
+        let y = b.act(x, Activation::Relu)?;
+        b.output(y);
+        let g = b.finish()?;
+        let node = NodeId(0);
+        let rows = shape[2];
+        let mut uploads = Uploads::new(&g);
+        // Alternating, the faster of three of each: a slow spell hits both sides alike.
+        let (mut t32, mut t16) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..3 {
+            t32 = t32.min(time_kernel(&g, node, rows, backend, &mut uploads, DType::F32)?[0].1);
+            t16 = t16.min(time_kernel(&g, node, rows, backend, &mut uploads, DType::F16)?[0].1);
+        }
+        Ok((t16 - t32).max(0.0))
+    };
+    let (wide, narrow) = (cost(&[1, 8, 8, 128])?, cost(&[1, 256, 1, 32])?);
+    // Both shapes convert 8192 elements in and out; the runs differ.
+    let (elements, runs_wide, runs_narrow) = (2.0 * 8192.0, 2.0 * 8.0, 2.0 * 256.0);
+    let per_run = ((narrow - wide) / (runs_narrow - runs_wide)).max(0.0);
+    let per_element = ((wide - per_run * runs_wide) / elements).max(0.0);
+    Ok(Some(Staging { per_element, per_run }))
 }
 
 /// Executor time per step besides kernels: a one-row ReLU streamed through a long by-parts
@@ -886,5 +987,38 @@ mod tests {
         assert_eq!(c.at(0, 9), 1.0);
         assert_eq!(c.at(20, 9), 5.0);
         assert_eq!(c.at(1, 1), 3.0);
+    }
+
+    #[test]
+    fn f16_plans_pay_for_converting_what_each_firing_reads_and_writes() {
+        // A 3x3 convolution then a ReLU over 4 planes of 8x10: by parts one row at a time.
+        let mut b = GraphBuilder::new("staging", 0);
+        let x = b.input("x", &[1, 4, 8, 10]);
+        let y = b.conv(x, 4, 3, 1, 1, 1, None).unwrap();
+        let z = b.act(y, Activation::Relu).unwrap();
+        b.output(z);
+        let g = b.finish().unwrap();
+        let mut profile = Profile::default();
+        for i in 0..g.nodes.len() {
+            profile.kernels.insert(kernel_key(&g, NodeId(i)), vec![(1, 1e-6), (8, 8e-6)]);
+        }
+        let with = |storage| PlanOptions { storage, ..PlanOptions::new(Strategy::ByParts) };
+        let (p32, p16) = (
+            Plan::build(&g, &with(DType::F32)).unwrap(),
+            Plan::build(&g, &with(DType::F16)).unwrap(),
+        );
+        let unmeasured = profile.predict(&g, &p16).unwrap();
+        assert_eq!(unmeasured, profile.predict(&g, &p32).unwrap(), "nothing to add unmeasured");
+        profile.f16_staging = Some(Staging { per_element: 1.0, per_run: 0.0 });
+        assert_eq!(profile.predict(&g, &p32).unwrap(), unmeasured, "f32 plans convert nothing");
+        // Per output row: the convolution reads 3 input rows (the input is fed as f16 too)
+        // and writes one, the ReLU reads and writes one: (3 + 1 + 1 + 1) rows of 40 elements.
+        let firings = 8.0;
+        let added = profile.predict(&g, &p16).unwrap() - unmeasured;
+        assert!((added - firings * 6.0 * 40.0).abs() < 1e-6, "added {added}");
+        // Runs: one per row and plane in the rings, one per plane where a buffer is whole.
+        profile.f16_staging = Some(Staging { per_element: 0.0, per_run: 1.0 });
+        let runs = profile.predict(&g, &p16).unwrap() - unmeasured;
+        assert!(runs > 0.0 && runs <= firings * 6.0 * 4.0 + 1e-9, "runs {runs}");
     }
 }
