@@ -100,7 +100,8 @@ pub(crate) fn execute(
 /// Windows of fewer elements are converted on the calling thread: below that, handing half of
 /// the conversion to another core costs about what it saves (`benches/forkjoin.c`). The
 /// zoo MobileNetV2 by parts in f16 on 2 threads, fastest of 60 runs in alternating rounds:
-/// 12.8-16.2 ms with 4096, 14.1-16.4 with 8192, 15.8-16.2 with 32768, 15.4-16.7 on one thread.
+/// 12.8-16.2 ms with 4096, 14.1-16.4 with 8192, 15.8-16.2 with 32768, 15.4-16.7 converting
+/// on the calling thread alone.
 const PAR_MIN: usize = 4 * 1024;
 
 /// The threads to convert a window of `elements` on: `par`, or the caller alone below
