@@ -20,7 +20,7 @@ fn times(graph: &frugal::Graph, input: &[f32], threads: usize) -> frugal::Result
     for storage in [DType::F32, DType::F16] {
         let plan =
             Plan::build(graph, &PlanOptions { storage, ..PlanOptions::new(Strategy::ByParts) })?;
-        let backend = Box::new(frugal::CpuBackend::with_threads(threads)?);
+        let backend = frugal::backend_with("cpu", &frugal::BackendOptions { threads })?;
         sessions.push(Session::new(graph, &plan, backend)?);
     }
     let mut best = [f64::INFINITY; 2];

@@ -489,7 +489,8 @@ fn f16_storage_is_the_same_bytes_by_parts_and_close_to_f32() {
         // The f16 copies are converted on several threads, planes split unevenly with three:
         // the same bytes as on one.
         for threads in [1, 3] {
-            let backend = Box::new(frugal::CpuBackend::with_threads(threads).unwrap());
+            let options = frugal::BackendOptions { threads };
+            let backend = frugal::backend_with("cpu", &options).unwrap();
             let mut s = Session::new(&graph, &lbl16, backend).unwrap();
             let out = s.run(&[&input]).unwrap();
             for (x, y) in a.iter().zip(&out) {
