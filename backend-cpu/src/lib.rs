@@ -252,7 +252,7 @@ impl Backend for CpuBackend {
         if staging::needed(kernel) {
             // A kernel variant that runs on the calling thread alone stages there too.
             let serial = variant.is_some_and(|v| {
-                ops::variants(kernel, self.isa, self.threads()).get(v) == Some(&"serial")
+                ops::variants(kernel, self.isa, self.threads()).get(v) == Some(&ops::SERIAL)
             });
             let par = if serial { Par::serial() } else { ctx.par };
             staging::execute(&mut self.arena, &mut self.staged_xs, kernel, scratch, par, &mut run)

@@ -98,10 +98,11 @@ pub(crate) fn execute(
 }
 
 /// Windows of fewer elements are converted on the calling thread: below that, handing half of
-/// the conversion to another core costs about what it saves (`benches/forkjoin.c`). The
-/// zoo MobileNetV2 by parts in f16 on 2 threads, fastest of 60 runs in alternating rounds:
-/// 12.8-16.2 ms with 4096, 14.1-16.4 with 8192, 15.8-16.2 with 32768, 15.4-16.7 converting
-/// on the calling thread alone.
+/// the conversion to another core costs about what it saves (`benches/forkjoin.c`). Chosen
+/// by `frugal bench zoo:mobilenet_v2 --strategy by-parts --storage f16 --threads 2 --runs 60`
+/// with this constant edited, alternating rounds, fastest runs: 12.8-16.2 ms with 4096,
+/// 14.1-16.4 with 8192, 15.8-16.2 with 32768, 15.4-16.7 converting on the calling thread
+/// alone (a noisy machine: only 4096 came out ahead, in two of three rounds).
 const PAR_MIN: usize = 4 * 1024;
 
 /// The threads to convert a window of `elements` on: `par`, or the caller alone below
@@ -320,14 +321,9 @@ unsafe fn widen_f16c(src: &[u16], dst: &mut [f32]) {
             _mm256_storeu_ps(dst.as_mut_ptr().add(n - 8), _mm256_cvtph_ps(h));
         }
     } else if i < n {
-        let mut h = [0u16; 8];
-        h[..n].copy_from_slice(src);
-        // SAFETY: an 8-element array.
-        let f = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast())) };
-        let mut out = [0f32; 8];
-        // SAFETY: as above.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), f) };
-        dst.copy_from_slice(&out[..n]);
+        // Fewer than eight in all: `half`'s own F16C conversion, the same bits.
+        let src: &[f16] = bytemuck::cast_slice(src);
+        src.convert_to_f32_slice(dst);
     }
 }
 
@@ -357,15 +353,9 @@ unsafe fn narrow_f16c(src: &[f32], dst: &mut [u16]) {
             _mm_storeu_si128(dst.as_mut_ptr().add(n - 8).cast(), h);
         }
     } else if i < n {
-        let mut f = [0f32; 8];
-        f[..n].copy_from_slice(src);
-        // SAFETY: 8-element arrays.
-        let h =
-            unsafe { _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(f.as_ptr())) };
-        let mut out = [0u16; 8];
-        // SAFETY: as above.
-        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), h) };
-        dst.copy_from_slice(&out[..n]);
+        // Fewer than eight in all: `half`'s own F16C conversion, the same bits.
+        let dst: &mut [f16] = bytemuck::cast_slice_mut(dst);
+        dst.convert_from_f32_slice(src);
     }
 }
 

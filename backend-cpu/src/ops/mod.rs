@@ -5,6 +5,7 @@
 //! memory, so bad calls come back as errors rather than panics or stale reads.
 
 mod conv;
+pub(crate) use conv::SERIAL;
 mod conv_transpose;
 mod dense;
 mod eltwise;

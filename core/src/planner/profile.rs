@@ -581,40 +581,20 @@ impl Profile {
         let Some(cost) = self.f16_staging.filter(|_| plan.storage == DType::F16) else {
             return 0.0;
         };
-        let n = graph.node(node);
         let f16 = |v: ValueId| {
             let b = plan.value_buffer.get(v.0).copied().flatten();
             b.and_then(|b| plan.buffers.get(b)).filter(|b| b.dtype == DType::F16)
         };
-        let shapes: Vec<&[usize]> =
-            n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
-        let out = &graph.value(n.output()).shape;
-        let limit = firing_rows(graph, node);
-        let a = (limit - rows.min(limit)) / 2;
-        let b = (a + rows).min(limit);
+        let firing = MiddleFiring::of(graph, node, rows);
         let (mut elements, mut runs) = (0usize, 0usize);
-        let mut window = |v: ValueId, lo: usize, hi: usize| {
+        let (out, (olo, ohi)) = (graph.node(node).output(), firing.writes);
+        for (v, lo, hi) in firing.reads.into_iter().chain([(out, olo, ohi)]) {
             if let Some(buffer) = f16(v) {
                 let (planes, _, w) = row_geometry(&graph.value(v).shape);
                 elements += planes * (hi - lo) * w;
                 runs += planes * if buffer.is_whole() { 1 } else { hi - lo };
             }
-        };
-        let mut seen: Vec<ValueId> = Vec::new();
-        for (i, &v) in n.inputs.iter().enumerate() {
-            if graph.value(v).is_constant() || seen.contains(&v) {
-                continue;
-            }
-            seen.push(v);
-            let (lo, hi) =
-                n.op.row_map(i, &shapes, out).need(a, b, row_geometry(&graph.value(v).shape).1);
-            window(v, lo, hi);
         }
-        let (olo, ohi) = match n.op.fold(shapes[0]) {
-            Some(f) => f.touched(a, b, row_geometry(out).1),
-            None => (a, b),
-        };
-        window(n.output(), olo, ohi);
         cost.per_element * elements as f64 + cost.per_run * runs as f64
     }
 }
@@ -753,6 +733,42 @@ fn interpolate(pts: &[(usize, f64)], rows: usize) -> Option<f64> {
     Some(prev.1 * rows as f64 / prev.0 as f64)
 }
 
+/// The firing the profile times for a node and part size, in the middle of the node's rows (as
+/// far from the image's edges as it can be): its output rows, the rows of each activation
+/// input it reads (each input value once) and the output rows it writes (a fold's touched
+/// rows).
+struct MiddleFiring {
+    rows: [usize; 2],
+    reads: Vec<(ValueId, usize, usize)>,
+    writes: (usize, usize),
+}
+
+impl MiddleFiring {
+    fn of(graph: &Graph, node: NodeId, rows: usize) -> MiddleFiring {
+        let n = graph.node(node);
+        let limit = firing_rows(graph, node);
+        let a = (limit - rows.min(limit)) / 2;
+        let b = (a + rows).min(limit);
+        let shapes: Vec<&[usize]> =
+            n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
+        let out = &graph.value(n.output()).shape;
+        let mut reads: Vec<(ValueId, usize, usize)> = Vec::new();
+        for (s, &v) in n.inputs.iter().enumerate() {
+            if graph.value(v).is_constant() || reads.iter().any(|r| r.0 == v) {
+                continue;
+            }
+            let (lo, hi) =
+                n.op.row_map(s, &shapes, out).need(a, b, row_geometry(&graph.value(v).shape).1);
+            reads.push((v, lo, hi));
+        }
+        let writes = match n.op.fold(shapes[0]) {
+            Some(f) => f.touched(a, b, row_geometry(out).1),
+            None => (a, b),
+        };
+        MiddleFiring { rows: [a, b], reads, writes }
+    }
+}
+
 /// Seconds of one firing of `node` on `rows` rows with windows laid out as a ring plan would:
 /// with the backend's own choice of kernel (`None`), then with each of its variants.
 fn time_kernel(
@@ -764,13 +780,9 @@ fn time_kernel(
     dtype: DType,
 ) -> Result<Vec<(Option<&'static str>, f64)>> {
     let n = graph.node(node);
-    let limit = firing_rows(graph, node);
-    let a = (limit - rows.min(limit)) / 2;
-    let b = (a + rows).min(limit);
+    let MiddleFiring { rows: [a, b], reads, writes: (olo, ohi) } =
+        MiddleFiring::of(graph, node, rows);
     // Buffers: each activation input holding the rows this firing reads, then the output.
-    let shapes: Vec<&[usize]> = n.inputs.iter().map(|&v| graph.value(v).shape.as_slice()).collect();
-    let out = &graph.value(n.output()).shape;
-    let fold = n.op.fold(shapes[0]);
     let mut layouts = Vec::new();
     let mut index: Vec<(ValueId, usize, (usize, usize))> = Vec::new();
     let mut offset = 0;
@@ -783,19 +795,10 @@ fn time_kernel(
             offset = align_up(offset + planes * capacity * w * dtype.size(), 64);
             Ok(layouts.len() - 1)
         };
-    for (s, &v) in n.inputs.iter().enumerate() {
-        if graph.value(v).is_constant() || index.iter().any(|(x, _, _)| *x == v) {
-            continue;
-        }
-        let (lo, hi) =
-            n.op.row_map(s, &shapes, out).need(a, b, row_geometry(&graph.value(v).shape).1);
+    for (v, lo, hi) in reads {
         let i = place(v, lo, hi, &mut layouts)?;
         index.push((v, i, (lo, hi)));
     }
-    let (olo, ohi) = match fold {
-        Some(f) => f.touched(a, b, row_geometry(out).1),
-        None => (a, b),
-    };
     let oi = place(n.output(), olo, ohi, &mut layouts)?;
     let buffers = Buffers::new(layouts);
     let buffer_of = |v: ValueId| -> Result<usize> {

@@ -182,7 +182,7 @@ const DEPTHWISE: &[&str] = &["ring", "direct"];
 /// Depthwise loop nests, or the backend's own on the calling thread alone.
 const DEPTHWISE_THREADS: &[&str] = &["ring", "direct", SERIAL];
 /// The variant that runs the backend's own kernel choice on the calling thread alone.
-const SERIAL: &str = "serial";
+pub(crate) const SERIAL: &str = "serial";
 
 /// The variants of a convolution call: the thread split where there are threads (or none),
 /// the depthwise loop nest where both apply.
