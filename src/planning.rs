@@ -21,6 +21,8 @@ pub struct Target {
     pub storage: frugal_core::DType,
     /// Refuse plans whose weights plus arena exceed this many bytes.
     pub max_memory: Option<usize>,
+    /// By parts: the first stage in this many column strips ([`frugal_core::plan::strips`]).
+    pub strips: Option<usize>,
 }
 
 impl Default for Target {
@@ -32,6 +34,7 @@ impl Default for Target {
             min_throughput: None,
             storage: frugal_core::DType::F32,
             max_memory: None,
+            strips: None,
         }
     }
 }
@@ -106,23 +109,27 @@ pub fn plan_for(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<(Plan, Option<Candidate>)> {
     if target.budget.is_none() && target.min_throughput.is_none() {
-        let strategy = target.strategy.unwrap_or(Strategy::LayerByLayer);
-        let plan = Plan::build(
-            graph,
-            &PlanOptions {
-                part_rows: target.part_rows.max(1),
-                storage: target.storage,
-                ..PlanOptions::new(strategy)
-            },
-        )?;
+        let plan = Plan::build(graph, &options_for(graph, target)?)?;
         check_max_memory(graph, &plan, backend, target.max_memory)?;
         return Ok((plan, None));
     }
-    let profile = profile_for(graph, backend, &mut |d, t| progress("profiling kernels", d, t))?;
+    if target.strips.is_some() {
+        return Err(frugal_core::Error::Plan(
+            "--strips sets the plan itself; with --budget the planner tries column strips on \
+             its own where rows alone do not fit"
+                .into(),
+        ));
+    }
+    let mut profile = profile_for(graph, backend, &mut |d, t| progress("profiling kernels", d, t))?;
     let base = PlanOptions { storage: target.storage, ..PlanOptions::default() };
-    let front = planner::front(graph, &profile, backend, &base, &mut |d, t| {
+    let mut front = planner::front(graph, &profile, backend, &base, &mut |d, t| {
         progress("searching plans", d, t)
     })?;
+    if let (Some(b), None) = (target.budget, target.min_throughput) {
+        if front.iter().all(|c| c.arena_bytes > b) {
+            front.extend(strips_within(graph, &mut profile, backend, &front, b, progress)?);
+        }
+    }
     let chosen = match (target.budget, target.min_throughput) {
         (Some(b), None) => planner::fastest_within(&front, b)?,
         (None, Some(t)) => planner::smallest_holding(&front, t)?,
@@ -138,6 +145,103 @@ pub fn plan_for(
     let plan = chosen.plan(graph)?;
     check_max_memory(graph, &plan, backend, target.max_memory)?;
     Ok((plan, Some(chosen.clone())))
+}
+
+/// For a budget below every plan of `front`: the smallest by-parts plan with its first stage
+/// in column strips, of those whose session fits the one that computes least (fewer strips,
+/// and joins earlier in the network, compute fewer halo columns twice), its kernels profiled
+/// first. Where none fits, a refusal naming the least memory strips reach (or rows, if less).
+/// Nothing where the model has no stem to strip.
+fn strips_within(
+    graph: &Graph,
+    profile: &mut Profile,
+    backend: &mut dyn Backend,
+    front: &[Candidate],
+    budget: usize,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Option<Candidate>> {
+    use frugal_core::plan::strips;
+    let by_parts = front
+        .iter()
+        .filter(|c| c.options.strategy == Strategy::ByParts && c.options.lanes.is_empty());
+    let Some(smallest) = by_parts.min_by_key(|c| c.arena_bytes) else { return Ok(None) };
+    // Ranked with the smallest plan's stage cuts kept (one schedule per plan: searching cuts
+    // for every join and count took minutes on the text detector at 2048x2048); the choice
+    // then gets its own search of them, which only lowers its peak.
+    let counts = [2, 3, 4, 6, 8, 12, 16];
+    let mut fitting: Option<(usize, PlanOptions)> = None;
+    let mut least = front.iter().map(|c| c.arena_bytes).min().unwrap_or(usize::MAX);
+    let mut least_options = None;
+    for (i, count) in counts.into_iter().enumerate() {
+        progress("trying column strips", i, counts.len());
+        for options in strips::each_end(graph, &smallest.options, count, true)? {
+            let plan = Plan::build(graph, &options)?;
+            let bytes = frugal_core::session_bytes(graph, &plan, backend)?;
+            if bytes < least {
+                least = bytes;
+                least_options = Some(options.clone());
+            }
+            if bytes > budget {
+                continue;
+            }
+            let work = strips::work(&*frugal_core::plan::recompute::effective(graph, &options)?);
+            if fitting.as_ref().is_none_or(|f| work < f.0) {
+                fitting = Some((work, options));
+            }
+        }
+    }
+    progress("trying column strips", counts.len(), counts.len());
+    let searched = |o: PlanOptions| -> Result<(usize, PlanOptions)> {
+        let o = Plan::build(graph, &PlanOptions { cuts: None, ..o })?.options;
+        let bytes = frugal_core::session_bytes(graph, &Plan::build(graph, &o)?, backend)?;
+        Ok((bytes, o))
+    };
+    let options = match (fitting, least_options) {
+        (Some((_, o)), _) => {
+            let (bytes, searched) = searched(o.clone())?;
+            if bytes <= budget {
+                searched
+            } else {
+                o
+            }
+        }
+        (None, Some(o)) => {
+            // The least strips reach, with its cuts searched: fits after all, or the minimum.
+            let (bytes, o) = searched(o)?;
+            if bytes > budget {
+                return Err(frugal_core::Error::OutOfBudget { needed: bytes.min(least), budget });
+            }
+            o
+        }
+        (None, None) => return Err(frugal_core::Error::OutOfBudget { needed: least, budget }),
+    };
+    let effective = frugal_core::plan::recompute::effective(graph, &options)?;
+    if !profile.missing(&effective).is_empty() || profile.lacks_cold(&effective) {
+        profile.measure(&effective, backend, &mut |d, t| progress("profiling strips", d, t))?;
+        let (path, _) = cached(backend);
+        let _ = profile.save(&path);
+    }
+    Ok(Some(planner::evaluate(graph, &options, profile, backend, "strips")?))
+}
+
+/// The options of an explicit strategy (no budget or throughput target): `target`'s strategy
+/// (layer by layer by default, by parts with strips), its part size and storage, and its
+/// strips joined where they give the smallest peak.
+pub fn options_for(graph: &Graph, target: &Target) -> Result<PlanOptions> {
+    let default = if target.strips.is_some() { Strategy::ByParts } else { Strategy::LayerByLayer };
+    let options = PlanOptions {
+        part_rows: target.part_rows.max(1),
+        storage: target.storage,
+        ..PlanOptions::new(target.strategy.unwrap_or(default))
+    };
+    match target.strips {
+        None | Some(1) => Ok(options),
+        Some(_) if options.strategy != Strategy::ByParts => Err(frugal_core::Error::Plan(format!(
+            "column strips run by parts, not {}",
+            options.strategy.name()
+        ))),
+        Some(n) => frugal_core::plan::strips::smallest(graph, &options, n),
+    }
 }
 
 /// Refuses `plan` when the model's weights plus the arena a session on `backend` allocates

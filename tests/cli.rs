@@ -440,3 +440,21 @@ fn two_lanes_classify_the_page_alike_and_bad_lane_counts_fail_cleanly() {
         "one lane",
     );
 }
+
+#[test]
+fn column_strips_give_the_default_job_the_same_answer() {
+    let lbl = stdout(&frugal(&["run", "--strategy", "layer-by-layer"]));
+    let o = frugal(&["run", "--strips", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let strips = stdout(&o);
+    let line =
+        |s: &str, p: &str| s.lines().find(|l| l.starts_with(p)).unwrap_or_default().to_string();
+    assert_eq!(line(&lbl, "output"), line(&strips, "output"), "{strips}");
+    assert!(line(&strips, "memory").contains("by-parts plan"), "{strips}");
+    fails_cleanly(&["run", "--strips", "2", "--strategy", "layer-by-layer"], "by parts");
+    fails_cleanly(&["run", "--strips", "2", "--budget", "1MB"], "--strips sets the plan");
+    fails_cleanly(
+        &["plan", "zoo:resnet18", "--input-shape", "1,3,64,64", "--strips", "1000"],
+        "choose 2 to",
+    );
+}

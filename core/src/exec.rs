@@ -8,7 +8,7 @@ use crate::backend::{Backend, Dims, Kernel, Operand, RowWindow, Scratch, WeightR
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Node, ValueId};
 use crate::ops::Op;
-use crate::plan::{arena::align_up, verify, Plan, Step, StepKind};
+use crate::plan::{arena::align_up, row_geometry, verify, Plan, Step, StepKind};
 use crate::rows::{Fold, RowMap};
 use crate::tensor::{DType, Tensor};
 
@@ -169,8 +169,12 @@ pub(crate) struct Program {
     nodes: Vec<NodeExec>,
     buffers: Buffers,
     steps: Vec<Step>,
-    /// Per feed: the buffer it writes and the model input it copies.
-    feeds: Vec<(usize, usize)>,
+    /// Per feed: the buffer it writes, the model input it copies, and for a column strip's
+    /// feed the columns it takes (with the input's row geometry).
+    /// `None` for a model input the plan never feeds (column strips feed their own columns).
+    feeds: Vec<Option<(usize, usize, Option<StripFeed>)>>,
+    /// A strip feed's rows, gathered from the caller's input (reused between feeds).
+    gathered: Vec<f32>,
     outputs: Vec<usize>,
     scratch: Scratch,
     arena_bytes: usize,
@@ -273,8 +277,20 @@ impl Program {
             buffers: Buffers::new(layouts),
             steps: plan.steps.clone(),
             feeds: (0..graph.feeds())
-                .map(|k| Ok((buffer_of(graph.feed_value(k))?, graph.feed_source(k))))
+                .map(|k| {
+                    if plan.buffer(graph.feed_value(k)).is_none() {
+                        return Ok(None);
+                    }
+                    let source = graph.feed_source(k);
+                    let strip = graph.feed_columns(k).map(|columns| {
+                        let (planes, rows, width) =
+                            row_geometry(&graph.value(graph.inputs[source]).shape);
+                        StripFeed { columns, planes, rows, width }
+                    });
+                    Ok(Some((buffer_of(graph.feed_value(k))?, source, strip)))
+                })
                 .collect::<Result<_>>()?,
+            gathered: Vec::new(),
             outputs: graph.outputs.iter().map(|&v| buffer_of(v)).collect::<Result<_>>()?,
             scratch: Scratch::default(),
             arena_bytes: 0,
@@ -428,9 +444,19 @@ impl Program {
         let Step { kind, rows } = self.steps[i];
         match kind {
             StepKind::Feed(k) => {
-                let (b, source) = self.feeds[k];
+                let Some((b, source, strip)) = self.feeds[k] else {
+                    return Err(Error::Plan(format!(
+                        "the plan feeds input {k}, which it never holds"
+                    )));
+                };
                 let w = self.buffers.window(b, rows[0]..rows[1]);
-                backend.write(&w, inputs[source], 0..self.buffers.height(b))?;
+                match strip {
+                    None => backend.write(&w, inputs[source], 0..self.buffers.height(b))?,
+                    Some(strip) => {
+                        strip.gather(inputs[source], rows, &mut self.gathered)?;
+                        backend.write(&w, &self.gathered, rows[0]..rows[1])?;
+                    }
+                }
             }
             StepKind::Drain(k) => {
                 let b = self.outputs[k];
@@ -449,6 +475,38 @@ impl Program {
                     },
                     other => other,
                 })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A column strip's feed ([`crate::graph::Alias::columns`]): which columns of a model input
+/// of `planes x rows x width` it copies.
+#[derive(Clone, Copy, Debug)]
+struct StripFeed {
+    columns: [usize; 2],
+    planes: usize,
+    rows: usize,
+    width: usize,
+}
+
+impl StripFeed {
+    /// Rows `rows` of the strip's columns of every plane of `input` (the whole model input,
+    /// plane after plane), into `out`, laid out as [`Backend::write`] reads them.
+    fn gather(&self, input: &[f32], rows: [usize; 2], out: &mut Vec<f32>) -> Result<()> {
+        let [c0, c1] = self.columns;
+        if input.len() < self.planes * self.rows * self.width || rows[1] > self.rows {
+            return Err(Error::Plan(format!(
+                "a column strip's feed needs the whole input ({} planes of {}x{})",
+                self.planes, self.rows, self.width
+            )));
+        }
+        out.clear();
+        for p in 0..self.planes {
+            for r in rows[0]..rows[1] {
+                let at = (p * self.rows + r) * self.width;
+                out.extend_from_slice(&input[at + c0..at + c1]);
             }
         }
         Ok(())

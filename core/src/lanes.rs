@@ -84,7 +84,7 @@ impl Split {
 
 /// Work of one firing, for balancing the lanes: multiply-adds of a convolution or a product,
 /// elements otherwise.
-fn work(graph: &Graph, n: NodeId, rows: usize) -> usize {
+pub(crate) fn work(graph: &Graph, n: NodeId, rows: usize) -> usize {
     let node = &graph.nodes[n.0];
     let out = &graph.value(node.output()).shape;
     let (planes, _, w) = row_geometry(out);

@@ -73,6 +73,11 @@ pub struct TargetArgs {
     /// By parts: rows each node produces per firing [default: 1].
     #[arg(long)]
     pub part_rows: Option<usize>,
+    /// By parts: run the first stage (up to the map where that gives the smallest peak) in N
+    /// column strips, one after another: less memory than rows alone reach, for some columns
+    /// computed twice. The same bits.
+    #[arg(long)]
+    pub strips: Option<usize>,
     /// The fastest plan whose activations and scratch fit in SIZE (512KiB, 2MB, ...), chosen
     /// from measured kernel timings (profiled on first use and cached).
     #[arg(long, value_parser = parse_size)]
@@ -166,19 +171,25 @@ impl TargetArgs {
         Ok(plan)
     }
 
-    /// The plan the flags ask for; profiling (when needed) uses its own backend instance.
-    pub fn plan(
-        &self,
-        graph: &frugal::Graph,
-    ) -> anyhow::Result<(frugal::Plan, Option<frugal::planner::Candidate>)> {
-        let target = frugal::planning::Target {
+    /// The planning target the flags ask for.
+    pub fn target(&self) -> frugal::planning::Target {
+        frugal::planning::Target {
             strategy: self.strategy,
             part_rows: self.part_rows.unwrap_or(1),
             budget: self.budget,
             min_throughput: self.min_throughput,
             storage: self.storage.unwrap_or(frugal::DType::F32),
             max_memory: self.max_memory,
-        };
+            strips: self.strips,
+        }
+    }
+
+    /// The plan the flags ask for; profiling (when needed) uses its own backend instance.
+    pub fn plan(
+        &self,
+        graph: &frugal::Graph,
+    ) -> anyhow::Result<(frugal::Plan, Option<frugal::planner::Candidate>)> {
+        let target = self.target();
         let mut profiling = self.backend()?;
         let mut bar = Progress::default();
         Ok(frugal::planning::plan_for(graph, &target, &mut *profiling, &mut |what, d, t| {

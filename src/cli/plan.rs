@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use frugal::{format, model, Plan, PlanOptions, Strategy};
+use frugal::{format, model, Plan, Strategy};
 use serde::Serialize;
 
 #[derive(Debug, Args)]
@@ -121,10 +121,12 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         Some(s) if !chooses => vec![s],
         _ => Strategy::ALL.to_vec(),
     };
-    let part_rows = a.target.part_rows.unwrap_or(1);
     let mut plans = Vec::new();
     for s in &strategies {
-        plans.push(Plan::build(&graph, &PlanOptions { part_rows, ..PlanOptions::new(*s) })?);
+        // Strips apply to by parts; the other strategies show what they are compared with.
+        let strips = a.target.strips.filter(|_| *s == Strategy::ByParts && !chooses);
+        let target = frugal::planning::Target { strategy: Some(*s), strips, ..a.target.target() };
+        plans.push(Plan::build(&graph, &frugal::planning::options_for(&graph, &target)?)?);
     }
     let chosen = if chooses { Some(a.target.plan(&graph)?) } else { None };
     if let Some(path) = &a.save {

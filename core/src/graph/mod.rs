@@ -88,10 +88,21 @@ pub struct Graph {
     pub metadata: Vec<(String, String)>,
     /// Opset of the default ONNX domain the model was imported from (export uses 17 when 0).
     pub opset: i64,
-    /// Extra values fed from a model input: `(value, input index)`. Recomputation gives a
-    /// recomputed branch its own feed of the input, so the input need not be held while the
-    /// branch lags behind.
-    pub aliases: Vec<(ValueId, usize)>,
+    /// Extra values fed from a model input. Recomputation gives a recomputed branch its own
+    /// feed of the input, so the input need not be held while the branch lags behind; column
+    /// strips feed each strip its own columns.
+    pub aliases: Vec<Alias>,
+}
+
+/// A value fed from a model input again ([`Graph::aliases`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alias {
+    /// The value fed.
+    pub value: ValueId,
+    /// The model input it copies.
+    pub input: usize,
+    /// Only columns `[start, end)` of the input (a column strip's), or all of them.
+    pub columns: Option<[usize; 2]>,
 }
 
 impl Graph {
@@ -105,7 +116,7 @@ impl Graph {
         if k < self.inputs.len() {
             self.inputs[k]
         } else {
-            self.aliases[k - self.inputs.len()].0
+            self.aliases[k - self.inputs.len()].value
         }
     }
 
@@ -114,13 +125,19 @@ impl Graph {
         if k < self.inputs.len() {
             k
         } else {
-            self.aliases[k - self.inputs.len()].1
+            self.aliases[k - self.inputs.len()].input
         }
+    }
+
+    /// The columns `[start, end)` of its model input that feed `k` copies, where it copies
+    /// only some (a column strip's feed).
+    pub fn feed_columns(&self, k: usize) -> Option<[usize; 2]> {
+        k.checked_sub(self.inputs.len()).and_then(|a| self.aliases[a].columns)
     }
 
     /// Whether `v` is fed from the caller (a model input or an alias of one).
     pub fn is_fed(&self, v: ValueId) -> bool {
-        self.inputs.contains(&v) || self.aliases.iter().any(|a| a.0 == v)
+        self.inputs.contains(&v) || self.aliases.iter().any(|a| a.value == v)
     }
 
     /// The value with this id.
@@ -338,7 +355,7 @@ impl Graph {
                 n
             })
             .collect();
-        self.aliases.iter_mut().for_each(|(v, _)| *v = ValueId(remap[v.0]));
+        self.aliases.iter_mut().for_each(|a| a.value = ValueId(remap[a.value.0]));
         self.inputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
         self.outputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
     }

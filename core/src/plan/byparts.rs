@@ -123,7 +123,10 @@ impl<'g> Sim<'g> {
         }
         let part = (0..g.nodes.len()).map(|i| options.part_of(NodeId(i))).collect();
         let mut cut = vec![false; nv];
-        for v in options.cuts.iter().flatten() {
+        // A strip's share of the map strips join is held whole: the join reads it only once
+        // every strip is done, so that the strips run one after another.
+        let joins = super::strips::joins(g, options);
+        for v in options.cuts.iter().flatten().chain(&joins) {
             if let Some(c) = cut.get_mut(v.0) {
                 *c = true;
             }
@@ -455,7 +458,7 @@ impl<'g> Sim<'g> {
 /// lead to an output, so the output of node `i` is one exactly when it is the only value
 /// produced up to `i` (model inputs included) and read after `i`: every path from the inputs
 /// to the outputs then crosses that boundary through it. Linear in nodes and edges.
-fn articulations(g: &Graph) -> Vec<ValueId> {
+pub(super) fn articulations(g: &Graph) -> Vec<ValueId> {
     let n = g.nodes.len();
     // Position of each value's producer (model inputs: before node 0) and of its last reader
     // (graph outputs: after the last node), as boundaries `0..=n`.

@@ -10,6 +10,7 @@ mod baseline;
 mod byparts;
 pub mod recompute;
 mod report;
+pub mod strips;
 pub mod verify;
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,11 @@ pub struct PlanOptions {
     /// 4.6 MB against 6.2, `examples/held_maps.rs`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub larger_pools_first: bool,
+    /// By parts: the first stage (everything before `end`) run in column strips, one after
+    /// another, each computing only its columns ([`strips`]): less memory than rows alone
+    /// reach, for the halo columns computed twice. Applied after `recompute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strips: Option<strips::Strips>,
 }
 
 fn default_storage() -> DType {
@@ -120,6 +126,7 @@ impl Default for PlanOptions {
             storage: DType::F32,
             lanes: Vec::new(),
             larger_pools_first: false,
+            strips: None,
         }
     }
 }
@@ -337,6 +344,12 @@ impl Plan {
         if options.part_rows == 0 || options.parts.iter().any(|&(_, p)| p == 0) {
             return Err(Error::Plan("part sizes must be at least one row".into()));
         }
+        if options.strips.is_some() && options.strategy != Strategy::ByParts {
+            return Err(Error::Plan(format!(
+                "column strips run by parts, not with strategy {}",
+                options.strategy.name()
+            )));
+        }
         let graph = &*recompute::effective(graph, options)?;
         graph.validate()?;
         let mut plan = match options.strategy {
@@ -346,13 +359,14 @@ impl Plan {
             }
             Strategy::Published => {
                 // `graph` is already rewritten for `options.recompute`: build on it as it is.
-                let plain = PlanOptions { recompute: Vec::new(), ..options.clone() };
+                let plain = PlanOptions { recompute: Vec::new(), strips: None, ..options.clone() };
                 let path = crate::planner::search::published_path(graph, &plain)?;
                 let last = path.last().cloned().unwrap_or(plain);
                 let mut plan = Plan::build(graph, &last)?;
                 plan.strategy = Strategy::Published;
                 plan.options.strategy = Strategy::Published;
                 plan.options.recompute.clone_from(&options.recompute);
+                plan.options.strips.clone_from(&options.strips);
                 return Ok(plan);
             }
             Strategy::ByParts => {
@@ -570,9 +584,14 @@ pub fn fingerprint(graph: &Graph) -> u64 {
             }
         }
     }
-    for &v in graph.inputs.iter().chain(&graph.outputs).chain(graph.aliases.iter().map(|(v, _)| v))
+    for &v in
+        graph.inputs.iter().chain(&graph.outputs).chain(graph.aliases.iter().map(|a| &a.value))
     {
         eat(&(v.0 as u64).to_le_bytes());
+    }
+    for c in graph.aliases.iter().filter_map(|a| a.columns) {
+        eat(&(c[0] as u64).to_le_bytes());
+        eat(&(c[1] as u64).to_le_bytes());
     }
     h
 }

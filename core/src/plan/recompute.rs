@@ -237,9 +237,9 @@ impl Cloner<'_> {
             return Ok(u);
         }
         let copy = if let Some(k) = (0..self.g.feeds()).find(|&k| self.g.feed_value(k) == u) {
-            let source = self.g.feed_source(k);
+            let (input, columns) = (self.g.feed_source(k), self.g.feed_columns(k));
             let c = self.new_value(u);
-            self.g.aliases.push((c, source));
+            self.g.aliases.push(crate::graph::Alias { value: c, input, columns });
             c
         } else {
             let p = self.producers[u.0]
@@ -264,11 +264,15 @@ impl Cloner<'_> {
 }
 
 /// The graph a plan with `options` runs: `graph` itself, or its rewrite when values are
-/// recomputed.
+/// recomputed, then run in column strips ([`super::strips`]).
 pub fn effective<'g>(graph: &'g Graph, options: &PlanOptions) -> Result<Cow<'g, Graph>> {
-    if options.recompute.is_empty() {
-        Ok(Cow::Borrowed(graph))
+    let g = if options.recompute.is_empty() {
+        Cow::Borrowed(graph)
     } else {
-        Ok(Cow::Owned(rewrite(graph, &options.recompute)?))
+        Cow::Owned(rewrite(graph, &options.recompute)?)
+    };
+    match &options.strips {
+        None => Ok(g),
+        Some(s) => Ok(Cow::Owned(super::strips::rewrite(&g, s)?)),
     }
 }

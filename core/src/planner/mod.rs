@@ -5,4 +5,6 @@ pub mod profile;
 pub mod search;
 
 pub use profile::Profile;
-pub use search::{fastest_within, front, in_two_lanes, published, smallest_holding, Candidate};
+pub use search::{
+    evaluate, fastest_within, front, in_two_lanes, published, smallest_holding, Candidate,
+};
