@@ -128,6 +128,7 @@ pub fn plan_for(
     if let (Some(b), None) = (target.budget, target.min_throughput) {
         if front.iter().all(|c| c.arena_bytes > b) {
             front.extend(strips_within(graph, &mut profile, backend, &front, b, progress)?);
+            front = planner::pareto(front);
         }
     }
     let chosen = match (target.budget, target.min_throughput) {
@@ -152,7 +153,7 @@ pub fn plan_for(
 /// and joins earlier in the network, compute fewer halo columns twice), its kernels profiled
 /// first. Where none fits, a refusal naming the least memory strips reach (or rows, if less).
 /// Nothing where the model has no stem to strip.
-fn strips_within(
+pub fn strips_within(
     graph: &Graph,
     profile: &mut Profile,
     backend: &mut dyn Backend,

@@ -458,3 +458,21 @@ fn column_strips_give_the_default_job_the_same_answer() {
         "choose 2 to",
     );
 }
+
+#[test]
+fn budgets_below_rows_get_column_strips_in_plan_and_pareto() {
+    let net = ["zoo:vgg16", "--input-shape", "1,3,32,128", "--threads", "1"];
+    let o = frugal_cached(&[&["plan"][..], &net, &["--budget", "600KiB", "--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let session = v["chosen"]["session_bytes"].as_u64().unwrap();
+    assert!(session <= 600 * 1024, "{v}");
+    let o = frugal_cached(
+        &[&["pareto"][..], &net, &["--budget", "600KiB", "--json", "--runs", "1"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["chosen"]["label"], "strips", "{v}");
+    assert_eq!(v["front"][0]["label"], "strips", "the least memory on the curve: {v}");
+    assert_eq!(v["chosen"]["session_bytes"].as_u64().unwrap(), session);
+}

@@ -66,13 +66,27 @@ fn measure(graph: &Graph, c: &Candidate, a: &ParetoArgs) -> anyhow::Result<Point
 
 pub fn run(a: ParetoArgs) -> anyhow::Result<()> {
     let mut bar = super::Progress::default();
-    let (graph, backend, profile) =
+    let (graph, mut backend, mut profile) =
         super::load_profiled(&a.model, a.input_shape.as_ref(), &a.target, false, &mut bar)?;
     let device = backend.capabilities().device;
     let base = PlanOptions::default();
-    let front = planner::front(&graph, &profile, &*backend, &base, &mut |d, t| {
+    let mut front = planner::front(&graph, &profile, &*backend, &base, &mut |d, t| {
         bar.update("searching plans", d, t)
     })?;
+    // A budget below every plan by rows: the plan in column strips run and plan would choose.
+    if let Some(b) = a.target.budget.filter(|&b| front.iter().all(|c| c.arena_bytes > b)) {
+        let mut progress = |what: &str, d, t| bar.update(what, d, t);
+        let strips = frugal::planning::strips_within(
+            &graph,
+            &mut profile,
+            &mut *backend,
+            &front,
+            b,
+            &mut progress,
+        )?;
+        front.extend(strips);
+        front = planner::pareto(front);
+    }
     let published = planner::published(&graph, &profile, &*backend, &base)?;
     let lbl = evaluate(
         &graph,

@@ -6,5 +6,5 @@ pub mod search;
 
 pub use profile::Profile;
 pub use search::{
-    evaluate, fastest_within, front, in_two_lanes, published, smallest_holding, Candidate,
+    evaluate, fastest_within, front, in_two_lanes, pareto, published, smallest_holding, Candidate,
 };
