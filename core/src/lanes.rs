@@ -255,7 +255,12 @@ pub(crate) fn simulate_in(split: &Split, cost: &[usize], micro: usize) -> usize 
 fn split_with(graph: &Graph, plan: &Plan, lane_of: &[usize], layout: bool) -> Result<Split> {
     let n = graph.nodes.len();
     let producers = graph.producers();
-    let consumers = graph.consumers();
+    // A view's readers read its source's buffer: they count as the source's.
+    let mut consumers = graph.consumers();
+    for w in &graph.views {
+        let readers = consumers[w.value.0].clone();
+        consumers[w.source.0].extend(readers);
+    }
     let buffer = |v: ValueId| plan.buffer_index(v);
     // Per value: the channel carrying it, if a node of the other lane reads it.
     let mut chan_of: Vec<Option<usize>> = vec![None; graph.values.len()];

@@ -92,6 +92,21 @@ pub struct Graph {
     /// feed of the input, so the input need not be held while the branch lags behind; column
     /// strips feed each strip its own columns.
     pub aliases: Vec<Alias>,
+    /// Values that are some columns of another value, read in place (column strips: a
+    /// shortcut reads its columns of a map its neighbouring convolution reads wider).
+    pub views: Vec<View>,
+}
+
+/// A value that is columns `[column, column + width)` of `source`, read where `source` lies
+/// ([`Graph::views`]): no node computes it and no buffer holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The value read.
+    pub value: ValueId,
+    /// The value it is columns of (never itself a view).
+    pub source: ValueId,
+    /// Its first column in `source`.
+    pub column: usize,
 }
 
 /// A value fed from a model input again ([`Graph::aliases`]).
@@ -133,6 +148,12 @@ impl Graph {
     /// only some (a column strip's feed).
     pub fn feed_columns(&self, k: usize) -> Option<[usize; 2]> {
         k.checked_sub(self.inputs.len()).and_then(|a| self.aliases[a].columns)
+    }
+
+    /// The value `v` reads in place, with its first column there: `(v, 0)` unless `v` is a
+    /// view ([`Graph::views`]).
+    pub fn source_of(&self, v: ValueId) -> (ValueId, usize) {
+        self.views.iter().find(|w| w.value == v).map_or((v, 0), |w| (w.source, w.column))
     }
 
     /// Whether `v` is fed from the caller (a model input or an alias of one).
@@ -247,6 +268,12 @@ impl Graph {
     pub fn validate(&self) -> Result<()> {
         let nv = self.values.len();
         let mut produced = vec![false; nv];
+        let views_of = |v: ValueId| self.views.iter().filter(move |w| w.source == v);
+        for w in &self.views {
+            if w.value.0 >= nv || w.source.0 >= nv || self.source_of(w.source).0 != w.source {
+                return Err(Error::malformed(format!("view {:?} of {:?}", w.value, w.source)));
+            }
+        }
         for k in 0..self.feeds() {
             let i = self.feed_value(k);
             if i.0 >= nv || self.value(i).is_constant() || self.feed_source(k) >= self.inputs.len()
@@ -254,6 +281,7 @@ impl Graph {
                 return Err(Error::malformed(format!("graph input {i:?} is not an activation")));
             }
             produced[i.0] = true;
+            views_of(i).for_each(|w| produced[w.value.0] = true);
         }
         for n in &self.nodes {
             for &v in &n.inputs {
@@ -279,6 +307,7 @@ impl Graph {
                     )));
                 }
                 produced[o.0] = true;
+                views_of(o).for_each(|w| produced[w.value.0] = true);
             }
         }
         for &o in &self.outputs {
@@ -356,6 +385,10 @@ impl Graph {
             })
             .collect();
         self.aliases.iter_mut().for_each(|a| a.value = ValueId(remap[a.value.0]));
+        self.views.retain(|w| live[w.value.0] && live[w.source.0]);
+        for w in self.views.iter_mut() {
+            (w.value, w.source) = (ValueId(remap[w.value.0]), ValueId(remap[w.source.0]));
+        }
         self.inputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
         self.outputs.iter_mut().for_each(|v| *v = ValueId(remap[v.0]));
     }

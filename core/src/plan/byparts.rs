@@ -35,6 +35,8 @@ enum Reader {
 
 struct Sim<'g> {
     g: &'g Graph,
+    /// Per value: the value whose buffer holds its rows (itself, or a view's source).
+    canon: Vec<ValueId>,
     rows: Vec<usize>,
     producer: Vec<Option<Task>>,
     readers: Vec<Vec<Reader>>,
@@ -114,7 +116,8 @@ impl<'g> Sim<'g> {
             folds.push(n.op.fold(shapes[0]));
             for (s, &v) in n.inputs.iter().enumerate() {
                 if !g.value(v).is_constant() {
-                    readers[v.0].push(Reader::Node(i, s));
+                    // A view's reader holds rows of its source.
+                    readers[g.source_of(v).0 .0].push(Reader::Node(i, s));
                 }
             }
         }
@@ -180,6 +183,7 @@ impl<'g> Sim<'g> {
             })
             .collect();
         Sim {
+            canon: (0..nv).map(|v| g.source_of(ValueId(v)).0).collect(),
             cut,
             eager,
             narrowing,
@@ -253,6 +257,7 @@ impl<'g> Sim<'g> {
                     if self.g.value(v).is_constant() {
                         return None;
                     }
+                    let v = self.canon[v.0];
                     let (_, hi) = self.maps[n][s].need(a, b, self.rows[v.0]);
                     let hi = if self.cut[v.0] { self.rows[v.0] } else { hi };
                     (self.produced[v.0] < hi).then_some(v)
@@ -336,7 +341,7 @@ impl<'g> Sim<'g> {
                 // Its readers may fire now, and producers it stalled may have room again.
                 self.eager_readers(self.g.nodes[n].output(), &mut work);
                 for &u in &self.g.nodes[n].inputs {
-                    if let Some(Task::Fire(p)) = self.producer[u.0] {
+                    if let Some(Task::Fire(p)) = self.producer[self.canon[u.0].0] {
                         if self.eager[p] && !work.contains(&p) {
                             work.push(p);
                         }
@@ -363,7 +368,7 @@ impl<'g> Sim<'g> {
     /// reader lags as far, firing would free nothing and only add output rows.
     fn narrows_now(&self, n: usize) -> bool {
         let Some(s) = self.narrowing[n] else { return false };
-        let x = self.g.nodes[n].inputs[s];
+        let x = self.canon[self.g.nodes[n].inputs[s].0];
         let mine = self.next_lo(Reader::Node(n, s), x);
         let mut others = self.readers[x.0]
             .iter()
@@ -470,6 +475,7 @@ pub(super) fn articulations(g: &Graph) -> Vec<ValueId> {
     for (i, node) in g.nodes.iter().enumerate() {
         born[node.output().0] = i + 1;
         for &x in &node.inputs {
+            let x = g.source_of(x).0;
             last[x.0] = last[x.0].max(i + 1);
         }
     }

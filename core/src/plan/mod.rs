@@ -526,7 +526,8 @@ fn layout(
             StepKind::Fire(n) => {
                 let node = graph.node(n);
                 for v in graph.activation_inputs(node).chain(node.outputs.iter().copied()) {
-                    touch(v, s);
+                    // A view's rows live in its source's buffer.
+                    touch(graph.source_of(v).0, s);
                 }
             }
         }
@@ -588,6 +589,11 @@ pub fn fingerprint(graph: &Graph) -> u64 {
         graph.inputs.iter().chain(&graph.outputs).chain(graph.aliases.iter().map(|a| &a.value))
     {
         eat(&(v.0 as u64).to_le_bytes());
+    }
+    for w in &graph.views {
+        for x in [w.value.0, w.source.0, w.column] {
+            eat(&(x as u64).to_le_bytes());
+        }
     }
     for c in graph.aliases.iter().filter_map(|a| a.columns) {
         eat(&(c[0] as u64).to_le_bytes());

@@ -18,8 +18,9 @@
 //! its own feed of its columns) and hold only ops whose output columns come from a band of
 //! input columns: convolutions, pooling (not in ceil mode), elementwise ops and channel
 //! concatenation. Where two readers of one value need different columns (a residual block's
-//! shortcut beside its 3x3 convolution) the rewrite refuses: a reader would need the value
-//! shifted, which no kernel does.
+//! shortcut beside its 3x3 convolution), the value is computed over all of them and the reader
+//! that needs fewer reads a view ([`crate::graph::View`]): its columns in place, rows as far
+//! apart as the wider value's, which every kernel's windows allow (`RowWindow::row_stride`).
 
 use std::collections::HashMap;
 
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::PlanOptions;
 use crate::error::{Error, Result};
-use crate::graph::{Alias, Graph, Node, Value, ValueId};
+use crate::graph::{Alias, Graph, Node, Value, ValueId, View};
 use crate::ops::{Concat, Op};
 
 /// Column strips of a plan ([`PlanOptions::strips`]).
@@ -114,7 +115,7 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
     let mut joins = Vec::with_capacity(strips.count);
     for j in 0..strips.count {
         let span = [width * j / strips.count, width * (j + 1) / strips.count];
-        let columns = columns_of(g, &inside, end, span).map_err(refuse)?;
+        let (columns, needs) = columns_of(g, &inside, end, span);
         let mut map: HashMap<ValueId, ValueId> = HashMap::new();
         let tag = format!("~s{j}");
         let narrow = |out: &mut Graph, like: ValueId, cols: [usize; 2]| -> ValueId {
@@ -141,10 +142,23 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
         }
         for (i, n) in g.nodes.iter().enumerate().filter(|(i, _)| inside[*i]) {
             let o = n.output();
-            let x = n.inputs[0];
-            let op = narrowed(&n.op, columns[&o], columns.get(&x).copied());
-            let inputs: Vec<ValueId> =
-                n.inputs.iter().map(|v| map.get(v).copied().unwrap_or(*v)).collect();
+            let op = narrowed(&n.op, columns[&o], needs.get(&(i, 0)).copied());
+            let mut inputs = Vec::with_capacity(n.inputs.len());
+            for (slot, v) in n.inputs.iter().enumerate() {
+                let Some(&c) = map.get(v) else {
+                    inputs.push(*v);
+                    continue;
+                };
+                // A reader that needs fewer columns than the value has reads a view of them.
+                let (need, have) = (needs[&(i, slot)], columns[v]);
+                if need == have {
+                    inputs.push(c);
+                } else {
+                    let view = narrow(&mut out, *v, need);
+                    out.views.push(View { value: view, source: c, column: need[0] - have[0] });
+                    inputs.push(view);
+                }
+            }
             let y = narrow(&mut out, o, columns[&o]);
             let shapes: Vec<&[usize]> =
                 inputs.iter().map(|&v| out.value(v).shape.as_slice()).collect();
@@ -171,8 +185,9 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
         outputs: vec![end],
     });
     let rest = g.nodes.iter().enumerate().filter(|(i, _)| !inside[*i]).map(|(_, n)| n.clone());
+    // Topological already: strips in the stage's order, the join, then the rest (which reads
+    // nothing of the stage but `end`).
     out.nodes = clones.into_iter().chain(rest).collect();
-    out.sort_nodes();
     out.validate()?;
     Ok(out)
 }
@@ -293,22 +308,18 @@ fn strippable(g: &Graph, n: &Node) -> bool {
     }
 }
 
-/// Columns `[start, end)` of every value of the stage (`inside` its nodes) that the strip
-/// producing columns `span` of `end` computes: what its readers need, which must be the same
-/// for every reader of a value.
-fn columns_of(
-    g: &Graph,
-    inside: &[bool],
-    end: ValueId,
-    span: [usize; 2],
-) -> std::result::Result<HashMap<ValueId, [usize; 2]>, String> {
+/// Columns the strip producing columns `span` of `end` computes, worked backwards through the
+/// stage (`inside` its nodes): per value, the span of what its readers need, and per node and
+/// input slot, what that reader needs (a view of the value where it needs less).
+type Needs = (HashMap<ValueId, [usize; 2]>, HashMap<(usize, usize), [usize; 2]>);
+
+fn columns_of(g: &Graph, inside: &[bool], end: ValueId, span: [usize; 2]) -> Needs {
     let mut columns: HashMap<ValueId, [usize; 2]> = HashMap::from([(end, span)]);
-    let mut needs: Vec<(ValueId, [usize; 2], usize)> = Vec::new();
+    let mut needs = HashMap::new();
     for i in (0..g.nodes.len()).rev().filter(|&i| inside[i]) {
         let n = &g.nodes[i];
-        let Some(&out) = columns.get(&n.output()) else {
-            return Err(format!("node '{}' computes nothing the strips need", n.name));
-        };
+        // Every node of the stage leads to `end`: its readers came first.
+        let out = columns[&n.output()];
         for (slot, &x) in n.inputs.iter().enumerate() {
             if g.value(x).is_constant() {
                 continue;
@@ -316,25 +327,10 @@ fn columns_of(
             let need = input_columns(&n.op, slot, out, g.value(x).shape[3]);
             let hull = columns.entry(x).or_insert(need);
             *hull = [hull[0].min(need[0]), hull[1].max(need[1])];
-            needs.push((x, need, i));
+            needs.insert((i, slot), need);
         }
     }
-    for (x, need, i) in needs {
-        let have = columns[&x];
-        if have != need {
-            return Err(format!(
-                "node '{}' reads columns {}..{} of '{}' where another reader needs {}..{} \
-                 (a shortcut beside a wider window); join the strips before it",
-                g.nodes[i].name,
-                need[0],
-                need[1],
-                g.value(x).name,
-                have[0],
-                have[1]
-            ));
-        }
-    }
-    Ok(columns)
+    (columns, needs)
 }
 
 /// Horizontal window of a convolution or pooling: kernel extent (dilated), stride, left pad.
@@ -432,15 +428,35 @@ mod tests {
     }
 
     #[test]
-    fn a_shortcut_beside_a_wider_window_is_refused_with_the_reason() {
+    fn a_shortcut_reads_its_columns_of_a_wider_map_in_place() {
         let g = crate::zoo::by_name("resnet18", 64, 64, 0).unwrap();
-        // The stem (convolution, pooling) strips; the first residual block's output does not.
-        let maps = crate::plan::byparts::articulations(&g);
-        let pooled = maps[1];
-        assert!(rewrite(&g, &Strips { end: pooled, count: 2 }).is_ok());
-        let block = maps[2];
-        let e = rewrite(&g, &Strips { end: block, count: 2 }).unwrap_err().to_string();
-        assert!(e.contains("shortcut"), "{e}");
+        // The first residual block's output: its shortcut reads fewer columns of the block's
+        // input than the block's first 3x3 convolution does.
+        let block = crate::plan::byparts::articulations(&g)[2];
+        let r = rewrite(&g, &Strips { end: block, count: 2 }).unwrap();
+        r.check_shapes().unwrap();
+        assert!(!r.views.is_empty());
+        for w in &r.views {
+            let (view, source) = (&r.value(w.value).shape, &r.value(w.source).shape);
+            assert!(w.column + view[3] <= source[3] && view[..3] == source[..3], "{w:?}");
+            assert_eq!(r.source_of(w.value), (w.source, w.column));
+        }
+    }
+
+    #[test]
+    fn stages_with_whole_map_ops_or_too_many_strips_are_refused_with_the_reason() {
+        let g = crate::zoo::by_name("se_net", 48, 40, 0).unwrap();
+        let ops = |v: ValueId| rewrite(&g, &Strips { end: v, count: 2 }).map(|_| ()).unwrap_err();
+        let refusals: Vec<String> = crate::plan::byparts::articulations(&g)
+            .into_iter()
+            .filter(|&v| g.value(v).shape.len() == 4 && g.value(v).shape[3] > 1)
+            .filter(|&v| rewrite(&g, &Strips { end: v, count: 2 }).is_err())
+            .map(|v| ops(v).to_string())
+            .collect();
+        assert!(refusals.iter().any(|e| e.contains("cannot run in column strips")), "{refusals:?}");
+        let first = crate::plan::byparts::articulations(&g)[0];
+        let e = rewrite(&g, &Strips { end: first, count: 1000 }).unwrap_err().to_string();
+        assert!(e.contains("choose 2 to"), "{e}");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub fn verify(graph: &Graph, plan: &Plan) -> Result<()> {
     let mut slots: Vec<Vec<Slot>> =
         plan.buffers.iter().map(|b| vec![Slot::Empty; b.capacity.max(1)]).collect();
     let buf = |v: crate::graph::ValueId| -> Result<usize> {
+        // A view's rows are its source's, in its source's buffer.
+        let v = graph.source_of(v).0;
         plan.value_buffer[v.0]
             .filter(|&b| b < nb)
             .ok_or_else(|| bad(format!("value '{}' has no buffer", graph.value(v).name)))

@@ -791,7 +791,7 @@ fn time_kernel(
             let d = dims_of(&graph.value(v).shape, n.op.name(), graph.opset)?;
             let (planes, _, w) = d.rows();
             let capacity = (hi - lo).max(1);
-            layouts.push(Layout { offset, capacity, dims: d, dtype });
+            layouts.push(Layout { offset, capacity, dims: d, dtype, row_stride: d.rows().2 });
             offset = align_up(offset + planes * capacity * w * dtype.size(), 64);
             Ok(layouts.len() - 1)
         };
