@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use frugal_core::plan::strips;
 use frugal_core::planner::{self, Candidate, Profile};
 use frugal_core::{Backend, Graph, Plan, PlanOptions, Result, Strategy};
 
@@ -148,13 +149,12 @@ pub fn plan_for(
     Ok((plan, Some(chosen.clone())))
 }
 
-/// For a budget below every plan of `front`: the smallest by-parts plan with its first stage
-/// in column strips: the fewest strips that fit, and of their joins that fit, the one that
-/// computes least (joins earlier in the network compute fewer halo columns twice), its
-/// kernels profiled first. Fewest strips first: each strip fires every node of the stage
-/// again on narrower rows (on MobileNetV2 within 0.5 MB, four strips at the join computing
-/// least ran at 23.7 ms, two at 14.5). Where none fits, a refusal naming the least memory
-/// strips reach (or rows, if less). Nothing where the model has no stem to strip.
+/// For a budget below every plan of `front`: a by-parts plan with its first stage in column
+/// strips that fits, the fastest of those tried by [`Profile::estimate_strips`] (strip
+/// kernels priced from their whole-width originals), its kernels then profiled. Fewest strips
+/// first: each strip fires every node of the stage again on narrower rows, so the first count
+/// with a plan that fits is the last one tried. Where none fits, a refusal naming the least
+/// memory strips reach (or rows, if less). Nothing where the model has no stem to strip.
 pub fn strips_within(
     graph: &Graph,
     profile: &mut Profile,
@@ -163,24 +163,31 @@ pub fn strips_within(
     budget: usize,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Option<Candidate>> {
-    use frugal_core::plan::strips;
     let by_parts = front
         .iter()
         .filter(|c| c.options.strategy == Strategy::ByParts && c.options.lanes.is_empty());
     let Some(smallest) = by_parts.min_by_key(|c| c.arena_bytes) else { return Ok(None) };
-    let session = |o: &PlanOptions| -> Result<(usize, PlanOptions)> {
+    // A tried plan: its session's bytes, its options (cuts as built) and, if it fits, its
+    // estimated seconds.
+    struct Tried {
+        bytes: usize,
+        options: PlanOptions,
+        seconds: Option<f64>,
+    }
+    let try_plan = |o: &PlanOptions| -> Result<Tried> {
         let plan = Plan::build(graph, o)?;
-        Ok((frugal_core::session_bytes(graph, &plan, backend)?, plan.options))
+        let bytes = frugal_core::session_bytes(graph, &plan, backend)?;
+        let seconds =
+            if bytes <= budget { Some(profile.estimate_strips(graph, &plan)?) } else { None };
+        Ok(Tried { bytes, options: plan.options, seconds })
     };
-    let work = |o: &PlanOptions| -> Result<usize> {
-        Ok(strips::work(&*frugal_core::plan::recompute::effective(graph, o)?))
-    };
-    // Joins are ranked with the smallest plan's stage cuts and with none (cuts after the join
-    // that paid by rows can cost more than they save once the stem runs in strips: VGG-16's
-    // 784 KiB pool map held whole), one schedule each: searching cuts for every join and
-    // count took minutes on the text detector at 2048x2048. At most `MAX_JOINS` joins per
-    // count, evenly spread; the smallest of each count gets its cuts searched. Twice as many
-    // strips are tried while that lowered the least memory (and once regardless).
+    // Each join is tried with the smallest plan's stage cuts, with none, and with cuts searched
+    // anew: cuts that paid by rows can cost more than they save once the stem runs in strips
+    // (VGG-16's 784 KiB pool map held whole), and the stage after a join needs its own (on
+    // MobileNetV2 the kept cuts left every four-strip plan above 450 KB, searched ones reach
+    // 290 KB). A schedule costs milliseconds (MobileNetV2's 96 took 0.6 s), and at most
+    // `MAX_JOINS` joins per count are tried, evenly spread. Twice as many strips are tried
+    // while that lowered the least memory (and once regardless).
     const MAX_JOINS: usize = 24;
     let counts = [2, 4, 8, 16];
     let mut least = front.iter().map(|c| c.arena_bytes).min().unwrap_or(usize::MAX);
@@ -188,28 +195,23 @@ pub fn strips_within(
         progress("trying column strips", i, counts.len());
         let all = strips::each_end(graph, &smallest.options, count, true)?;
         let step = all.len().div_ceil(MAX_JOINS).max(1);
-        let uncut = |o: &PlanOptions| PlanOptions { cuts: Some(Vec::new()), ..o.clone() };
+        let with_cuts = |o: &PlanOptions, cuts: Option<Vec<_>>| PlanOptions { cuts, ..o.clone() };
         let mut tried = Vec::new();
-        for options in all.into_iter().rev().step_by(step).flat_map(|o| [uncut(&o), o]) {
-            tried.push(session(&options)?);
-        }
-        if let Some((_, o)) = tried.iter().min_by_key(|t| t.0) {
-            tried.push(session(&PlanOptions { cuts: None, ..o.clone() })?);
-        }
-        let mut fitting: Option<(usize, PlanOptions)> = None;
-        for (bytes, options) in &tried {
-            if *bytes <= budget {
-                let w = work(options)?;
-                if fitting.as_ref().is_none_or(|f| w < f.0) {
-                    fitting = Some((w, options.clone()));
-                }
+        for o in all.into_iter().rev().step_by(step) {
+            for options in [with_cuts(&o, Some(Vec::new())), with_cuts(&o, None), o] {
+                tried.push(try_plan(&options)?);
             }
         }
-        if let Some((_, options)) = fitting {
+        let best = tried
+            .iter()
+            .filter_map(|t| Some((t, t.seconds?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(t, _)| t.options.clone());
+        if let Some(options) = best {
             progress("trying column strips", counts.len(), counts.len());
             return strips_candidate(graph, profile, backend, options, progress).map(Some);
         }
-        let smallest_here = tried.iter().map(|t| t.0).min().unwrap_or(usize::MAX);
+        let smallest_here = tried.iter().map(|t| t.bytes).min().unwrap_or(usize::MAX);
         if i > 0 && smallest_here >= least {
             break;
         }

@@ -573,6 +573,61 @@ impl Profile {
         Ok(total)
     }
 
+    /// [`Profile::predict`] for a plan with column strips before their kernels are measured:
+    /// a strip's node the profile lacks costs its whole-width original's firing (kernel and
+    /// in-run cost, the backend's own kernel choice) scaled by the columns it computes; the
+    /// join's copy costs its step. What ranks strip plans cheaply, so that only the chosen
+    /// one is profiled; not a prediction to report (narrow firings cost more per column).
+    pub fn estimate_strips(&self, graph: &Graph, plan: &Plan) -> Result<f64> {
+        let g = &*crate::plan::recompute::effective(graph, &plan.options)?;
+        let whole = PlanOptions { strips: None, ..plan.options.clone() };
+        let u = &*crate::plan::recompute::effective(graph, &whole)?;
+        let originals: BTreeMap<&str, NodeId> =
+            u.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), NodeId(i))).collect();
+        let (keys, ukeys) = (Keys::of(g), Keys::of(u));
+        let width = |g: &Graph, n: NodeId| g.value(g.node(n).output()).shape.last().copied();
+        let mut total = 0.0;
+        let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+        for s in &plan.steps {
+            total += self.step_overhead;
+            if let StepKind::Fire(n) = s.kind {
+                *counts.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
+            }
+        }
+        for ((n, rows), count) in counts {
+            let node = NodeId(n);
+            let firing = |key: &str, limit: usize| {
+                Some(self.time_at(key, None, rows)? + self.in_run_at(key, None, rows, limit))
+            };
+            let t = match firing(keys.get(node), firing_rows(g, node)) {
+                Some(t) => t,
+                None => {
+                    let name = &g.nodes[n].name;
+                    let strip = name.rsplit_once("~s").filter(|(_, j)| j.parse::<usize>().is_ok());
+                    match strip.and_then(|(base, _)| originals.get(base)) {
+                        Some(&o) => {
+                            let ratio = match (width(g, node), width(u, o)) {
+                                (Some(a), Some(b)) if b > 0 => a as f64 / b as f64,
+                                _ => 1.0,
+                            };
+                            let t = firing(ukeys.get(o), firing_rows(u, o)).ok_or_else(|| {
+                                Error::Plan(format!(
+                                    "the profile has no timing for node '{}'; run `frugal \
+                                     profile` first",
+                                    u.nodes[o.0].name
+                                ))
+                            })?;
+                            t * ratio
+                        }
+                        None => 0.0,
+                    }
+                }
+            };
+            total += t.max(0.0) * count as f64;
+        }
+        Ok(total)
+    }
+
     /// What f16 storage adds to one firing of `node` on `rows` rows in `plan` ([`Staging`]):
     /// each f16 window the call reads (the rows its input maps need, at a middle firing as the
     /// kernels are timed) and writes, by elements and by runs of rows (one per plane where the
@@ -958,6 +1013,45 @@ mod tests {
         assert_eq!(ladder(5), vec![1, 2, 4, 5]);
         assert_eq!(ladder(1), vec![1]);
         assert_eq!(ladder(4), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn strip_estimates_scale_whole_width_kernels_by_their_columns() {
+        // Kernels whose cost is proportional to the columns they compute: the estimate from
+        // the whole-width timings alone equals the prediction with every strip timed.
+        let g = crate::zoo::by_name("mobilenet_v2", 64, 64, 0).unwrap();
+        let base = PlanOptions { strategy: Strategy::ByParts, ..PlanOptions::default() };
+        let options = crate::plan::strips::smallest(&g, &base, 2).unwrap();
+        let plan = Plan::build(&g, &options).unwrap();
+        let time = |graph: &Graph, p: &mut Profile| {
+            for i in 0..graph.nodes.len() {
+                let key = kernel_key(graph, NodeId(i));
+                let out = &graph.value(graph.nodes[i].output()).shape;
+                let join = matches!(graph.nodes[i].op, crate::ops::Op::Concat(_))
+                    && graph.nodes[i].name.ends_with("~join");
+                let w = if join { 0.0 } else { out.last().copied().unwrap_or(1) as f64 };
+                let limit = firing_rows(graph, NodeId(i));
+                let pts = ladder(limit).into_iter().map(|r| (r, r as f64 * w * 1e-8));
+                p.kernels.insert(key.clone(), pts.collect());
+                p.cold.insert(key, InRun { one_row: w * 1e-9, whole: w * limit as f64 * 1e-9 });
+            }
+        };
+        let whole = crate::plan::recompute::effective(&g, &base).unwrap();
+        let stripped = crate::plan::recompute::effective(&g, &options).unwrap();
+        let mut partial = Profile { step_overhead: 1e-7, ..Profile::default() };
+        time(&whole, &mut partial);
+        let mut full = partial.clone();
+        time(&stripped, &mut full);
+        assert!(partial.predict(&g, &plan).is_err(), "the strips' kernels are not timed");
+        let (estimate, predicted) =
+            (partial.estimate_strips(&g, &plan).unwrap(), full.predict(&g, &plan).unwrap());
+        assert!((estimate - predicted).abs() <= 1e-9 * predicted, "{estimate} vs {predicted}");
+        // Without strips the estimate is the prediction.
+        let rows = Plan::build(&g, &base).unwrap();
+        assert_eq!(
+            partial.estimate_strips(&g, &rows).unwrap(),
+            partial.predict(&g, &rows).unwrap()
+        );
     }
 
     #[test]
