@@ -70,6 +70,7 @@ fn column_strips_give_the_same_bytes() {
     let graphs = [
         zoo::by_name("vgg16", 32, 48, 3).unwrap(),
         zoo::by_name("mobilenet_v2", 48, 40, 3).unwrap(),
+        zoo::by_name("resnet18", 48, 40, 3).unwrap(),
         model::load(Some(&orientation), None).unwrap(),
         model::load(Some(&ocr), Some(&[1, 3, 96, 64])).unwrap(),
     ];
