@@ -30,3 +30,22 @@ fn f16_storage_matches_cpu_and_by_parts_is_bit_identical() {
         common::run(&g, &f16(common::parts(2)), Box::new(common::gpu().unwrap()), &input).unwrap();
     assert_eq!(common::ulp_diff(&bp[0], &got[0]).0, 0, "f16 by parts differs from layer by layer");
 }
+
+/// Column strips in f16 storage: MobileNetV2's shortcuts read views (columns of a wider f16
+/// map, in place, a row stride apart), and the output is the bits of f16 layer by layer.
+#[test]
+fn f16_column_strips_with_views_give_layer_by_layers_bits() {
+    let g = zoo::by_name("mobilenet_v2", 64, 64, 3).unwrap();
+    let input = common::seeded(3 * 64 * 64, 11);
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.has_f16() {
+        println!("adapter without SHADER_F16: f16 strips not run");
+        return;
+    }
+    let strips = frugal_core::plan::strips::smallest(&g, &f16(common::parts(1)), 3).unwrap();
+    let effective = frugal_core::plan::recompute::effective(&g, &strips).unwrap();
+    assert!(!effective.views.is_empty(), "MobileNetV2's three strips read views");
+    let want = common::run(&g, &f16(common::lbl()), Box::new(gpu), &input).unwrap();
+    let got = common::run(&g, &strips, Box::new(common::gpu().unwrap()), &input).unwrap();
+    assert_eq!(common::ulp_diff(&got[0], &want[0]).0, 0, "f16 strips differ from layer by layer");
+}
