@@ -65,10 +65,13 @@ fn check(build: impl FnOnce() -> Vec<Graph>, strategy: Strategy) {
 }
 
 fn check_graph(graph: &Graph, strategy: Strategy) {
-    let plan = Plan::build(graph, &PlanOptions::new(strategy)).unwrap();
+    check_plan(graph, &Plan::build(graph, &PlanOptions::new(strategy)).unwrap());
+}
+
+fn check_plan(graph: &Graph, plan: &Plan) {
     let backend = backend_by_name("cpu").unwrap();
     reset();
-    let mut session = Session::new(graph, &plan, backend).unwrap();
+    let mut session = Session::new(graph, plan, backend).unwrap();
     // The arena is exactly the planned size, and the largest allocation a session makes but
     // for weights the backend repacks (a convolution's, in place of the row-major copy).
     let weight = graph.values.iter().filter(|v| v.is_constant()).map(|v| v.nbytes()).max();
@@ -101,6 +104,11 @@ fn sessions_allocate_their_arena_once_and_nothing_while_running() {
     check(|| vec![model::load(None, None).unwrap()], Strategy::LayerByLayer);
     check(|| vec![zoo::mobilenet_v2(96, 10, 0).unwrap()], Strategy::ByParts);
     check(|| vec![model::load(None, None).unwrap()], Strategy::ByParts);
+    // Column strips: each strip's feed gathered from the input, shortcuts reading views.
+    let g = zoo::mobilenet_v2(96, 10, 0).unwrap();
+    let by_parts = PlanOptions::new(Strategy::ByParts);
+    let strips = frugal::plan::strips::smallest(&g, &by_parts, 3).unwrap();
+    check_plan(&g, &Plan::build(&g, &strips).unwrap());
     let names = ["se_net", "shuffle_net", "inception", "unet"];
     for strategy in [Strategy::LayerByLayer, Strategy::ByParts] {
         check(|| names.iter().map(|n| zoo::by_name(n, 32, 48, 0).unwrap()).collect(), strategy);
