@@ -31,6 +31,15 @@ use crate::error::{Error, Result};
 use crate::graph::{Alias, Graph, Node, Value, ValueId, View};
 use crate::ops::{Concat, Op};
 
+/// What a strip's copy of a node or value adds to its name: `conv_3~s0` is strip 0's `conv_3`.
+const STRIP_TAG: &str = "~s";
+
+/// The node or value a strip's copy named `name` copies, if it is one.
+pub fn original_name(name: &str) -> Option<&str> {
+    let (base, j) = name.rsplit_once(STRIP_TAG)?;
+    j.parse::<usize>().is_ok().then_some(base)
+}
+
 /// Column strips of a plan ([`PlanOptions::strips`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Strips {
@@ -66,7 +75,8 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
     let consumers = g.consumers();
     // The stage: every node `end` depends on, and the fed values it starts from.
     let mut inside = vec![false; g.nodes.len()];
-    let mut fed: Vec<ValueId> = Vec::new();
+    // Fed values with the feed that writes them.
+    let mut fed: Vec<(ValueId, usize)> = Vec::new();
     let mut stack = vec![end];
     while let Some(v) = stack.pop() {
         if g.value(v).is_constant() {
@@ -78,12 +88,11 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
                 stack.extend(g.nodes[p.0].inputs.iter().copied());
             }
             Some(_) => {}
-            None if g.is_fed(v) => {
-                if !fed.contains(&v) {
-                    fed.push(v);
-                }
-            }
-            None => return Err(refuse(format!("'{}' has no producer", g.value(v).name))),
+            None => match (0..g.feeds()).find(|&k| g.feed_value(k) == v) {
+                Some(k) if !fed.contains(&(v, k)) => fed.push((v, k)),
+                Some(_) => {}
+                None => return Err(refuse(format!("'{}' has no producer", g.value(v).name))),
+            },
         }
     }
     for (i, n) in g.nodes.iter().enumerate().filter(|(i, _)| inside[*i]) {
@@ -103,8 +112,7 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
             )));
         }
     }
-    for &v in &fed {
-        let k = (0..g.feeds()).find(|&k| g.feed_value(k) == v).unwrap_or(0);
+    for &(v, k) in &fed {
         if g.feed_columns(k).is_some() || g.value(v).shape.len() != 4 {
             return Err(refuse(format!("input '{}' cannot be fed in strips", g.value(v).name)));
         }
@@ -117,7 +125,7 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
         let span = [width * j / strips.count, width * (j + 1) / strips.count];
         let (columns, needs) = columns_of(g, &inside, end, span);
         let mut map: HashMap<ValueId, ValueId> = HashMap::new();
-        let tag = format!("~s{j}");
+        let tag = format!("{STRIP_TAG}{j}");
         let narrow = |out: &mut Graph, like: ValueId, cols: [usize; 2]| -> ValueId {
             let v = g.value(like);
             let mut shape = v.shape.clone();
@@ -130,8 +138,7 @@ pub fn rewrite(graph: &Graph, strips: &Strips) -> Result<Graph> {
             });
             ValueId(out.values.len() - 1)
         };
-        for &v in &fed {
-            let k = (0..g.feeds()).find(|&k| g.feed_value(k) == v).unwrap_or(0);
+        for &(v, k) in &fed {
             let c = narrow(&mut out, v, columns[&v]);
             out.aliases.push(Alias {
                 value: c,
@@ -401,6 +408,13 @@ mod tests {
             let widths: usize = join.inputs.iter().map(|v| r.value(*v).shape[3]).sum();
             assert_eq!(widths, g.value(s.end).shape[3]);
             assert_eq!(r.aliases.iter().filter(|a| a.columns.is_some()).count(), 3);
+            // Every strip's node names the node it copies; the join names none.
+            for n in &r.nodes {
+                let copies = original_name(&n.name);
+                let join = std::ptr::eq(n, join);
+                assert_eq!(copies.is_none(), join || g.nodes.iter().any(|m| m.name == n.name));
+                assert!(copies.is_none_or(|o| g.nodes.iter().any(|m| m.name == o)), "{}", n.name);
+            }
         }
     }
 

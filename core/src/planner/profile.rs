@@ -146,6 +146,18 @@ pub fn ladder(limit: usize) -> Vec<usize> {
     v
 }
 
+/// How often `plan` fires each node on each part size: `(node, rows) -> firings` (firings of
+/// one node on one part size cost the same).
+fn firings(plan: &Plan) -> BTreeMap<(usize, usize), usize> {
+    let mut fired = BTreeMap::new();
+    for s in &plan.steps {
+        if let StepKind::Fire(n) = s.kind {
+            *fired.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
+        }
+    }
+    fired
+}
+
 impl Profile {
     /// Reads a profile saved with [`Profile::save`].
     pub fn load(path: &Path) -> Result<Profile> {
@@ -451,12 +463,7 @@ impl Profile {
     /// [`coupled_in_run_cost`]: Profile::coupled_in_run_cost
     pub fn choose_kernels(&self, graph: &Graph, plan: &Plan) -> Result<Vec<Option<String>>> {
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
-        let mut fired: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-        for s in &plan.steps {
-            if let StepKind::Fire(n) = s.kind {
-                *fired.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
-            }
-        }
+        let fired = firings(plan);
         let n = graph.nodes.len();
         let keys = Keys::of(graph);
         let parent = main_producers(graph);
@@ -541,19 +548,11 @@ impl Profile {
     /// Predicted seconds for one run of `plan`.
     pub fn predict(&self, graph: &Graph, plan: &Plan) -> Result<f64> {
         let graph = &*crate::plan::recompute::effective(graph, &plan.options)?;
-        let mut total = 0.0;
-        // Steps of one node on the same part size cost the same: count them first.
-        let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-        for s in &plan.steps {
-            total += self.step_overhead;
-            if let StepKind::Fire(n) = s.kind {
-                *counts.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
-            }
-        }
+        let mut total = self.step_overhead * plan.steps.len() as f64;
         let parent = main_producers(graph);
         let keys = Keys::of(graph);
         let variant_of = |n: usize| plan.kernels.get(n).cloned().flatten();
-        for ((n, rows), count) in counts {
+        for ((n, rows), count) in firings(plan) {
             let (key, variant) = (keys.get(NodeId(n)), variant_of(n));
             let producer_serial = parent[n]
                 .is_none_or(|p| self.serialish(keys.get(NodeId(p)), variant_of(p).as_deref()));
@@ -586,15 +585,8 @@ impl Profile {
             u.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), NodeId(i))).collect();
         let (keys, ukeys) = (Keys::of(g), Keys::of(u));
         let width = |g: &Graph, n: NodeId| g.value(g.node(n).output()).shape.last().copied();
-        let mut total = 0.0;
-        let mut counts: BTreeMap<(usize, usize), usize> = BTreeMap::new();
-        for s in &plan.steps {
-            total += self.step_overhead;
-            if let StepKind::Fire(n) = s.kind {
-                *counts.entry((n.0, s.rows[1] - s.rows[0])).or_default() += 1;
-            }
-        }
-        for ((n, rows), count) in counts {
+        let mut total = self.step_overhead * plan.steps.len() as f64;
+        for ((n, rows), count) in firings(plan) {
             let node = NodeId(n);
             let firing = |key: &str, limit: usize| {
                 Some(self.time_at(key, None, rows)? + self.in_run_at(key, None, rows, limit))
@@ -602,9 +594,8 @@ impl Profile {
             let t = match firing(keys.get(node), firing_rows(g, node)) {
                 Some(t) => t,
                 None => {
-                    let name = &g.nodes[n].name;
-                    let strip = name.rsplit_once("~s").filter(|(_, j)| j.parse::<usize>().is_ok());
-                    match strip.and_then(|(base, _)| originals.get(base)) {
+                    let original = crate::plan::strips::original_name(&g.nodes[n].name);
+                    match original.and_then(|name| originals.get(name)) {
                         Some(&o) => {
                             let ratio = match (width(g, node), width(u, o)) {
                                 (Some(a), Some(b)) if b > 0 => a as f64 / b as f64,
@@ -846,7 +837,7 @@ fn time_kernel(
             let d = dims_of(&graph.value(v).shape, n.op.name(), graph.opset)?;
             let (planes, _, w) = d.rows();
             let capacity = (hi - lo).max(1);
-            layouts.push(Layout { offset, capacity, dims: d, dtype, row_stride: d.rows().2 });
+            layouts.push(Layout { offset, capacity, dims: d, dtype, row_stride: w });
             offset = align_up(offset + planes * capacity * w * dtype.size(), 64);
             Ok(layouts.len() - 1)
         };
